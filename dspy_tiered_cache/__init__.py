@@ -1,0 +1,47 @@
+"""Tiered LLM response caching for LiteLLM and DSPy: memory (L1), Redis/Valkey (L2) and an embedded disk tier.
+
+The doors import LiteLLM and DSPy, which take seconds; they load on first use so that the core, the CLI's quick
+commands and worker start-up stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dspy_tiered_cache.core import UNSET, CacheCore, CallOptions, Hit
+from dspy_tiered_cache.keys import UncacheableRequest
+from dspy_tiered_cache.settings import CacheSettings, ConfigError
+
+if TYPE_CHECKING:
+    from dspy_tiered_cache.integrations.dspy import CachedLM
+    from dspy_tiered_cache.integrations.litellm import TieredCache
+
+__version__ = "0.1.0"
+__all__ = [
+    "UNSET",
+    "CacheCore",
+    "CacheSettings",
+    "CachedLM",
+    "CallOptions",
+    "ConfigError",
+    "Hit",
+    "TieredCache",
+    "UncacheableRequest",
+    "__version__",
+]
+
+_LAZY = {
+    "TieredCache": "dspy_tiered_cache.integrations.litellm",
+    "CachedLM": "dspy_tiered_cache.integrations.dspy",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dspy_tiered_cache' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,144 @@
+"""How values cross process boundaries: JSON payloads in a versioned, checksummed, optionally compressed frame.
+
+Anything read back from a shared tier may have been written by another version of this package, by another
+program, or by an attacker with access to Redis. So the frame is checked before anything is parsed, the payload
+is JSON (never pickle: decoding must not be able to run code), decompression is bounded, and every failure is
+a :class:`CorruptEntry` that the core turns into a counted miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import zstandard
+
+MAGIC = 0xD7
+VERSION = 1
+FLAG_ZSTD = 0x01
+_HEADER = struct.Struct(">BBBQQ")  # magic, version, flags, created_ms, expires_ms (0 = never)
+_MAC_LEN = 16
+_PREFIX_LEN = _HEADER.size + _MAC_LEN
+#: Fixed per-entry overhead charged to the memory tier's byte budget (object headers, dict slot, key).
+ENTRY_OVERHEAD = 160
+
+
+class CodecError(ValueError):
+    """A value cannot be stored: it is not plain JSON data or it is too large."""
+
+
+class CorruptEntry(ValueError):
+    """Bytes under our key are not a valid frame: truncated, tampered, foreign, or from another secret."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One cached value as every tier sees it: JSON payload bytes plus its absolute lifetime.
+
+    Lifetimes are absolute so that promotion to an upper tier keeps the remaining lifetime, never a fresh one.
+    """
+
+    payload: bytes
+    created_at: float
+    expires_at: float | None = None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+    def remaining(self, now: float) -> float | None:
+        return None if self.expires_at is None else self.expires_at - now
+
+    @property
+    def size(self) -> int:
+        return len(self.payload) + ENTRY_OVERHEAD
+
+    def capped(self, ttl: float | None, now: float) -> Entry:
+        """The same entry, expiring no later than ``now + ttl`` (a tier's own cap)."""
+        if ttl is None:
+            return self
+        cap = now + ttl
+        if self.expires_at is not None and self.expires_at <= cap:
+            return self
+        return Entry(self.payload, self.created_at, cap)
+
+
+def encode_value(value: Any, max_bytes: int) -> bytes:
+    """Plain JSON data to payload bytes; anything that would not read back as the same value is refused."""
+    try:
+        payload = orjson.dumps(value, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS)
+    except TypeError as exc:
+        raise CodecError(
+            f"value is not plain JSON data ({exc}); convert it to dicts/lists/str/numbers before caching"
+        ) from None
+    if len(payload) > max_bytes:
+        raise CodecError(
+            f"value is {len(payload)} bytes, over max_value_bytes={max_bytes}; raise "
+            "DSPY_TIERED_CACHE_MAX_VALUE_BYTES to cache it"
+        )
+    return payload
+
+
+def decode_value(payload: bytes) -> Any:
+    """A fresh object on every call, so callers may mutate what they get."""
+    return orjson.loads(payload)
+
+
+class FrameCodec:
+    """Frames entries for shared tiers. One instance per secret and compression setting."""
+
+    __slots__ = ("_compression_threshold", "_max_bytes", "_secret")
+
+    def __init__(self, *, secret: bytes | None, compression_threshold: int, max_bytes: int) -> None:
+        self._secret = secret or None
+        self._compression_threshold = compression_threshold
+        self._max_bytes = max_bytes
+
+    def _mac(self, data: bytes) -> bytes:
+        if self._secret is not None:
+            return hmac.digest(self._secret, data, "sha256")[:_MAC_LEN]
+        return hashlib.sha256(data).digest()[:_MAC_LEN]
+
+    def dumps(self, entry: Entry) -> bytes:
+        body = entry.payload
+        flags = 0
+        if self._compression_threshold and len(body) >= self._compression_threshold:
+            packed = zstandard.compress(body, 3)
+            if len(packed) < len(body):
+                body, flags = packed, FLAG_ZSTD
+        expires_ms = 0 if entry.expires_at is None else max(1, int(entry.expires_at * 1000))
+        header = _HEADER.pack(MAGIC, VERSION, flags, int(entry.created_at * 1000), expires_ms)
+        return header + self._mac(header + body) + body
+
+    def loads(self, data: bytes) -> Entry:
+        if len(data) < _PREFIX_LEN:
+            raise CorruptEntry(f"frame of {len(data)} bytes is shorter than the {_PREFIX_LEN}-byte header")
+        magic, version, flags, created_ms, expires_ms = _HEADER.unpack_from(data)
+        if magic != MAGIC:
+            raise CorruptEntry("not a dspy_tiered_cache frame (bad magic byte): a foreign value under our prefix")
+        if version != VERSION:
+            raise CorruptEntry(f"frame version {version} is not readable by this version ({VERSION})")
+        header = data[: _HEADER.size]
+        mac = data[_HEADER.size : _PREFIX_LEN]
+        body = data[_PREFIX_LEN:]
+        if not hmac.compare_digest(mac, self._mac(header + body)):
+            raise CorruptEntry("checksum mismatch: the value was altered, truncated or written with another key_secret")
+        if flags & FLAG_ZSTD:
+            try:
+                claimed = zstandard.frame_content_size(body)
+                if claimed < 0 or claimed > self._max_bytes:
+                    raise CorruptEntry(f"compressed payload claims {claimed} bytes, over max_value_bytes")
+                body = zstandard.ZstdDecompressor().decompress(body, max_output_size=self._max_bytes)
+            except zstandard.ZstdError as exc:
+                raise CorruptEntry(f"compressed payload does not decompress within the size limit: {exc}") from None
+        elif flags:
+            raise CorruptEntry(f"unknown frame flags {flags:#x}")
+        return Entry(body, created_ms / 1000.0, expires_ms / 1000.0 if expires_ms else None)
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,480 @@
+"""The tiered-cache core both front doors share: keys, cascade, promotion, write-through, single-flight.
+
+Every tier call goes through :meth:`CacheCore._tier_get` / ``_tier_set`` (or their async twins), which time it,
+count it, consult the tier's circuit breaker and swallow its exceptions: this is the one place where "a broken
+tier is a miss, never an exception and never wrong data" is enforced. The sync and async lookups share every step
+but the awaited tier read itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from dspy_tiered_cache.breaker import CircuitBreaker
+from dspy_tiered_cache.codec import CodecError, CorruptEntry, Entry, FrameCodec, decode_value, encode_value
+from dspy_tiered_cache.keys import (
+    UncacheableRequest,
+    canonical_request,
+    entry_key,
+    request_digest,
+)
+from dspy_tiered_cache.settings import NAME_PATTERN, CacheSettings, ConfigError, load_settings
+from dspy_tiered_cache.singleflight import SingleFlight
+from dspy_tiered_cache.stats import Stats
+from dspy_tiered_cache.tiers.base import Tier, TierHealth
+from dspy_tiered_cache.tiers.memory import MemoryTier
+from dspy_tiered_cache.writer import BackgroundWriter
+
+log = logging.getLogger("dspy_tiered_cache")
+T = TypeVar("T")
+
+
+class _Unset:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = _Unset()
+
+
+@dataclass(frozen=True, slots=True)
+class CallOptions:
+    """Per-call controls, mirroring the HTTP-cache-like controls LiteLLM exposes."""
+
+    bypass_read: bool = False  # refresh: skip lookups, still store the fresh answer
+    bypass_write: bool = False  # no-store
+    ttl: float | None | _Unset = UNSET  # None = no expiry; UNSET = the configured default
+    max_age: float | None = None  # entries older than this many seconds are misses
+    namespace: str | None = None
+
+
+DEFAULT_OPTIONS: Final = CallOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    value: Any
+    level: str
+    created_at: float
+    expires_at: float | None
+
+    @property
+    def age(self) -> float:
+        return time.time() - self.created_at
+
+
+def build_tiers(settings: CacheSettings, codec: FrameCodec) -> list[Tier]:
+    """Tier order is cost order: memory, then the local disk, then the network."""
+    tiers: list[Tier] = []
+    if settings.memory and settings.memory_max_entries > 0 and settings.memory_max_bytes > 0:
+        tiers.append(MemoryTier(max_entries=settings.memory_max_entries, max_bytes=settings.memory_max_bytes,
+                                ttl=settings.memory_ttl))
+    if settings.uses_disk:
+        from dspy_tiered_cache.tiers.disk import DiskTier
+
+        tiers.append(DiskTier(settings.disk_path, codec=codec, ttl=settings.disk_ttl,
+                              max_bytes=settings.disk_max_bytes))
+    url = settings.redis_url_value
+    if url:
+        from dspy_tiered_cache.tiers.redis import RedisTier
+
+        tiers.append(RedisTier(url, codec=codec, prefix=settings.key_prefix, ttl=settings.redis_ttl,
+                               connect_timeout_ms=settings.redis_connect_timeout_ms,
+                               timeout_ms=settings.redis_timeout_ms,
+                               max_connections=settings.redis_max_connections, cluster=settings.redis_cluster))
+    return tiers
+
+
+class CacheCore:
+    def __init__(self, settings: CacheSettings | None = None, *, tiers: Iterable[Tier] | None = None,
+                 **overrides: Any) -> None:
+        self.settings = s = load_settings(settings, **overrides)
+        self._secret = s.key_secret.get_secret_value().encode() if s.key_secret is not None else None
+        self.codec = FrameCodec(secret=self._secret, compression_threshold=s.compression_threshold,
+                                max_bytes=s.max_value_bytes)
+        self.tiers: list[Tier] = list(tiers) if tiers is not None else build_tiers(s, self.codec)
+        names = [t.name for t in self.tiers]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"tier names must be unique, got {names}")
+        self.memory: MemoryTier | None = next((t for t in self.tiers if isinstance(t, MemoryTier)), None)
+        #: The most shared tier holds namespace generations, so every process agrees on them.
+        self._authority: Tier | None = self.tiers[-1] if self.tiers else None
+        self.stats = Stats(names)
+        self.breakers = {t.name: CircuitBreaker(s.breaker_failures, s.breaker_reset_s) for t in self.tiers if t.remote}
+        self.singleflight = SingleFlight()
+        self.writer = BackgroundWriter(s.write_queue_size)
+        self._generations: dict[str, tuple[int, float]] = {}
+        self._gen_lock = threading.Lock()
+        self._warned: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"CacheCore(tiers={self.tiers!r}, namespace={self.settings.namespace!r})"
+
+    # -- keys ----------------------------------------------------------------------------------------
+    def key_for(self, request: Mapping[str, Any], *, namespace: str | None = None,
+                ignore: Iterable[str] = ()) -> str:
+        """The storage key of a request; raises :class:`UncacheableRequest` when it has no canonical form."""
+        ns = self._namespace(namespace)
+        digest = request_digest(canonical_request(request, ignore), self._secret)
+        return entry_key(self.settings.key_prefix, ns, self.generation(ns), digest)
+
+    def _namespace(self, namespace: str | None) -> str:
+        if namespace is None:
+            return self.settings.namespace
+        if not NAME_PATTERN.match(namespace):
+            raise UncacheableRequest(
+                f"namespace {namespace!r} is not valid: use 1-64 characters from letters, digits, '_', '.', '-'"
+            )
+        return namespace
+
+    def generation(self, namespace: str) -> int:
+        """The namespace's generation, re-read from the shared tier at most every ``generation_refresh_s``."""
+        cached = self._generations.get(namespace)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < self.settings.generation_refresh_s:
+            return cached[0]
+        authority = self._authority
+        if authority is None:
+            return 0
+        breaker = self.breakers.get(authority.name)
+        if breaker is not None and not breaker.allow():
+            return cached[0] if cached else 0
+        try:
+            gen = authority.get_generation(namespace)
+        except Exception as exc:
+            self._tier_failed(authority, "read generation of", exc)
+            return cached[0] if cached else 0
+        if breaker is not None:
+            breaker.success()
+        self._generations[namespace] = (gen, now)
+        return gen
+
+    # -- lookups -------------------------------------------------------------------------------------
+    def get(self, key: str, *, options: CallOptions | None = None) -> Hit | None:
+        """Walk the tiers in order; never raises. ``None`` is a miss (or a bypass)."""
+        opts = options or DEFAULT_OPTIONS
+        if not self.settings.enabled or opts.bypass_read:
+            self.stats.count("bypasses")
+            return None
+        now = time.time()
+        for index, tier in enumerate(self.tiers):
+            entry = self._tier_get(tier, key) if not tier.remote else self._remote_get(tier, key)
+            if entry is not None and self._fresh(entry, opts, now):
+                return self._hit(index, key, entry, now)
+        self.stats.count("misses")
+        return None
+
+    async def aget(self, key: str, *, options: CallOptions | None = None) -> Hit | None:
+        opts = options or DEFAULT_OPTIONS
+        if not self.settings.enabled or opts.bypass_read:
+            self.stats.count("bypasses")
+            return None
+        now = time.time()
+        for index, tier in enumerate(self.tiers):
+            if tier.remote:
+                entry = self.writer.pending.get(key)
+                if entry is None:
+                    entry = await self._atier_get(tier, key)
+            else:
+                entry = self._tier_get(tier, key)
+            if entry is not None and self._fresh(entry, opts, now):
+                return self._hit(index, key, entry, now)
+        self.stats.count("misses")
+        return None
+
+    def _remote_get(self, tier: Tier, key: str) -> Entry | None:
+        pending = self.writer.pending.get(key)  # our own write not yet landed: read-your-writes
+        return pending if pending is not None else self._tier_get(tier, key)
+
+    @staticmethod
+    def _fresh(entry: Entry, opts: CallOptions, now: float) -> bool:
+        if entry.expires_at is not None and entry.expires_at <= now:
+            return False
+        return opts.max_age is None or now - entry.created_at <= opts.max_age
+
+    def _hit(self, index: int, key: str, entry: Entry, now: float) -> Hit | None:
+        try:
+            value = decode_value(entry.payload)
+        except ValueError as exc:  # only reachable if a tier hands back bytes it did not check
+            self._corrupt(self.tiers[index], key, CorruptEntry(f"payload is not JSON: {exc}"))
+            return None
+        for upper in self.tiers[:index]:  # promote with the remaining lifetime, capped per tier
+            self._store_in(upper, key, entry.capped(upper.ttl, now))
+        self.stats.count("hits")
+        return Hit(value, self.tiers[index].name, entry.created_at, entry.expires_at)
+
+    def _tier_get(self, tier: Tier, key: str) -> Entry | None:
+        breaker = self.breakers.get(tier.name)
+        if breaker is not None and not breaker.allow():
+            self.stats.record(tier.name, hit=False, skipped=True)
+            return None
+        started = time.perf_counter()
+        try:
+            entry = tier.get(key)
+        except CorruptEntry as exc:
+            self._corrupt(tier, key, exc)
+            return None
+        except Exception as exc:
+            self._tier_failed(tier, "read from", exc, started)
+            return None
+        if breaker is not None:
+            breaker.success()
+        self.stats.record(tier.name, hit=entry is not None, seconds=time.perf_counter() - started)
+        return entry
+
+    async def _atier_get(self, tier: Tier, key: str) -> Entry | None:
+        breaker = self.breakers.get(tier.name)
+        if breaker is not None and not breaker.allow():
+            self.stats.record(tier.name, hit=False, skipped=True)
+            return None
+        started = time.perf_counter()
+        try:
+            entry = await tier.aget(key)
+        except CorruptEntry as exc:
+            self._corrupt(tier, key, exc)
+            return None
+        except Exception as exc:
+            self._tier_failed(tier, "read from", exc, started)
+            return None
+        if breaker is not None:
+            breaker.success()
+        self.stats.record(tier.name, hit=entry is not None, seconds=time.perf_counter() - started)
+        return entry
+
+    # -- stores --------------------------------------------------------------------------------------
+    def set(self, key: str, value: Any, *, options: CallOptions | None = None) -> bool:
+        """Store plain JSON data in every tier; never raises. False when nothing was stored."""
+        payload = self.encode(value, options)
+        if payload is None:
+            return False
+        self.set_payload(key, payload, options=options)
+        return True
+
+    async def aset(self, key: str, value: Any, *, options: CallOptions | None = None) -> bool:
+        """Same as :meth:`set`: the memory write is immediate and remote writes go to the background writer."""
+        return self.set(key, value, options=options)
+
+    def encode(self, value: Any, options: CallOptions | None = None) -> bytes | None:
+        """Payload bytes of a value, or None (logged and counted) when it cannot or should not be stored."""
+        if not self.settings.enabled or (options is not None and options.bypass_write):
+            return None
+        try:
+            return encode_value(value, self.settings.max_value_bytes)
+        except CodecError as exc:
+            self.stats.count("store_skipped")
+            self._warn_once(str(exc).split(";")[0][:60], "dspy_tiered_cache: not caching a value: %s", exc)
+            return None
+
+    def set_payload(self, key: str, payload: bytes, *, options: CallOptions | None = None) -> None:
+        now = time.time()
+        entry = Entry(payload, now, self._expiry(options, now))
+        self.stats.count("stores")
+        for tier in self.tiers:
+            self._store_in(tier, key, entry.capped(tier.ttl, now))
+
+    def _expiry(self, options: CallOptions | None, now: float) -> float | None:
+        ttl = self.settings.ttl if options is None or isinstance(options.ttl, _Unset) else options.ttl
+        if ttl is None:
+            return None
+        if self.settings.ttl_jitter:  # spread expiries so a batch written together does not expire together
+            ttl *= 1.0 - random.random() * self.settings.ttl_jitter
+        return now + ttl
+
+    def _store_in(self, tier: Tier, key: str, entry: Entry) -> None:
+        if tier.remote and self.settings.write_behind:
+            self.writer.submit(key, entry, lambda: self._tier_set(tier, key, entry))
+        else:
+            self._tier_set(tier, key, entry)
+
+    def _tier_set(self, tier: Tier, key: str, entry: Entry) -> None:
+        breaker = self.breakers.get(tier.name)
+        if breaker is not None and not breaker.allow():
+            self.stats.record(tier.name, skipped=True)
+            return
+        started = time.perf_counter()
+        try:
+            tier.set(key, entry)
+        except Exception as exc:
+            self._tier_failed(tier, "write to", exc, started)
+            return
+        if breaker is not None:
+            breaker.success()
+        self.stats.record(tier.name, set_=True)
+
+    # -- single-flight -------------------------------------------------------------------------------
+    def get_or_compute(self, key: str, compute: Callable[[], T], *, options: CallOptions | None = None,
+                       encode: Callable[[T], Any] = lambda v: v,
+                       decode: Callable[[Any], T] = lambda v: v) -> tuple[T, str]:
+        """The cached value or ``compute()``'s, with concurrent identical misses sharing one ``compute()``.
+
+        Returns ``(value, level)``: level is the tier name of a hit, ``"joined"`` when another caller's
+        in-flight computation served it, ``"miss"`` or ``"bypass"``.
+        """
+        hit = self.get(key, options=options)
+        if hit is not None:
+            return decode(hit.value), hit.level
+        if not self._may_share(options):
+            return self._compute_and_store(key, compute, options, encode), self._miss_level(options)
+        flight, leader = self.singleflight.begin(key)
+        if not leader:
+            payload = flight.wait(self.settings.single_flight_timeout)
+            if payload is not None:
+                self.stats.count("joined")
+                return decode(decode_value(payload)), "joined"
+            return self._compute_and_store(key, compute, options, encode), "miss"
+        payload = None
+        try:
+            value = compute()
+            payload = self._store_computed(key, value, options, encode)
+            return value, "miss"
+        finally:
+            self.singleflight.finish(key, flight, payload)
+
+    async def aget_or_compute(self, key: str, compute: Callable[[], Awaitable[T]], *,
+                              options: CallOptions | None = None, encode: Callable[[T], Any] = lambda v: v,
+                              decode: Callable[[Any], T] = lambda v: v) -> tuple[T, str]:
+        hit = await self.aget(key, options=options)
+        if hit is not None:
+            return decode(hit.value), hit.level
+        if not self._may_share(options):
+            value = await compute()
+            self._store_computed(key, value, options, encode)
+            return value, self._miss_level(options)
+        flight, leader = self.singleflight.begin(key)
+        if not leader:
+            payload = await flight.wait_async(self.settings.single_flight_timeout)
+            if payload is not None:
+                self.stats.count("joined")
+                return decode(decode_value(payload)), "joined"
+            value = await compute()
+            self._store_computed(key, value, options, encode)
+            return value, "miss"
+        payload = None
+        try:
+            value = await compute()
+            payload = self._store_computed(key, value, options, encode)
+            return value, "miss"
+        finally:
+            self.singleflight.finish(key, flight, payload)
+
+    def _may_share(self, options: CallOptions | None) -> bool:
+        return self.settings.single_flight and self.settings.enabled and not (options and options.bypass_read)
+
+    def _miss_level(self, options: CallOptions | None) -> str:
+        return "bypass" if not self.settings.enabled or (options and options.bypass_read) else "miss"
+
+    def _compute_and_store(self, key: str, compute: Callable[[], T], options: CallOptions | None,
+                           encode: Callable[[T], Any]) -> T:
+        value = compute()
+        self._store_computed(key, value, options, encode)
+        return value
+
+    def _store_computed(self, key: str, value: T, options: CallOptions | None,
+                        encode: Callable[[T], Any]) -> bytes | None:
+        try:
+            plain = encode(value)
+        except Exception as exc:  # a door's converter failing must not fail the call
+            self.stats.count("store_skipped")
+            self._warn_once(type(exc).__name__, "dspy_tiered_cache: cannot convert a %s for caching: %s",
+                            type(value).__name__, exc)
+            return None
+        payload = self.encode(plain, options)
+        if payload is not None:
+            self.set_payload(key, payload, options=options)
+        return payload
+
+    # -- invalidation and housekeeping --------------------------------------------------------------
+    def delete(self, key: str) -> None:
+        self.writer.pending.pop(key, None)
+        for tier in self.tiers:
+            try:
+                tier.delete(key)
+            except Exception as exc:
+                self._tier_failed(tier, "delete from", exc)
+
+    def invalidate_namespace(self, namespace: str | None = None) -> int:
+        """O(1) at any size: bump the generation that every key of the namespace embeds."""
+        ns = self._namespace(namespace)
+        old = self.generation(ns)
+        gen = old + 1
+        for tier in self.tiers:  # every tier learns the new generation; the authority's answer wins
+            try:
+                bumped = tier.bump_generation(ns)
+                if tier is self._authority:
+                    gen = bumped
+            except Exception as exc:
+                self._tier_failed(tier, "bump generation in", exc)
+        self._generations[ns] = (gen, time.monotonic())
+        if self.memory is not None:
+            self.memory.drop_namespace(f"{self.settings.key_prefix}:e:{ns}:")
+        return gen
+
+    def clear(self) -> int:
+        """Remove every entry under our prefix in every tier (generations are kept)."""
+        self.flush()
+        removed = 0
+        for tier in self.tiers:
+            try:
+                removed += tier.clear()
+            except Exception as exc:
+                self._tier_failed(tier, "clear", exc)
+        return removed
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait for background writes to land (tests, batch jobs before exit, ``clear``)."""
+        return self.writer.flush(timeout)
+
+    def health(self) -> list[TierHealth]:
+        return [tier.health() for tier in self.tiers]
+
+    def close(self) -> None:
+        self.writer.close()
+        for tier in self.tiers:
+            try:
+                tier.close()
+            except Exception as exc:
+                log.debug("closing %r failed: %s", tier, exc)
+
+    def __enter__(self) -> CacheCore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- failure accounting --------------------------------------------------------------------------
+    def _tier_failed(self, tier: Tier, action: str, exc: BaseException, started: float | None = None) -> None:
+        breaker = self.breakers.get(tier.name)
+        if breaker is not None:
+            breaker.failure()
+        self.stats.record(tier.name, hit=False if action == "read from" else None, error=True,
+                          seconds=None if started is None else time.perf_counter() - started)
+        state = f" (circuit {breaker.state})" if breaker is not None else ""
+        self._warn_once(f"{tier.name}:{type(exc).__name__}",
+                        "dspy_tiered_cache: cannot %s tier %s (%r): %s: %s%s; serving as a miss", action, tier.name,
+                        tier, type(exc).__name__, exc, state)
+
+    def _corrupt(self, tier: Tier, key: str, exc: CorruptEntry) -> None:
+        self.stats.record(tier.name, hit=False, corrupt=True)
+        log.warning("dspy_tiered_cache: corrupt entry in tier %s (%s): %s; dropping it and serving a miss",
+                    tier.name, key.rsplit(":", 1)[-1][:12], exc)
+        try:
+            tier.delete(key)
+        except Exception as del_exc:
+            log.debug("could not delete corrupt entry: %s", del_exc)
+
+    def _warn_once(self, token: str, msg: str, *args: Any) -> None:
+        """Log a kind of failure loudly at most once a minute: a dead Redis must not flood the logs."""
+        now = time.monotonic()
+        if now - self._warned.get(token, -1e9) < 60.0:
+            log.debug(msg, *args)
+        else:
+            self._warned[token] = now
+            log.warning(msg, *args)

@@ -1,0 +1,1 @@
+"""Front doors: LiteLLM (TieredCache) and DSPy (CachedLM)."""

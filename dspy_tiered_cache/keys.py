@@ -1,0 +1,141 @@
+"""Cache keys: the canonical form of a request, hashed, under a namespace and its generation.
+
+Two requests that mean the same thing must share a key (``temperature=1`` and ``1.0``, reordered dict keys, a
+different API key or endpoint timeout), and any change in meaning must change it. Secrets never enter the
+canonical form, so neither keys nor anything derived from them can leak a credential.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import inspect
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+#: Options that change how a request travels, not what it asks; never part of a key.
+TRANSPORT_KEYS: frozenset[str] = frozenset(
+    {
+        "api_key",
+        "api_base",
+        "base_url",
+        "api_version",
+        "organization",
+        "timeout",
+        "request_timeout",
+        "num_retries",
+        "max_retries",
+        "metadata",
+        "extra_headers",
+        "headers",
+        "caching",
+        "cache",
+        "litellm_call_id",
+        "litellm_logging_obj",
+        "litellm_trace_id",
+        "proxy_server_request",
+        "mock_response",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "vertex_credentials",
+        "azure_ad_token",
+        "client",
+        "http_client",
+    }
+)
+
+
+class UncacheableRequest(ValueError):
+    """The request holds a value with no stable canonical form; the caller should bypass the cache."""
+
+
+def normalize(value: Any, path: str = "request") -> Any:
+    """Reduce a request to plain JSON data whose equality is the request's meaning."""
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return _normalize_float(value)
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                k = str(k)
+            out[k] = normalize(v, f"{path}.{k}")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [normalize(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, (set, frozenset)):
+        items = [normalize(v, f"{path}[]") for v in value]
+        return sorted(items, key=lambda x: orjson.dumps(x, option=orjson.OPT_SORT_KEYS))
+    if isinstance(value, bytes):
+        return {"__bytes__": hashlib.blake2b(value, digest_size=16).hexdigest()}
+    if isinstance(value, enum.Enum):
+        return normalize(value.value, path)
+    if inspect.isclass(value):
+        schema = getattr(value, "model_json_schema", None)
+        if callable(schema):  # a pydantic model used as response_format: its schema is what the model sees
+            return {"__schema__": normalize(schema(), path)}
+        raise UncacheableRequest(f"{path} is a class ({value.__qualname__}) with no JSON schema")
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return normalize(dump(mode="json"), path)
+    if dataclasses.is_dataclass(value):
+        return normalize(dataclasses.asdict(value), path)
+    raise UncacheableRequest(
+        f"{path} holds a {type(value).__name__}, which has no canonical JSON form; "
+        "pass plain data (str, numbers, lists, dicts, pydantic models) or bypass the cache for this call"
+    )
+
+
+def _normalize_float(value: float) -> Any:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    if value.is_integer():  # 1.0 == 1 for every sampling parameter; -0.0 becomes 0
+        return int(value)
+    return float(repr(value))
+
+
+def canonical_request(request: Mapping[str, Any], ignore: Iterable[str] = ()) -> bytes:
+    """Canonical JSON bytes of the request minus transport options and ``ignore``."""
+    dropped = TRANSPORT_KEYS.union(ignore)
+    body = {k: v for k, v in request.items() if k not in dropped and v is not None}
+    normalized = normalize(body)
+    try:
+        return orjson.dumps(normalized, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:  # e.g. an int beyond 64 bits
+        raise UncacheableRequest(f"request cannot be encoded as JSON: {exc}") from None
+
+
+def request_digest(canonical: bytes, secret: bytes | None = None) -> str:
+    """Hash the canonical form; keyed by a secret, entries cannot be forged by guessing a prompt."""
+    if secret:
+        return hashlib.blake2b(canonical, digest_size=20, key=secret[:64]).hexdigest()
+    return hashlib.blake2b(canonical, digest_size=20).hexdigest()
+
+
+def entry_key(prefix: str, namespace: str, generation: int, digest: str) -> str:
+    """The storage key. The generation makes invalidating a namespace one INCR, at any size."""
+    return f"{prefix}:e:{namespace}:{generation}:{digest}"
+
+
+def generation_key(prefix: str, namespace: str) -> str:
+    return f"{prefix}:gen:{namespace}"
+
+
+def entry_pattern(prefix: str) -> str:
+    """SCAN pattern of every entry this prefix owns (used only by ``clear``)."""
+    return f"{prefix}:e:*"
+
+
+def short_hash(key: str) -> str:
+    """A short, secret-free id of a key, for logs and span attributes."""
+    return key.rsplit(":", 1)[-1][:12]

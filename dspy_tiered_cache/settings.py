@@ -1,0 +1,158 @@
+"""One settings model for every front door, read from ``DSPY_TIERED_CACHE_*`` environment variables.
+
+Settings are validated once, at construction, so a typo in a service's environment fails at start-up with a
+message naming the variable and the fix, instead of surfacing later as a silent cache that never hits.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "DSPY_TIERED_CACHE_"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys", "redis+sentinel", "redis+cluster")
+
+
+class ConfigError(ValueError):
+    """A setting a user gave is wrong; the message names the setting, its env var and how to fix it."""
+
+
+def default_disk_path() -> Path:
+    """Follow XDG so the cache lands where users expect caches to be, not in the working directory."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "dspy_tiered_cache" / "cache.sqlite3"
+
+
+class CacheSettings(BaseSettings):
+    """Everything a deployment tunes. Field ``x`` is read from env var ``DSPY_TIERED_CACHE_X``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_assignment=True,
+        case_sensitive=False,
+        env_ignore_empty=True,
+    )
+
+    enabled: bool = Field(True, description="Master switch: when false every lookup is a bypass.")
+    memory: bool = Field(True, description="Use the in-process memory tier (L1).")
+    memory_max_entries: int = Field(10_000, ge=0, description="L1 bound on entries (0 disables L1).")
+    memory_max_bytes: int = Field(128 * 1024 * 1024, ge=0, description="L1 bound on payload bytes.")
+    redis_url: SecretStr | None = Field(None, description="redis://, rediss://, unix:// URL of the shared tier.")
+    redis_cluster: bool = Field(False, description="Treat redis_url as one node of a Redis Cluster.")
+    redis_connect_timeout_ms: int = Field(250, gt=0, le=60_000)
+    redis_timeout_ms: int = Field(150, gt=0, le=60_000, description="Per-operation timeout for Redis.")
+    redis_max_connections: int = Field(64, gt=0)
+    disk: bool | None = Field(None, description="Use the SQLite tier; None means only when no redis_url is set.")
+    disk_path: Path = Field(default_factory=default_disk_path)
+    disk_max_bytes: int = Field(1024 * 1024 * 1024, gt=0, description="Soft bound on the SQLite tier size.")
+    ttl: float | None = Field(None, gt=0, description="Default lifetime in seconds; unset means no expiry.")
+    memory_ttl: float | None = Field(None, gt=0, description="Cap on L1 lifetime (bounds cross-process staleness).")
+    redis_ttl: float | None = Field(None, gt=0)
+    disk_ttl: float | None = Field(None, gt=0)
+    ttl_jitter: float = Field(0.0, ge=0.0, lt=1.0, description="Shorten remote lifetimes by up to this fraction.")
+    namespace: str = Field("default", description="Default namespace; invalidating it is O(1).")
+    key_prefix: str = Field("dtc", description="Prefix of every key this package writes to a shared tier.")
+    key_secret: SecretStr | None = Field(None, description="Keys and checksums become HMACs under this secret.")
+    include_api_base: bool = Field(False, description="Key on the endpoint too (two servers, one model name).")
+    compression_threshold: int = Field(2048, ge=0, description="Compress payloads at least this large (0 = off).")
+    max_value_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Larger values are not stored.")
+    write_behind: bool = Field(True, description="Write remote tiers from a background thread.")
+    write_queue_size: int = Field(10_000, gt=0)
+    single_flight: bool = Field(True, description="Collapse concurrent identical misses into one upstream call.")
+    single_flight_timeout: float = Field(120.0, gt=0, description="Longest a follower waits for the leader.")
+    breaker_failures: int = Field(3, gt=0, description="Consecutive failures that open a tier's breaker.")
+    breaker_reset_s: float = Field(2.0, gt=0, description="Seconds before an open breaker lets one probe through.")
+    generation_refresh_s: float = Field(1.0, ge=0, description="How often namespace generations are re-read.")
+    telemetry: bool = Field(True, description="Emit OpenTelemetry spans and metrics (no-op without an SDK).")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
+
+    @field_validator("namespace", "key_prefix")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError("use 1-64 characters from letters, digits, '_', '.', '-'")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        raw = value.get_secret_value().strip()
+        scheme = urlsplit(raw).scheme.lower()
+        if scheme not in _REDIS_SCHEMES:
+            raise ValueError(
+                f"scheme {scheme or '(none)'!r} is not supported; use redis://host:6379/0, rediss:// for TLS "
+                "or unix:///path/to/redis.sock"
+            )
+        return SecretStr(raw)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> CacheSettings:
+        if self.disk is True and self.disk_path.exists() and self.disk_path.is_dir():
+            raise ValueError(f"disk_path {str(self.disk_path)!r} is a directory; point it at a file")
+        return self
+
+    @property
+    def uses_disk(self) -> bool:
+        """The disk tier is the embedded default: on unless a Redis URL makes it redundant."""
+        return self.disk if self.disk is not None else self.redis_url is None
+
+    @property
+    def redis_url_value(self) -> str | None:
+        return self.redis_url.get_secret_value() if self.redis_url is not None else None
+
+    def masked(self) -> dict[str, Any]:
+        """Effective settings safe to print: passwords in URLs and secrets are masked."""
+        data = self.model_dump(mode="json")
+        data["redis_url"] = mask_url(self.redis_url_value)
+        data["key_secret"] = "********" if self.key_secret is not None else None
+        return data
+
+
+def mask_url(url: str | None) -> str | None:
+    """Hide the password part of a URL so it can appear in logs, spans and ``config`` output."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def load_settings(settings: CacheSettings | None = None, **overrides: Any) -> CacheSettings:
+    """Build settings from env plus overrides, turning pydantic's report into one actionable message."""
+    if settings is not None:
+        if not overrides:
+            return settings
+        merged = settings.model_dump()
+        merged.update(overrides)
+        overrides = merged
+    try:
+        return CacheSettings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, set(overrides))) from None
+
+
+def _explain(exc: ValidationError, given_in_code: set[str]) -> str:
+    lines = ["invalid dspy_tiered_cache settings:"]
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else "settings"
+        env = ENV_PREFIX + field.upper()
+        origin = f"argument {field}=" if field in given_in_code else f"env {env} / argument {field}="
+        value = err.get("input")
+        shown = "****" if field in {"redis_url", "key_secret"} else repr(value)
+        if err["type"] == "extra_forbidden":
+            lines.append(f"- unknown setting {field!r}: check the spelling against CacheSettings' fields")
+        else:
+            lines.append(f"- {origin}{shown}: {err['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Cache tiers: one module per tier behind the protocol in base.py."""

@@ -1,0 +1,75 @@
+"""The one protocol every tier implements, sync and async.
+
+Tiers store :class:`~dspy_tiered_cache.codec.Entry` objects and may raise on failure: catching, counting,
+breaking circuits and failing open is the core's job, done once for all tiers. The async methods default to the
+sync ones because the local tiers never wait on a network; the Redis tier overrides them with a real asyncio
+client.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from dspy_tiered_cache.codec import Entry
+
+
+@dataclass(slots=True)
+class TierHealth:
+    name: str
+    ok: bool
+    latency_ms: float | None = None
+    version: str | None = None
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Tier(ABC):
+    #: "l1", "l2" or "disk": the value of the ``cache.level`` span attribute for a hit here.
+    name: str = "tier"
+    #: Remote tiers are written in the background and guarded by a circuit breaker.
+    remote: bool = False
+    #: Default lifetime cap of this tier, applied on top of the entry's own expiry.
+    ttl: float | None = None
+    evictions: int = 0
+
+    @abstractmethod
+    def get(self, key: str) -> Entry | None: ...
+
+    @abstractmethod
+    def set(self, key: str, entry: Entry) -> None: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def clear(self) -> int:
+        """Drop every entry this tier holds under our prefix; returns how many (best effort)."""
+
+    @abstractmethod
+    def get_generation(self, namespace: str) -> int: ...
+
+    @abstractmethod
+    def bump_generation(self, namespace: str) -> int: ...
+
+    @abstractmethod
+    def health(self) -> TierHealth: ...
+
+    def close(self) -> None:
+        """Release connections or files; the tier may be used again afterwards (it reopens lazily)."""
+
+    async def aget(self, key: str) -> Entry | None:
+        return self.get(key)
+
+    async def aset(self, key: str, entry: Entry) -> None:
+        self.set(key, entry)
+
+    async def adelete(self, key: str) -> None:
+        self.delete(key)
+
+    async def aget_generation(self, namespace: str) -> int:
+        return self.get_generation(namespace)
+
+    async def aclose(self) -> None:
+        self.close()

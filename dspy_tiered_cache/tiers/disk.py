@@ -1,0 +1,154 @@
+"""The embedded persistent tier: one SQLite file, shared safely by every process on one machine.
+
+SQLite in WAL mode gives concurrent readers, one writer at a time across processes, and crash safety, with no
+server to run: the default second tier when no Redis URL is configured. Values are stored as the same checked
+frames as in Redis, so a damaged file reads as misses, never as wrong answers.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from dspy_tiered_cache.codec import Entry, FrameCodec
+from dspy_tiered_cache.tiers.base import Tier, TierHealth
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
+    expires_at REAL,
+    size INTEGER NOT NULL,
+    stored_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entries_stored_at ON entries (stored_at);
+CREATE TABLE IF NOT EXISTS generations (namespace TEXT PRIMARY KEY, generation INTEGER NOT NULL);
+"""
+_CULL_EVERY = 256
+
+
+class DiskTier(Tier):
+    name = "disk"
+    # Written from the background writer like Redis: an fsync-bound write must not sit on the caller's path.
+    remote = True
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, codec: FrameCodec, ttl: float | None = None,
+        max_bytes: int = 1024**3, busy_timeout_ms: int = 2000,
+    ) -> None:
+        self.path = Path(path).expanduser()
+        self.codec = codec
+        self.ttl = ttl
+        self.max_bytes = max_bytes
+        self.busy_timeout_ms = busy_timeout_ms
+        self.evictions = 0
+        self._local = threading.local()
+        self._sets = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"DiskTier({str(self.path)!r})"
+
+    def _conn(self) -> sqlite3.Connection:
+        """One connection per thread and per process: sqlite3 connections must not cross either."""
+        pid = os.getpid()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == pid:
+            return conn
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise OSError(
+                f"disk tier cannot open {self.path}: {exc}; set DSPY_TIERED_CACHE_DISK_PATH to a writable file "
+                "or DSPY_TIERED_CACHE_DISK=false"
+            ) from exc
+        self._local.conn, self._local.pid = conn, pid
+        return conn
+
+    def get(self, key: str) -> Entry | None:
+        row = self._conn().execute("SELECT value, expires_at FROM entries WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        if row[1] is not None and row[1] <= time.time():
+            return None
+        return self.codec.loads(bytes(row[0]))
+
+    def set(self, key: str, entry: Entry) -> None:
+        now = time.time()
+        if entry.expired(now):
+            return
+        blob = self.codec.dumps(entry)
+        self._conn().execute(
+            "INSERT OR REPLACE INTO entries (key, value, expires_at, size, stored_at) VALUES (?, ?, ?, ?, ?)",
+            (key, blob, entry.expires_at, len(blob) + len(key), now),
+        )
+        with self._lock:
+            self._sets += 1
+            cull = self._sets % _CULL_EVERY == 0
+        if cull:
+            self.cull()
+
+    def cull(self) -> int:
+        """Drop expired rows, then the oldest rows while the file holds more than ``max_bytes`` of values."""
+        conn = self._conn()
+        removed = conn.execute("DELETE FROM entries WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                               (time.time(),)).rowcount
+        total = conn.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
+        if total > self.max_bytes:
+            target = int(self.max_bytes * 0.9)
+            cutoff = None
+            acc = total
+            for stored_at, size in conn.execute("SELECT stored_at, size FROM entries ORDER BY stored_at"):
+                acc -= size
+                cutoff = stored_at
+                if acc <= target:
+                    break
+            if cutoff is not None:
+                evicted = conn.execute("DELETE FROM entries WHERE stored_at <= ?", (cutoff,)).rowcount
+                self.evictions += evicted
+                removed += evicted
+        return int(removed)
+
+    def delete(self, key: str) -> None:
+        self._conn().execute("DELETE FROM entries WHERE key = ?", (key,))
+
+    def clear(self) -> int:
+        return int(self._conn().execute("DELETE FROM entries").rowcount)
+
+    def get_generation(self, namespace: str) -> int:
+        row = self._conn().execute("SELECT generation FROM generations WHERE namespace = ?", (namespace,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def bump_generation(self, namespace: str) -> int:
+        row = self._conn().execute(
+            "INSERT INTO generations (namespace, generation) VALUES (?, 1) "
+            "ON CONFLICT(namespace) DO UPDATE SET generation = generation + 1 RETURNING generation",
+            (namespace,),
+        ).fetchone()
+        return int(row[0])
+
+    def health(self) -> TierHealth:
+        started = time.perf_counter()
+        try:
+            conn = self._conn()
+            count, size = conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries").fetchone()
+            latency = (time.perf_counter() - started) * 1000
+            return TierHealth(self.name, True, latency, f"sqlite {sqlite3.sqlite_version}", detail=str(self.path),
+                              extra={"entries": count, "bytes": size})
+        except Exception as exc:
+            return TierHealth(self.name, False, None, None, detail=str(exc))
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,198 @@
+"""The shared tier (L2) on Redis or Valkey: standalone, TLS (``rediss://``), unix socket or Cluster.
+
+We own the clients so we own their failure behaviour: redis-py 8 retries with backoff by default, which makes a
+refused port cost seconds per command. Here every command has explicit connect and operation timeouts in
+milliseconds and no retries; the core's circuit breaker decides when to try again. Only single-key commands are
+used (GET, SET PX, DEL, INCR), so Cluster needs no hash tags and never sees CROSSSLOT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from typing import Any
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from dspy_tiered_cache.codec import Entry, FrameCodec
+from dspy_tiered_cache.keys import entry_pattern, generation_key
+from dspy_tiered_cache.settings import mask_url
+from dspy_tiered_cache.tiers.base import Tier, TierHealth
+
+
+class RedisTier(Tier):
+    name = "l2"
+    remote = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        codec: FrameCodec,
+        prefix: str = "dtc",
+        ttl: float | None = None,
+        connect_timeout_ms: int = 250,
+        timeout_ms: int = 150,
+        max_connections: int = 64,
+        cluster: bool = False,
+    ) -> None:
+        self.url = url
+        self.codec = codec
+        self.prefix = prefix
+        self.ttl = ttl
+        self.cluster = cluster or url.startswith("redis+cluster")
+        self._options: dict[str, Any] = {
+            "socket_connect_timeout": connect_timeout_ms / 1000.0,
+            "socket_timeout": timeout_ms / 1000.0,
+            "max_connections": max_connections,
+        }
+        self._client: redis.Redis | redis.cluster.RedisCluster | None = None
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"RedisTier({mask_url(self.url)!r})"
+
+    # -- clients -------------------------------------------------------------------------------------
+    def _url(self) -> str:
+        return self.url.replace("redis+cluster://", "redis://", 1)
+
+    @property
+    def client(self) -> Any:
+        """The sync client, built on first use (so constructing a cache never touches the network)."""
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    if self.cluster:
+                        self._client = redis.cluster.RedisCluster.from_url(
+                            self._url(), retry=Retry(NoBackoff(), 0), **self._options
+                        )
+                    else:
+                        self._client = redis.Redis.from_url(
+                            self._url(), retry=Retry(NoBackoff(), 0), retry_on_timeout=False, **self._options
+                        )
+                client = self._client
+        return client
+
+    @property
+    def aclient(self) -> Any:
+        """One asyncio client per event loop: redis-py's asyncio connections are bound to the loop they ran on."""
+        loop = asyncio.get_running_loop()
+        client = self._aclients.get(loop)
+        if client is None:
+            from redis.asyncio.retry import Retry as AsyncRetry
+
+            if self.cluster:
+                client = redis.asyncio.cluster.RedisCluster.from_url(
+                    self._url(), retry=AsyncRetry(NoBackoff(), 0), **self._options
+                )
+            else:
+                client = redis.asyncio.Redis.from_url(
+                    self._url(), retry=AsyncRetry(NoBackoff(), 0), retry_on_timeout=False, **self._options
+                )
+            self._aclients[loop] = client
+        return client
+
+    # -- protocol ------------------------------------------------------------------------------------
+    def _decode(self, raw: bytes | None) -> Entry | None:
+        if raw is None:
+            return None
+        entry = self.codec.loads(raw)
+        if entry.expires_at is not None and entry.expires_at <= time.time():
+            return None
+        return entry
+
+    def _encode(self, entry: Entry) -> tuple[bytes, int | None] | None:
+        remaining = entry.remaining(time.time())
+        if remaining is not None and remaining <= 0.001:
+            return None
+        return self.codec.dumps(entry), None if remaining is None else max(1, int(remaining * 1000))
+
+    def get(self, key: str) -> Entry | None:
+        return self._decode(self.client.get(key))
+
+    async def aget(self, key: str) -> Entry | None:
+        return self._decode(await self.aclient.get(key))
+
+    def set(self, key: str, entry: Entry) -> None:
+        encoded = self._encode(entry)
+        if encoded is not None:
+            self.client.set(key, encoded[0], px=encoded[1])
+
+    async def aset(self, key: str, entry: Entry) -> None:
+        encoded = self._encode(entry)
+        if encoded is not None:
+            await self.aclient.set(key, encoded[0], px=encoded[1])
+
+    def delete(self, key: str) -> None:
+        self.client.delete(key)
+
+    async def adelete(self, key: str) -> None:
+        await self.aclient.delete(key)
+
+    def clear(self) -> int:
+        """SCAN + UNLINK of our prefix only: never FLUSHDB a server other programs may share."""
+        client = self.client
+        removed = 0
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=entry_pattern(self.prefix), count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                removed += self._unlink(batch)
+                batch = []
+        if batch:
+            removed += self._unlink(batch)
+        return removed
+
+    def _unlink(self, keys: list[bytes]) -> int:
+        if self.cluster:  # keys of one batch live in many slots: one command per key, never CROSSSLOT
+            return sum(int(self.client.unlink(k)) for k in keys)
+        return int(self.client.unlink(*keys))
+
+    def get_generation(self, namespace: str) -> int:
+        raw = self.client.get(generation_key(self.prefix, namespace))
+        return int(raw) if raw else 0
+
+    async def aget_generation(self, namespace: str) -> int:
+        raw = await self.aclient.get(generation_key(self.prefix, namespace))
+        return int(raw) if raw else 0
+
+    def bump_generation(self, namespace: str) -> int:
+        return int(self.client.incr(generation_key(self.prefix, namespace)))
+
+    def health(self) -> TierHealth:
+        started = time.perf_counter()
+        try:
+            self.client.ping()
+            latency = (time.perf_counter() - started) * 1000
+            info = self.client.info("server")
+            if self.cluster:  # one dict per node
+                info = next(iter(info.values())) if info and isinstance(next(iter(info.values())), dict) else info
+            version = info.get("valkey_version") or info.get("redis_version")
+            return TierHealth(self.name, True, latency, str(version), detail=mask_url(self.url) or "")
+        except Exception as exc:
+            return TierHealth(self.name, False, None, None, detail=f"{mask_url(self.url)}: {exc}")
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def aclose(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        client = self._aclients.pop(loop, None) if loop is not None else None
+        if client is not None:
+            await client.aclose()
+        self.close()

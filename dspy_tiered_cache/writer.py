@@ -1,0 +1,112 @@
+"""Write-behind for remote tiers: the caller gets its response without waiting for Redis or an fsync.
+
+One daemon thread drains a bounded queue. A full queue drops the write (counted): a cache write is never worth
+blocking an LLM call for. Writes not yet done stay visible to readers of this process through ``pending``, so a
+read right after a write hits even with the memory tier turned off. The thread is restarted lazily after a fork
+(gunicorn and celery pre-fork workers inherit no threads) and drained at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue
+import threading
+import weakref
+from collections.abc import Callable
+
+from dspy_tiered_cache.codec import Entry
+
+log = logging.getLogger("dspy_tiered_cache")
+
+#: (key, entry, action) where action performs the write and reports failures itself.
+_Job = tuple[str, Entry, Callable[[], None]]
+_writers: weakref.WeakSet[BackgroundWriter] = weakref.WeakSet()
+
+
+class BackgroundWriter:
+    def __init__(self, maxsize: int = 10_000) -> None:
+        self.maxsize = maxsize
+        self.dropped = 0
+        self.pending: dict[str, Entry] = {}
+        self._pid = -1
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._inflight = 0
+        _writers.add(self)
+
+    def submit(self, key: str, entry: Entry, action: Callable[[], None]) -> bool:
+        self._ensure_thread()
+        with self._lock:
+            self._inflight += 1
+            self.pending[key] = entry
+        try:
+            self._queue.put_nowait((key, entry, action))
+            return True
+        except queue.Full:
+            self._done(key, entry)
+            self.dropped += 1
+            log.warning("dspy_tiered_cache: write queue full (%d); dropping a remote write", self.maxsize)
+            return False
+
+    def _ensure_thread(self) -> None:
+        pid = os.getpid()
+        if self._pid == pid and self._thread is not None:
+            return
+        with self._lock:
+            if self._pid == pid and self._thread is not None:
+                return
+            if self._pid != pid:  # forked: the parent's queue and thread are not ours
+                self._queue = queue.Queue(self.maxsize)
+                self.pending = {}
+                self._inflight = 0
+            self._pid = pid
+            self._thread = threading.Thread(target=self._run, name="dspy-tiered-cache-writer", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        q = self._queue
+        while True:
+            job = q.get()
+            if job is None:
+                return
+            key, entry, action = job
+            try:
+                action()
+            except Exception:  # actions report their own failures; never let the thread die
+                log.exception("dspy_tiered_cache: background write failed")
+            finally:
+                self._done(key, entry)
+
+    def _done(self, key: str, entry: Entry) -> None:
+        with self._lock:
+            self._inflight -= 1
+            if self.pending.get(key) is entry:
+                del self.pending[key]
+            if self._inflight <= 0:
+                self._idle.notify_all()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every submitted write is done; False if ``timeout`` passed first."""
+        if self._pid != os.getpid():
+            return True
+        with self._lock:
+            return self._idle.wait_for(lambda: self._inflight <= 0, timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.flush(timeout)
+        thread = self._thread
+        if thread is not None and self._pid == os.getpid():
+            self._queue.put(None)
+            thread.join(timeout)
+        self._thread = None
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    """A batch job's last answers should reach Redis even though the writer thread is a daemon."""
+    for writer in list(_writers):
+        writer.flush(2.0)
