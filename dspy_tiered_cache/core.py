@@ -51,7 +51,7 @@ class CallOptions:
 
     bypass_read: bool = False  # refresh: skip lookups, still store the fresh answer
     bypass_write: bool = False  # no-store
-    ttl: float | None | _Unset = UNSET  # None = no expiry; UNSET = the configured default
+    ttl: float | _Unset | None = UNSET  # None = no expiry; UNSET = the configured default
     max_age: float | None = None  # entries older than this many seconds are misses
     namespace: str | None = None
 
@@ -75,31 +75,45 @@ def build_tiers(settings: CacheSettings, codec: FrameCodec) -> list[Tier]:
     """Tier order is cost order: memory, then the local disk, then the network."""
     tiers: list[Tier] = []
     if settings.memory and settings.memory_max_entries > 0 and settings.memory_max_bytes > 0:
-        tiers.append(MemoryTier(max_entries=settings.memory_max_entries, max_bytes=settings.memory_max_bytes,
-                                ttl=settings.memory_ttl))
+        tiers.append(
+            MemoryTier(
+                max_entries=settings.memory_max_entries, max_bytes=settings.memory_max_bytes, ttl=settings.memory_ttl
+            )
+        )
     if settings.uses_disk:
         from dspy_tiered_cache.tiers.disk import DiskTier
 
-        tiers.append(DiskTier(settings.disk_path, codec=codec, ttl=settings.disk_ttl,
-                              max_bytes=settings.disk_max_bytes))
+        tiers.append(
+            DiskTier(settings.disk_path, codec=codec, ttl=settings.disk_ttl, max_bytes=settings.disk_max_bytes)
+        )
     url = settings.redis_url_value
     if url:
         from dspy_tiered_cache.tiers.redis import RedisTier
 
-        tiers.append(RedisTier(url, codec=codec, prefix=settings.key_prefix, ttl=settings.redis_ttl,
-                               connect_timeout_ms=settings.redis_connect_timeout_ms,
-                               timeout_ms=settings.redis_timeout_ms,
-                               max_connections=settings.redis_max_connections, cluster=settings.redis_cluster))
+        tiers.append(
+            RedisTier(
+                url,
+                codec=codec,
+                prefix=settings.key_prefix,
+                ttl=settings.redis_ttl,
+                connect_timeout_ms=settings.redis_connect_timeout_ms,
+                timeout_ms=settings.redis_timeout_ms,
+                max_connections=settings.redis_max_connections,
+                cluster=settings.redis_cluster,
+            )
+        )
     return tiers
 
 
 class CacheCore:
-    def __init__(self, settings: CacheSettings | None = None, *, tiers: Iterable[Tier] | None = None,
-                 **overrides: Any) -> None:
+    def __init__(
+        self, settings: CacheSettings | None = None, *, tiers: Iterable[Tier] | None = None, **overrides: Any
+    ) -> None:
         self.settings = s = load_settings(settings, **overrides)
         self._secret = s.key_secret.get_secret_value().encode() if s.key_secret is not None else None
-        self.codec = FrameCodec(secret=self._secret, compression_threshold=s.compression_threshold,
-                                max_bytes=s.max_value_bytes)
+        self.codec = FrameCodec(
+            secret=self._secret, compression_threshold=s.compression_threshold, max_bytes=s.max_value_bytes
+        )
         self.tiers: list[Tier] = list(tiers) if tiers is not None else build_tiers(s, self.codec)
         names = [t.name for t in self.tiers]
         if len(set(names)) != len(names):
@@ -119,8 +133,7 @@ class CacheCore:
         return f"CacheCore(tiers={self.tiers!r}, namespace={self.settings.namespace!r})"
 
     # -- keys ----------------------------------------------------------------------------------------
-    def key_for(self, request: Mapping[str, Any], *, namespace: str | None = None,
-                ignore: Iterable[str] = ()) -> str:
+    def key_for(self, request: Mapping[str, Any], *, namespace: str | None = None, ignore: Iterable[str] = ()) -> str:
         """The storage key of a request; raises :class:`UncacheableRequest` when it has no canonical form."""
         ns = self._namespace(namespace)
         digest = request_digest(canonical_request(request, ignore), self._secret)
@@ -310,9 +323,15 @@ class CacheCore:
         self.stats.record(tier.name, set_=True)
 
     # -- single-flight -------------------------------------------------------------------------------
-    def get_or_compute(self, key: str, compute: Callable[[], T], *, options: CallOptions | None = None,
-                       encode: Callable[[T], Any] = lambda v: v,
-                       decode: Callable[[Any], T] = lambda v: v) -> tuple[T, str]:
+    def get_or_compute(
+        self,
+        key: str,
+        compute: Callable[[], T],
+        *,
+        options: CallOptions | None = None,
+        encode: Callable[[T], Any] = lambda v: v,
+        decode: Callable[[Any], T] = lambda v: v,
+    ) -> tuple[T, str]:
         """The cached value or ``compute()``'s, with concurrent identical misses sharing one ``compute()``.
 
         Returns ``(value, level)``: level is the tier name of a hit, ``"joined"`` when another caller's
@@ -338,9 +357,15 @@ class CacheCore:
         finally:
             self.singleflight.finish(key, flight, payload)
 
-    async def aget_or_compute(self, key: str, compute: Callable[[], Awaitable[T]], *,
-                              options: CallOptions | None = None, encode: Callable[[T], Any] = lambda v: v,
-                              decode: Callable[[Any], T] = lambda v: v) -> tuple[T, str]:
+    async def aget_or_compute(
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[T]],
+        *,
+        options: CallOptions | None = None,
+        encode: Callable[[T], Any] = lambda v: v,
+        decode: Callable[[Any], T] = lambda v: v,
+    ) -> tuple[T, str]:
         hit = await self.aget(key, options=options)
         if hit is not None:
             return decode(hit.value), hit.level
@@ -371,20 +396,23 @@ class CacheCore:
     def _miss_level(self, options: CallOptions | None) -> str:
         return "bypass" if not self.settings.enabled or (options and options.bypass_read) else "miss"
 
-    def _compute_and_store(self, key: str, compute: Callable[[], T], options: CallOptions | None,
-                           encode: Callable[[T], Any]) -> T:
+    def _compute_and_store(
+        self, key: str, compute: Callable[[], T], options: CallOptions | None, encode: Callable[[T], Any]
+    ) -> T:
         value = compute()
         self._store_computed(key, value, options, encode)
         return value
 
-    def _store_computed(self, key: str, value: T, options: CallOptions | None,
-                        encode: Callable[[T], Any]) -> bytes | None:
+    def _store_computed(
+        self, key: str, value: T, options: CallOptions | None, encode: Callable[[T], Any]
+    ) -> bytes | None:
         try:
             plain = encode(value)
         except Exception as exc:  # a door's converter failing must not fail the call
             self.stats.count("store_skipped")
-            self._warn_once(type(exc).__name__, "dspy_tiered_cache: cannot convert a %s for caching: %s",
-                            type(value).__name__, exc)
+            self._warn_once(
+                type(exc).__name__, "dspy_tiered_cache: cannot convert a %s for caching: %s", type(value).__name__, exc
+            )
             return None
         payload = self.encode(plain, options)
         if payload is not None:
@@ -454,17 +482,32 @@ class CacheCore:
         breaker = self.breakers.get(tier.name)
         if breaker is not None:
             breaker.failure()
-        self.stats.record(tier.name, hit=False if action == "read from" else None, error=True,
-                          seconds=None if started is None else time.perf_counter() - started)
+        self.stats.record(
+            tier.name,
+            hit=False if action == "read from" else None,
+            error=True,
+            seconds=None if started is None else time.perf_counter() - started,
+        )
         state = f" (circuit {breaker.state})" if breaker is not None else ""
-        self._warn_once(f"{tier.name}:{type(exc).__name__}",
-                        "dspy_tiered_cache: cannot %s tier %s (%r): %s: %s%s; serving as a miss", action, tier.name,
-                        tier, type(exc).__name__, exc, state)
+        self._warn_once(
+            f"{tier.name}:{type(exc).__name__}",
+            "dspy_tiered_cache: cannot %s tier %s (%r): %s: %s%s; serving as a miss",
+            action,
+            tier.name,
+            tier,
+            type(exc).__name__,
+            exc,
+            state,
+        )
 
     def _corrupt(self, tier: Tier, key: str, exc: CorruptEntry) -> None:
         self.stats.record(tier.name, hit=False, corrupt=True)
-        log.warning("dspy_tiered_cache: corrupt entry in tier %s (%s): %s; dropping it and serving a miss",
-                    tier.name, key.rsplit(":", 1)[-1][:12], exc)
+        log.warning(
+            "dspy_tiered_cache: corrupt entry in tier %s (%s): %s; dropping it and serving a miss",
+            tier.name,
+            key.rsplit(":", 1)[-1][:12],
+            exc,
+        )
         try:
             tier.delete(key)
         except Exception as del_exc:

@@ -59,7 +59,7 @@ def normalize(value: Any, path: str = "request") -> Any:
     if value is None or isinstance(value, (str, bool)):
         return value
     if isinstance(value, int):
-        return value
+        return value if -(2**63) <= value < 2**63 else {"__bigint__": str(value)}
     if isinstance(value, float):
         return _normalize_float(value)
     if isinstance(value, Mapping):
@@ -86,7 +86,7 @@ def normalize(value: Any, path: str = "request") -> Any:
     dump = getattr(value, "model_dump", None)
     if callable(dump):
         return normalize(dump(mode="json"), path)
-    if dataclasses.is_dataclass(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return normalize(dataclasses.asdict(value), path)
     raise UncacheableRequest(
         f"{path} holds a {type(value).__name__}, which has no canonical JSON form; "
@@ -99,7 +99,7 @@ def _normalize_float(value: float) -> Any:
         return "NaN"
     if math.isinf(value):
         return "Infinity" if value > 0 else "-Infinity"
-    if value.is_integer():  # 1.0 == 1 for every sampling parameter; -0.0 becomes 0
+    if value.is_integer() and abs(value) <= 2**53:  # 1.0 == 1 for every sampling parameter; -0.0 becomes 0
         return int(value)
     return float(repr(value))
 

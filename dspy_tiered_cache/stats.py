@@ -77,8 +77,17 @@ class Stats:
     def tier(self, name: str) -> TierStats:
         return self.tiers[name]
 
-    def record(self, tier: str, *, hit: bool | None = None, seconds: float | None = None,
-               error: bool = False, corrupt: bool = False, skipped: bool = False, set_: bool = False) -> None:
+    def record(
+        self,
+        tier: str,
+        *,
+        hit: bool | None = None,
+        seconds: float | None = None,
+        error: bool = False,
+        corrupt: bool = False,
+        skipped: bool = False,
+        set_: bool = False,
+    ) -> None:
         with self._lock:
             t = self.tiers[tier]
             if hit is True:

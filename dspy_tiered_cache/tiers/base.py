@@ -56,7 +56,7 @@ class Tier(ABC):
     @abstractmethod
     def health(self) -> TierHealth: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most tiers hold nothing to release
         """Release connections or files; the tier may be used again afterwards (it reopens lazily)."""
 
     async def aget(self, key: str) -> Entry | None:

@@ -36,8 +36,13 @@ class DiskTier(Tier):
     remote = True
 
     def __init__(
-        self, path: str | os.PathLike[str], *, codec: FrameCodec, ttl: float | None = None,
-        max_bytes: int = 1024**3, busy_timeout_ms: int = 2000,
+        self,
+        path: str | os.PathLike[str],
+        *,
+        codec: FrameCodec,
+        ttl: float | None = None,
+        max_bytes: int = 1024**3,
+        busy_timeout_ms: int = 2000,
     ) -> None:
         self.path = Path(path).expanduser()
         self.codec = codec
@@ -60,8 +65,9 @@ class DiskTier(Tier):
             return conn
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
+            )
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -100,8 +106,9 @@ class DiskTier(Tier):
     def cull(self) -> int:
         """Drop expired rows, then the oldest rows while the file holds more than ``max_bytes`` of values."""
         conn = self._conn()
-        removed = conn.execute("DELETE FROM entries WHERE expires_at IS NOT NULL AND expires_at <= ?",
-                               (time.time(),)).rowcount
+        removed = conn.execute(
+            "DELETE FROM entries WHERE expires_at IS NOT NULL AND expires_at <= ?", (time.time(),)
+        ).rowcount
         total = conn.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
         if total > self.max_bytes:
             target = int(self.max_bytes * 0.9)
@@ -129,11 +136,15 @@ class DiskTier(Tier):
         return int(row[0]) if row else 0
 
     def bump_generation(self, namespace: str) -> int:
-        row = self._conn().execute(
-            "INSERT INTO generations (namespace, generation) VALUES (?, 1) "
-            "ON CONFLICT(namespace) DO UPDATE SET generation = generation + 1 RETURNING generation",
-            (namespace,),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "INSERT INTO generations (namespace, generation) VALUES (?, 1) "
+                "ON CONFLICT(namespace) DO UPDATE SET generation = generation + 1 RETURNING generation",
+                (namespace,),
+            )
+            .fetchone()
+        )
         return int(row[0])
 
     def health(self) -> TierHealth:
@@ -142,8 +153,14 @@ class DiskTier(Tier):
             conn = self._conn()
             count, size = conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries").fetchone()
             latency = (time.perf_counter() - started) * 1000
-            return TierHealth(self.name, True, latency, f"sqlite {sqlite3.sqlite_version}", detail=str(self.path),
-                              extra={"entries": count, "bytes": size})
+            return TierHealth(
+                self.name,
+                True,
+                latency,
+                f"sqlite {sqlite3.sqlite_version}",
+                detail=str(self.path),
+                extra={"entries": count, "bytes": size},
+            )
         except Exception as exc:
             return TierHealth(self.name, False, None, None, detail=str(exc))
 

@@ -100,6 +100,10 @@ class MemoryTier(Tier):
             True,
             0.0,
             detail=f"{self.entries} entries, {self._bytes} bytes",
-            extra={"entries": self.entries, "bytes": self._bytes, "max_entries": self.max_entries,
-                   "max_bytes": self.max_bytes},
+            extra={
+                "entries": self.entries,
+                "bytes": self._bytes,
+                "max_entries": self.max_entries,
+                "max_bytes": self.max_bytes,
+            },
         )

@@ -1,0 +1,73 @@
+"""Fixtures shared by the whole suite: private Redis servers, the stand-in provider, isolated settings.
+
+Redis tests never touch a server they did not start: each session starts its own redis-server on a free port,
+and tests that kill or pause Redis get a server of their own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# No network here (nor in most CI): LiteLLM must use its bundled price map instead of retrying a download.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from dspy_tiered_cache.testing.provider import StandInProvider
+from dspy_tiered_cache.testing.redis_server import RedisServer
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", default=False, help="run slow soak/clean-install tests")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow") or os.environ.get("DSPY_TIERED_CACHE_RUN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's DSPY_TIERED_CACHE_* settings or writes to their ~/.cache."""
+    for name in list(os.environ):
+        if name.startswith("DSPY_TIERED_CACHE_") and name != "DSPY_TIERED_CACHE_REDIS_SERVER":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One private server for the session; tests that break it must use ``private_redis`` instead."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A clean database on the session's private server."""
+    redis_server.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A server of the test's own, to kill, pause or restart."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def provider() -> Iterator[StandInProvider]:
+    with StandInProvider(latency=0.0) as p:
+        yield p
+
+
+@pytest.fixture
+def disk_path(tmp_path: Path) -> Path:
+    return tmp_path / "cache.sqlite3"
