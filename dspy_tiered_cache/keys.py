@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
+import hmac
 import inspect
 import math
 from collections.abc import Iterable, Mapping
@@ -104,22 +105,55 @@ def _normalize_float(value: float) -> Any:
     return float(repr(value))
 
 
+def _default(value: Any) -> Any:
+    """orjson's hook for what it cannot encode natively; mirrors :func:`normalize` for those types."""
+    if isinstance(value, (set, frozenset)):
+        return normalize(value)
+    if isinstance(value, bytes):
+        return {"__bytes__": hashlib.blake2b(value, digest_size=16).hexdigest()}
+    if inspect.isclass(value) and callable(getattr(value, "model_json_schema", None)):
+        return {"__schema__": normalize(value.model_json_schema())}
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    raise TypeError(type(value).__name__)
+
+
+_FAST_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
 def canonical_request(request: Mapping[str, Any], ignore: Iterable[str] = ()) -> bytes:
-    """Canonical JSON bytes of the request minus transport options and ``ignore``."""
-    dropped = TRANSPORT_KEYS.union(ignore)
-    body = {k: v for k, v in request.items() if k not in dropped and v is not None}
-    normalized = normalize(body)
+    """Canonical JSON bytes of the request minus transport options and ``ignore``.
+
+    The fast path lets orjson walk the request (a few microseconds for a 2 KB prompt instead of tens in
+    Python), normalizing only top-level floats, where sampling parameters live. Anything orjson refuses takes
+    the full Python walk, which either normalizes it or names the offending field.
+    """
+    dropped = TRANSPORT_KEYS.union(ignore) if ignore else TRANSPORT_KEYS
+    body: dict[str, Any] = {}
+    for k, v in request.items():
+        if v is None or k in dropped:
+            continue
+        body[k] = _normalize_float(v) if type(v) is float else v
     try:
-        return orjson.dumps(normalized, option=orjson.OPT_SORT_KEYS)
-    except TypeError as exc:  # e.g. an int beyond 64 bits
+        return orjson.dumps(body, default=_default, option=_FAST_OPTIONS)
+    except TypeError:
+        pass
+    try:
+        return orjson.dumps(normalize(body), option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:
         raise UncacheableRequest(f"request cannot be encoded as JSON: {exc}") from None
 
 
 def request_digest(canonical: bytes, secret: bytes | None = None) -> str:
-    """Hash the canonical form; keyed by a secret, entries cannot be forged by guessing a prompt."""
+    """SHA-256 of the canonical form (an HMAC under a secret, so entries cannot be forged by guessing a prompt).
+
+    SHA-256 rather than a faster non-cryptographic hash: anyone who can send prompts could otherwise craft a
+    collision with someone else's prompt and poison its answer. It is the fastest cryptographic hash here.
+    """
     if secret:
-        return hashlib.blake2b(canonical, digest_size=20, key=secret[:64]).hexdigest()
-    return hashlib.blake2b(canonical, digest_size=20).hexdigest()
+        return hmac.digest(secret, canonical, "sha256")[:20].hex()
+    return hashlib.sha256(canonical).digest()[:20].hex()
 
 
 def entry_key(prefix: str, namespace: str, generation: int, digest: str) -> str:

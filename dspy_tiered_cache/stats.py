@@ -146,9 +146,15 @@ class Stats:
             }
 
     def reset(self) -> None:
+        """Zero every counter in place (the core holds references to the per-tier objects)."""
         with self._lock:
-            names = list(self.tiers)
-        self.__init__(names)  # type: ignore[misc]
+            tiers = self.tiers
+            lock = self._lock
+            self.__init__(list(tiers))  # type: ignore[misc]
+            for name, t in tiers.items():
+                t.__init__()  # type: ignore[misc]
+                self.tiers[name] = t
+            self._lock = lock
 
 
 def _int(value: Any) -> int:
