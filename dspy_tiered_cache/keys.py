@@ -111,8 +111,11 @@ def _default(value: Any) -> Any:
         return normalize(value)
     if isinstance(value, bytes):
         return {"__bytes__": hashlib.blake2b(value, digest_size=16).hexdigest()}
-    if inspect.isclass(value) and callable(getattr(value, "model_json_schema", None)):
-        return {"__schema__": normalize(value.model_json_schema())}
+    if inspect.isclass(value):
+        schema = getattr(value, "model_json_schema", None)
+        if callable(schema):
+            return {"__schema__": normalize(schema())}
+        raise TypeError(value.__qualname__)
     dump = getattr(value, "model_dump", None)
     if callable(dump):
         return dump(mode="json")

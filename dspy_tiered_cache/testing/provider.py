@@ -65,7 +65,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["TOOL_CALL_MARKER", "StandInProvider", "main"]
 
@@ -175,9 +175,7 @@ def _example_from_schema(
     for combinator in ("anyOf", "oneOf", "allOf"):
         options = schema.get(combinator)
         if isinstance(options, list) and options:
-            chosen = next(
-                (o for o in options if not (isinstance(o, Mapping) and o.get("type") == "null")), options[0]
-            )
+            chosen = next((o for o in options if not (isinstance(o, Mapping) and o.get("type") == "null")), options[0])
             return _example_from_schema(chosen, seed, root=root, depth=depth + 1, label=label)
     kind = schema.get("type")
     if isinstance(kind, list):
@@ -189,9 +187,7 @@ def _example_from_schema(
         if not isinstance(properties, Mapping):
             return {}
         return {
-            str(name): _example_from_schema(
-                sub, _digest(seed, name), root=root, depth=depth + 1, label=str(name)
-            )
+            str(name): _example_from_schema(sub, _digest(seed, name), root=root, depth=depth + 1, label=str(name))
             for name, sub in properties.items()
         }
     if kind == "array":
@@ -205,8 +201,7 @@ def _example_from_schema(
                 for i, sub in enumerate(schema["prefixItems"])
             ]
         return [
-            _example_from_schema(items, _digest(seed, i), root=root, depth=depth + 1, label=label)
-            for i in range(count)
+            _example_from_schema(items, _digest(seed, i), root=root, depth=depth + 1, label=label) for i in range(count)
         ]
     if kind == "integer":
         low = int(schema.get("minimum", 0))
@@ -312,10 +307,11 @@ def _field_value(field: _OutputField, seed: str, topic: str) -> Any:
     number = int(seed[:8], 16)
     note = field.note
     type_name = field.type_name.replace(" ", "")
-    schema_at = note.find("must adhere to the JSON schema:")
+    schema_marker = "must adhere to the JSON schema:"
+    schema_at = note.find(schema_marker)
     if schema_at >= 0:
         with contextlib.suppress(ValueError):
-            schema, _ = json.JSONDecoder().raw_decode(note[schema_at + len("must adhere to the JSON schema:") :].strip())
+            schema, _ = json.JSONDecoder().raw_decode(note[schema_at + len(schema_marker) :].strip())
             return _example_from_schema(schema, seed, label=field.name)
     choices_at = note.find("one of:")
     if choices_at >= 0:
@@ -458,9 +454,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0].rstrip("/")
         if path.startswith("/v1/"):
             path = path[3:]
-        endpoint = {"/chat/completions": "chat", "/completions": "completions", "/embeddings": "embeddings"}.get(
-            path
-        )
+        endpoint = {"/chat/completions": "chat", "/completions": "completions", "/embeddings": "embeddings"}.get(path)
         try:
             body = self._read_body()
         except _HTTPError as exc:
@@ -547,8 +541,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "created": created,
                     "model": model,
                     "choices": [
-                        {"text": t, "index": i, "logprobs": None, "finish_reason": "stop"}
-                        for i, t in enumerate(texts)
+                        {"text": t, "index": i, "logprobs": None, "finish_reason": "stop"} for i, t in enumerate(texts)
                     ],
                     "usage": usage,
                 },
@@ -915,21 +908,21 @@ class StandInProvider:
         if isinstance(choice, Mapping):
             wanted = choice.get("function", {}).get("name") if isinstance(choice.get("function"), Mapping) else None
             for tool in tools:
-                if isinstance(tool, Mapping) and isinstance(tool.get("function"), Mapping):
-                    if tool["function"].get("name") == wanted:
-                        return tool
+                function = tool.get("function") if isinstance(tool, Mapping) else None
+                if isinstance(function, Mapping) and function.get("name") == wanted:
+                    return cast("Mapping[str, Any]", tool)
         first = tools[0] if isinstance(tools[0], Mapping) else None
         if choice == "required":
             return first
         last = messages[-1] if messages else None
-        if isinstance(last, Mapping) and last.get("role") == "user":
-            if TOOL_CALL_MARKER in _message_text(last.get("content")):
-                return first
-        return None
+        marked = (
+            isinstance(last, Mapping)
+            and last.get("role") == "user"
+            and TOOL_CALL_MARKER in _message_text(last.get("content"))
+        )
+        return first if marked else None
 
-    def _chat_content(
-        self, messages: list[Any], response_format: Any, seed: str, choice_index: int | None
-    ) -> str:
+    def _chat_content(self, messages: list[Any], response_format: Any, seed: str, choice_index: int | None) -> str:
         fields = _dspy_output_fields(messages)
         inputs = _dspy_inputs(messages) if fields else []
         last_user = next(
@@ -982,9 +975,7 @@ class StandInProvider:
             text = item if isinstance(item, str) else _canonical(item)
             tokens += len(item) if isinstance(item, list) else _rough_tokens(text)
             vector = _embedding_vector(text, dim, self.salt)
-            embedding: Any = (
-                base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode("ascii") if as_base64 else vector
-            )
+            embedding: Any = base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode("ascii") if as_base64 else vector
             data.append({"object": "embedding", "index": index, "embedding": embedding})
         prompt = self.prompt_tokens if self.prompt_tokens is not None else tokens
         return {
