@@ -13,11 +13,13 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import orjson
 
+from dspy_tiered_cache import telemetry
 from dspy_tiered_cache.breaker import CircuitBreaker
 from dspy_tiered_cache.codec import CodecError, CorruptEntry, Entry, FrameCodec, decode_value, encode_value
 from dspy_tiered_cache.keys import (
@@ -133,6 +135,8 @@ class CacheCore:
         self._generations: dict[str, tuple[int, float]] = {}
         self._gen_lock = threading.Lock()
         self._warned: dict[str, float] = {}
+        if s.telemetry:
+            telemetry.register(self)
 
     def __repr__(self) -> str:
         return f"CacheCore(tiers={self.tiers!r}, namespace={self.settings.namespace!r})"
@@ -513,11 +517,23 @@ class CacheCore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- telemetry -----------------------------------------------------------------------------------
+    def trace_call(
+        self, door: str, *, model: str | None = None, namespace: str | None = None, operation: str = "chat"
+    ) -> AbstractContextManager[telemetry.CallTrace]:
+        """The span of one cached call through a door; a shared no-op when tracing is off or unconfigured."""
+        if not self.settings.telemetry:
+            return nullcontext(telemetry.NOOP)
+        return telemetry.trace_call(
+            door, model=model, namespace=namespace or self.settings.namespace, operation=operation
+        )
+
     # -- failure accounting --------------------------------------------------------------------------
     def _tier_failed(self, tier: Tier, action: str, exc: BaseException, started: float | None = None) -> None:
         breaker = self.breakers.get(tier.name)
         if breaker is not None:
             breaker.failure()
+        telemetry.mark_tier_error(tier.name, exc)
         self.stats.record(
             tier.name,
             hit=False if action == "read from" else None,

@@ -17,6 +17,7 @@ _RING = 2048
 
 @dataclass
 class TierStats:
+    name: str = ""
     hits: int = 0
     misses: int = 0
     sets: int = 0
@@ -29,6 +30,9 @@ class TierStats:
     _pos: int = 0
 
     def observe(self, seconds: float) -> None:
+        from dspy_tiered_cache.telemetry import LATENCY
+
+        LATENCY.record(seconds * 1000.0, {"tier": self.name})
         self.latency_sum += seconds
         self.latency_count += 1
         if len(self.samples) < _RING:
@@ -61,7 +65,7 @@ class TierStats:
 class Stats:
     def __init__(self, tier_names: list[str]) -> None:
         self._lock = threading.Lock()
-        self.tiers: dict[str, TierStats] = {name: TierStats() for name in tier_names}
+        self.tiers: dict[str, TierStats] = {name: TierStats(name) for name in tier_names}
         self.hits = 0
         self.misses = 0
         self.bypasses = 0
@@ -71,7 +75,8 @@ class Stats:
         self.uncacheable = 0  # requests with no canonical key
         self.prompt_tokens_saved = 0
         self.completion_tokens_saved = 0
-        self.dollars_saved = 0.0
+        #: model -> [prompt tokens, completion tokens] saved; priced only when read (pricing is slow).
+        self.saved_by_model: dict[str, list[int]] = {}
         self.evictions: dict[str, int] = {}
 
     def tier(self, name: str) -> TierStats:
@@ -109,17 +114,30 @@ class Stats:
         with self._lock:
             setattr(self, name, getattr(self, name) + n)
 
-    def record_savings(self, model: str | None, usage: Mapping[str, Any] | None) -> None:
-        """Credit a hit with the tokens (and, with a known price, dollars) the upstream call would have cost."""
+    def record_savings(self, model: str | None, usage: Mapping[str, Any] | None) -> int:
+        """Credit a hit with the tokens the upstream call would have cost; returns how many."""
         if not usage:
-            return
+            return 0
         prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
         completion = _int(usage.get("completion_tokens", usage.get("output_tokens")))
-        dollars = _price(model, prompt, completion) if model else 0.0
         with self._lock:
             self.prompt_tokens_saved += prompt
             self.completion_tokens_saved += completion
-            self.dollars_saved += dollars
+            tokens = self.saved_by_model.setdefault(model or "", [0, 0])
+            tokens[0] += prompt
+            tokens[1] += completion
+        return prompt + completion
+
+    @property
+    def dollars_saved(self) -> float:
+        """Priced from LiteLLM's cost map per token, per model; models without a known price count zero."""
+        with self._lock:
+            items = [(m, p, c) for m, (p, c) in self.saved_by_model.items()]
+        total = 0.0
+        for model, prompt, completion in items:
+            in_price, out_price = _unit_prices(model)
+            total += prompt * in_price + completion * out_price
+        return total
 
     @property
     def hit_rate(self) -> float | None:
@@ -127,6 +145,7 @@ class Stats:
         return self.hits / lookups if lookups else None
 
     def snapshot(self) -> dict[str, Any]:
+        dollars = self.dollars_saved
         with self._lock:
             return {
                 "hits": self.hits,
@@ -140,7 +159,7 @@ class Stats:
                 "tokens_saved": self.prompt_tokens_saved + self.completion_tokens_saved,
                 "prompt_tokens_saved": self.prompt_tokens_saved,
                 "completion_tokens_saved": self.completion_tokens_saved,
-                "dollars_saved": round(self.dollars_saved, 6),
+                "dollars_saved": round(dollars, 6),
                 "tiers": {name: t.snapshot() for name, t in self.tiers.items()},
                 "evictions": dict(self.evictions),
             }
@@ -164,15 +183,25 @@ def _int(value: Any) -> int:
         return 0
 
 
-def _price(model: str, prompt_tokens: int, completion_tokens: int) -> float:
-    """Dollars from LiteLLM's cost map, only when a door already imported LiteLLM (importing it costs seconds)."""
+_PRICES: dict[str, tuple[float, float]] = {}
+
+
+def _unit_prices(model: str) -> tuple[float, float]:
+    """Per-token prices from LiteLLM's cost map, only when a door already imported LiteLLM (importing it takes
+    seconds); cached per model. Per token, not per total, so tiered long-context prices are not misapplied."""
+    if not model:
+        return 0.0, 0.0
+    cached = _PRICES.get(model)
+    if cached is not None:
+        return cached
     litellm = sys.modules.get("litellm")
     if litellm is None:
-        return 0.0
+        return 0.0, 0.0
     try:
-        prompt_cost, completion_cost = litellm.cost_per_token(
-            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
-        )
-        return float(prompt_cost) + float(completion_cost)
+        in_cost, _ = litellm.cost_per_token(model=model, prompt_tokens=1, completion_tokens=0)
+        _, out_cost = litellm.cost_per_token(model=model, prompt_tokens=0, completion_tokens=1)
+        prices = (float(in_cost), float(out_cost))
     except Exception:  # unknown model: no price, not an error
-        return 0.0
+        prices = (0.0, 0.0)
+    _PRICES[model] = prices
+    return prices

@@ -71,3 +71,27 @@ def provider() -> Iterator[StandInProvider]:
 @pytest.fixture
 def disk_path(tmp_path: Path) -> Path:
     return tmp_path / "cache.sqlite3"
+
+
+_SPANS: object | None = None
+
+
+@pytest.fixture
+def otel_spans() -> Iterator[object]:
+    """The real OpenTelemetry SDK with an in-memory exporter (a tracer provider can be set once per process)."""
+    global _SPANS
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    if _SPANS is None:
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        _SPANS = exporter
+    assert isinstance(_SPANS, InMemorySpanExporter)
+    _SPANS.clear()
+    yield _SPANS
+    _SPANS.clear()
