@@ -16,7 +16,7 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from dspy_tiered_cache.testing.provider import StandInProvider
-from dspy_tiered_cache.testing.redis_server import RedisServer
+from dspy_tiered_cache.testing.redis_server import LocalRedisCluster, LocalSentinel, RedisServer
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,6 +53,20 @@ def redis_url(redis_server: RedisServer) -> str:
     """A clean database on the session's private server."""
     redis_server.flushall()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalRedisCluster]:
+    """A local 3-master Redis Cluster, built once per session (a few seconds)."""
+    with LocalRedisCluster(masters=3) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[LocalSentinel]:
+    """A master, one replica and a Sentinel. Tests that fail the master over must build their own."""
+    with LocalSentinel(replicas=1) as sentinel:
+        yield sentinel
 
 
 @pytest.fixture

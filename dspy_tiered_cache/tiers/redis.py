@@ -13,6 +13,7 @@ import threading
 import time
 import weakref
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio
@@ -71,14 +72,7 @@ class RedisTier(Tier):
         if client is None:
             with self._lock:
                 if self._client is None:
-                    if self.cluster:
-                        self._client = redis.cluster.RedisCluster.from_url(
-                            self._url(), retry=Retry(NoBackoff(), 0), **self._options
-                        )
-                    else:
-                        self._client = redis.Redis.from_url(
-                            self._url(), retry=Retry(NoBackoff(), 0), retry_on_timeout=False, **self._options
-                        )
+                    self._client = self._build(asyncio_client=False)
                 client = self._client
         return client
 
@@ -88,18 +82,50 @@ class RedisTier(Tier):
         loop = asyncio.get_running_loop()
         client = self._aclients.get(loop)
         if client is None:
+            client = self._aclients[loop] = self._build(asyncio_client=True)
+        return client
+
+    def _build(self, *, asyncio_client: bool) -> Any:
+        """A client with no retries: the breaker, not a backoff loop, decides when to try a dead server again."""
+        if asyncio_client:
             from redis.asyncio.retry import Retry as AsyncRetry
 
-            if self.cluster:
-                client = redis.asyncio.cluster.RedisCluster.from_url(
-                    self._url(), retry=AsyncRetry(NoBackoff(), 0), **self._options
-                )
-            else:
-                client = redis.asyncio.Redis.from_url(
-                    self._url(), retry=AsyncRetry(NoBackoff(), 0), retry_on_timeout=False, **self._options
-                )
-            self._aclients[loop] = client
-        return client
+            retry: Any = AsyncRetry(NoBackoff(), 0)
+        else:
+            retry = Retry(NoBackoff(), 0)
+        if self.url.startswith("redis+sentinel://"):
+            return self._build_sentinel(asyncio_client, retry)
+        if self.cluster:
+            cls: Any = redis.asyncio.cluster.RedisCluster if asyncio_client else redis.cluster.RedisCluster
+            return cls.from_url(self._url(), retry=retry, **self._options)
+        cls = redis.asyncio.Redis if asyncio_client else redis.Redis
+        return cls.from_url(self._url(), retry=retry, retry_on_timeout=False, **self._options)
+
+    def _build_sentinel(self, asyncio_client: bool, retry: Any) -> Any:
+        """``redis+sentinel://[user:pass@]host:port[,host:port...]/master_name[/db]``: the master, found through
+        the sentinels and found again after a failover."""
+        parts = urlsplit(self.url)
+        hosts = parts.netloc.rsplit("@", 1)[-1]
+        sentinels = []
+        for hostport in hosts.split(","):
+            host, _, port = hostport.rpartition(":")
+            sentinels.append((host or hostport, int(port or 26379)))
+        path = [p for p in parts.path.split("/") if p]
+        if not path:
+            raise ValueError("a redis+sentinel:// URL needs the master name: redis+sentinel://host:26379/mymaster")
+        master = path[0]
+        db = int(path[1]) if len(path) > 1 else 0
+        opts = {k: v for k, v in self._options.items() if k != "max_connections"}
+        auth = {"username": parts.username, "password": parts.password} if parts.password else {}
+        if asyncio_client:
+            from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+            sentinel: Any = AsyncSentinel(sentinels, sentinel_kwargs=opts, **opts)  # type: ignore[no-untyped-call]
+        else:
+            from redis.sentinel import Sentinel
+
+            sentinel = Sentinel(sentinels, sentinel_kwargs=opts, **opts)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(master, db=db, retry=retry, **auth)
 
     # -- protocol ------------------------------------------------------------------------------------
     def _decode(self, raw: bytes | None) -> Entry | None:

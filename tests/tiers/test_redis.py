@@ -7,7 +7,7 @@ import pytest
 import redis
 
 from dspy_tiered_cache.codec import CorruptEntry, FrameCodec
-from dspy_tiered_cache.testing.redis_server import RedisServer
+from dspy_tiered_cache.testing.redis_server import LocalRedisCluster, LocalSentinel, RedisServer
 from dspy_tiered_cache.tiers.redis import RedisTier
 
 from .contract import TierContract, entry
@@ -74,3 +74,31 @@ def test_paused_server_times_out_within_operation_timeout(private_redis: RedisSe
 def test_health_reports_version(redis_url: str) -> None:
     health = RedisTier(redis_url, codec=CODEC).health()
     assert health.ok and health.version and health.latency_ms is not None
+
+
+class TestRedisClusterTier(TierContract):
+    """The same contract on a 3-master local Cluster: single-key commands only, no CROSSSLOT."""
+
+    @pytest.fixture
+    def tier(self, redis_cluster: LocalRedisCluster) -> Iterator[RedisTier]:
+        redis_cluster.flushall()
+        tier = RedisTier(redis_cluster.url, codec=CODEC, cluster=True)
+        yield tier
+        tier.close()
+
+    def test_keys_spread_over_slots_and_clear_reaches_every_node(self, tier: RedisTier) -> None:
+        keys = [f"dtc:e:default:0:{i}" for i in range(50)]
+        for k in keys:
+            tier.set(k, entry())
+        slots = {tier.client.keyslot(k) for k in keys}
+        assert len(slots) > 10
+        assert tier.clear() == 50
+
+
+class TestRedisSentinelTier(TierContract):
+    @pytest.fixture
+    def tier(self, redis_sentinel: LocalSentinel) -> Iterator[RedisTier]:
+        tier = RedisTier(redis_sentinel.sentinel_url, codec=CODEC)
+        tier.client.flushall()  # our own private master
+        yield tier
+        tier.close()
