@@ -363,7 +363,17 @@ class _HTTPError(Exception):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # The stdlib default backlog is 5: a burst of concurrent clients (single-flight tests, benchmarks) would
+    # overflow it and stall for a SYN retransmit (~1 s). Real providers accept bursts.
+    request_queue_size = 256
     provider: StandInProvider
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client hanging up mid-answer (a cancelled stream, a timeout) is normal; anything else is not."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
