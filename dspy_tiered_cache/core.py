@@ -8,10 +8,12 @@ but the awaited tier read itself.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ import orjson
 from dspy_tiered_cache import telemetry
 from dspy_tiered_cache.breaker import CircuitBreaker
 from dspy_tiered_cache.codec import CodecError, CorruptEntry, Entry, FrameCodec, decode_value, encode_value
+from dspy_tiered_cache.coherence import InvalidationBus
 from dspy_tiered_cache.keys import (
     UncacheableRequest,
     canonical_request,
@@ -47,6 +50,10 @@ class _Unset:
 
 
 UNSET: Final = _Unset()
+
+
+def _identity(value: Any) -> Any:
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +144,18 @@ class CacheCore:
         self._warned: dict[str, float] = {}
         if s.telemetry:
             telemetry.register(self)
+        # Leases live in the most shared tier that can hold them (Redis, else the machine's SQLite file).
+        lockable = [t for t in self.tiers if hasattr(t, "acquire_lock")]
+        self._lock_tier: Tier | None = lockable[-1] if lockable and s.distributed_single_flight else None
+        self._bus: InvalidationBus | None = None
+        redis_tier = next((t for t in reversed(self.tiers) if hasattr(t, "client") and t.remote), None)
+        if redis_tier is not None and s.invalidation_pubsub and self.memory is not None:
+            self._bus = InvalidationBus(
+                lambda: redis_tier.client,  # type: ignore[attr-defined]
+                f"{s.key_prefix}:inv",
+                self._apply_invalidation,
+                self._generations.clear,
+            )
 
     def __repr__(self) -> str:
         return f"CacheCore(tiers={self.tiers!r}, namespace={self.settings.namespace!r})"
@@ -145,6 +164,8 @@ class CacheCore:
     def key_for(self, request: Mapping[str, Any], *, namespace: str | None = None, ignore: Iterable[str] = ()) -> str:
         """The storage key of a request; raises :class:`UncacheableRequest` when it has no canonical form."""
         ns = self._namespace(namespace)
+        if self._bus is not None:
+            self._bus.ensure_started()
         digest = request_digest(canonical_request(request, ignore), self._secret)
         return entry_key(self.settings.key_prefix, ns, self.generation(ns), digest)
 
@@ -259,8 +280,8 @@ class CacheCore:
         except ValueError as exc:  # only reachable if a tier hands back bytes it did not check
             self._corrupt(self.tiers[index], key, CorruptEntry(f"payload is not JSON: {exc}"))
             return None
-        for upper in self.tiers[:index]:  # promote with the remaining lifetime, capped per tier
-            self._store_in(upper, key, entry.capped(upper.ttl, now))
+        if index:  # promote with the remaining lifetime, capped per tier
+            self._promote(self.tiers[index], key, entry)
         self.stats.count("hits")
         return Hit(value, self.tiers[index].name, entry.created_at, entry.expires_at)
 
@@ -326,12 +347,18 @@ class CacheCore:
             self._warn_once(str(exc).split(";")[0][:60], "dspy_tiered_cache: not caching a value: %s", exc)
             return None
 
-    def set_payload(self, key: str, payload: bytes, *, options: CallOptions | None = None) -> None:
+    def set_payload(
+        self, key: str, payload: bytes, *, options: CallOptions | None = None, landed: Tier | None = None
+    ) -> None:
+        """Write an encoded value to every tier; ``landed`` is written before returning even if remote."""
         now = time.time()
         entry = Entry(payload, now, self._expiry(options, now))
         self.stats.count("stores")
         for tier in self.tiers:
-            self._store_in(tier, key, entry.capped(tier.ttl, now))
+            if tier is landed:
+                self._tier_set(tier, key, entry.capped(tier.ttl, now))
+            else:
+                self._store_in(tier, key, entry.capped(tier.ttl, now))
 
     def _expiry(self, options: CallOptions | None, now: float) -> float | None:
         ttl = self.settings.ttl if options is None or isinstance(options.ttl, _Unset) else options.ttl
@@ -369,30 +396,48 @@ class CacheCore:
         compute: Callable[[], T],
         *,
         options: CallOptions | None = None,
-        encode: Callable[[T], Any] = lambda v: v,
-        decode: Callable[[Any], T] = lambda v: v,
+        encode: Callable[[T], Any] = _identity,
+        decode: Callable[[Any], T] = _identity,
     ) -> tuple[T, str]:
         """The cached value or ``compute()``'s, with concurrent identical misses sharing one ``compute()``.
 
-        Returns ``(value, level)``: level is the tier name of a hit, ``"joined"`` when another caller's
-        in-flight computation served it, ``"miss"`` or ``"bypass"``.
+        Within a process, followers wait for the leader; across processes, the leader holds a short lease in the
+        shared tier while the other processes' leaders poll for its answer. Returns ``(value, level)``: level is
+        the tier that served it, ``"joined"`` when another caller's computation did, ``"miss"`` or ``"bypass"``.
         """
         hit = self.get(key, options=options)
         if hit is not None:
             return decode(hit.value), hit.level
         if not self._may_share(options):
-            return self._compute_and_store(key, compute, options, encode), self._miss_level(options)
+            value = compute()
+            self._store_computed(key, value, options, encode)
+            return value, self._miss_level(options)
         flight, leader = self.singleflight.begin(key)
         if not leader:
             payload = flight.wait(self.settings.single_flight_timeout)
             if payload is not None:
                 self.stats.count("joined")
                 return decode(decode_value(payload)), "joined"
-            return self._compute_and_store(key, compute, options, encode), "miss"
+            value = compute()
+            self._store_computed(key, value, options, encode)
+            return value, "miss"
         payload = None
         try:
-            value = compute()
-            payload = self._store_computed(key, value, options, encode)
+            token = self._acquire_lease(key)
+            deadline = time.monotonic() + self.settings.single_flight_timeout
+            while token is None:  # another process is computing it: wait for its answer in the shared tier
+                time.sleep(self.settings.lock_poll_s)
+                entry, level = self._peek_shared(key)
+                if entry is not None:
+                    payload = entry.payload
+                    self.stats.count("joined")
+                    return decode(decode_value(payload)), level
+                token = self._acquire_lease(key) if time.monotonic() < deadline else ""
+            try:
+                value = compute()
+                payload = self._store_computed(key, value, options, encode, landed=bool(token))
+            finally:
+                self._release_lease(key, token)
             return value, "miss"
         finally:
             self.singleflight.finish(key, flight, payload)
@@ -403,8 +448,8 @@ class CacheCore:
         compute: Callable[[], Awaitable[T]],
         *,
         options: CallOptions | None = None,
-        encode: Callable[[T], Any] = lambda v: v,
-        decode: Callable[[Any], T] = lambda v: v,
+        encode: Callable[[T], Any] = _identity,
+        decode: Callable[[Any], T] = _identity,
     ) -> tuple[T, str]:
         hit = await self.aget(key, options=options)
         if hit is not None:
@@ -424,28 +469,36 @@ class CacheCore:
             return value, "miss"
         payload = None
         try:
-            value = await compute()
-            payload = self._store_computed(key, value, options, encode)
+            token = await self._aacquire_lease(key)
+            deadline = time.monotonic() + self.settings.single_flight_timeout
+            while token is None:
+                await asyncio.sleep(self.settings.lock_poll_s)
+                entry, level = await self._apeek_shared(key)
+                if entry is not None:
+                    payload = entry.payload
+                    self.stats.count("joined")
+                    return decode(decode_value(payload)), level
+                token = await self._aacquire_lease(key) if time.monotonic() < deadline else ""
+            try:
+                value = await compute()
+                payload = self._store_computed(key, value, options, encode, landed=bool(token))
+            finally:
+                await self._arelease_lease(key, token)
             return value, "miss"
         finally:
             self.singleflight.finish(key, flight, payload)
 
     def _may_share(self, options: CallOptions | None) -> bool:
-        return self.settings.single_flight and self.settings.enabled and not (options and options.bypass_read)
+        return self.settings.single_flight and self._enabled and not (options and options.bypass_read)
 
     def _miss_level(self, options: CallOptions | None) -> str:
-        return "bypass" if not self.settings.enabled or (options and options.bypass_read) else "miss"
-
-    def _compute_and_store(
-        self, key: str, compute: Callable[[], T], options: CallOptions | None, encode: Callable[[T], Any]
-    ) -> T:
-        value = compute()
-        self._store_computed(key, value, options, encode)
-        return value
+        return "bypass" if not self._enabled or (options and options.bypass_read) else "miss"
 
     def _store_computed(
-        self, key: str, value: T, options: CallOptions | None, encode: Callable[[T], Any]
+        self, key: str, value: T, options: CallOptions | None, encode: Callable[[T], Any], *, landed: bool = False
     ) -> bytes | None:
+        """Store a fresh answer. ``landed``: write the lease tier before returning, so that the processes
+        polling it find the answer before they find the lease gone."""
         try:
             plain = encode(value)
         except Exception as exc:  # a door's converter failing must not fail the call
@@ -456,8 +509,90 @@ class CacheCore:
             return None
         payload = self.encode(plain, options)
         if payload is not None:
-            self.set_payload(key, payload, options=options)
+            self.set_payload(key, payload, options=options, landed=self._lock_tier if landed else None)
         return payload
+
+    # -- cross-process leases ------------------------------------------------------------------------
+    def _lock_name(self, key: str) -> str:
+        return key.replace(":e:", ":lock:", 1)
+
+    def _lease_tier(self) -> Tier | None:
+        """The tier holding leases, unless there is none or its breaker is open (then: no lease, fail open)."""
+        tier = self._lock_tier
+        if tier is None:
+            return None
+        breaker = self.breakers.get(tier.name)
+        return tier if breaker is None or breaker.allow() else None
+
+    def _acquire_lease(self, key: str) -> str | None:
+        """A token when we hold the lease; ``""`` when leases are unavailable (compute anyway); ``None`` when
+        another process holds it."""
+        tier = self._lease_tier()
+        if tier is None:
+            return ""
+        token = uuid.uuid4().hex
+        try:
+            return token if tier.acquire_lock(self._lock_name(key), token, self.settings.lock_lease_s) else None  # type: ignore[attr-defined]
+        except Exception as exc:
+            self._tier_failed(tier, "take a lease in", exc)
+            return ""
+
+    async def _aacquire_lease(self, key: str) -> str | None:
+        tier = self._lease_tier()
+        if tier is None:
+            return ""
+        token = uuid.uuid4().hex
+        try:
+            acquire = getattr(tier, "aacquire_lock", None)
+            name, lease = self._lock_name(key), self.settings.lock_lease_s
+            held = await acquire(name, token, lease) if acquire else tier.acquire_lock(name, token, lease)  # type: ignore[attr-defined]
+            return token if held else None
+        except Exception as exc:
+            self._tier_failed(tier, "take a lease in", exc)
+            return ""
+
+    def _release_lease(self, key: str, token: str) -> None:
+        tier = self._lock_tier
+        if not token or tier is None:
+            return
+        try:
+            tier.release_lock(self._lock_name(key), token)  # type: ignore[attr-defined]
+        except Exception as exc:  # the lease expires by itself
+            self._tier_failed(tier, "release a lease in", exc)
+
+    async def _arelease_lease(self, key: str, token: str) -> None:
+        tier = self._lock_tier
+        if not token or tier is None:
+            return
+        try:
+            release = getattr(tier, "arelease_lock", None)
+            if release is not None:
+                await release(self._lock_name(key), token)
+            else:
+                tier.release_lock(self._lock_name(key), token)  # type: ignore[attr-defined]
+        except Exception as exc:
+            self._tier_failed(tier, "release a lease in", exc)
+
+    def _peek_shared(self, key: str) -> tuple[Entry | None, str]:
+        tier = self._lock_tier
+        assert tier is not None
+        entry = self._tier_get(tier, key)
+        if entry is not None:
+            self._promote(tier, key, entry)
+        return entry, tier.name
+
+    async def _apeek_shared(self, key: str) -> tuple[Entry | None, str]:
+        tier = self._lock_tier
+        assert tier is not None
+        entry = await self._atier_get(tier, key)
+        if entry is not None:
+            self._promote(tier, key, entry)
+        return entry, tier.name
+
+    def _promote(self, source: Tier, key: str, entry: Entry) -> None:
+        now = time.time()
+        for upper in self.tiers[: self.tiers.index(source)]:
+            self._store_in(upper, key, entry.capped(upper.ttl, now))
 
     # -- invalidation and housekeeping --------------------------------------------------------------
     def delete(self, key: str) -> None:
@@ -467,6 +602,7 @@ class CacheCore:
                 tier.delete(key)
             except Exception as exc:
                 self._tier_failed(tier, "delete from", exc)
+        self._publish({"op": "del", "key": key})
 
     def invalidate_namespace(self, namespace: str | None = None) -> int:
         """O(1) at any size: bump the generation that every key of the namespace embeds."""
@@ -483,6 +619,7 @@ class CacheCore:
         self._generations[ns] = (gen, time.monotonic())
         if self.memory is not None:
             self.memory.drop_namespace(f"{self.settings.key_prefix}:e:{ns}:")
+        self._publish({"op": "ns", "ns": ns, "gen": gen})
         return gen
 
     def clear(self) -> int:
@@ -494,7 +631,38 @@ class CacheCore:
                 removed += tier.clear()
             except Exception as exc:
                 self._tier_failed(tier, "clear", exc)
+        self._publish({"op": "clear"})
         return removed
+
+    def _publish(self, message: dict[str, Any]) -> None:
+        """Tell other instances' memory tiers; a lost message is bounded by generation refresh / memory_ttl."""
+        if self._bus is None:
+            return
+        try:
+            self._bus.publish(message)
+        except Exception as exc:
+            log.warning(
+                "dspy_tiered_cache: could not publish an invalidation (%s); other instances' memory "
+                "tiers catch up within generation_refresh_s / memory_ttl",
+                exc,
+            )
+
+    def _apply_invalidation(self, message: dict[str, Any]) -> None:
+        """Another instance invalidated something: drop it from our memory tier."""
+        mem = self.memory
+        if mem is None:
+            return
+        op = message.get("op")
+        if op == "del" and isinstance(message.get("key"), str):
+            mem.delete(message["key"])
+        elif op == "ns" and isinstance(message.get("ns"), str) and isinstance(message.get("gen"), int):
+            ns, gen = message["ns"], message["gen"]
+            current = self._generations.get(ns)
+            if current is None or current[0] < gen:
+                self._generations[ns] = (gen, time.monotonic())
+            mem.drop_namespace(f"{self.settings.key_prefix}:e:{ns}:")
+        elif op == "clear":
+            mem.clear()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait for background writes to land (tests, batch jobs before exit, ``clear``)."""
@@ -504,6 +672,8 @@ class CacheCore:
         return [tier.health() for tier in self.tiers]
 
     def close(self) -> None:
+        if self._bus is not None:
+            self._bus.stop()
         self.writer.close()
         for tier in self.tiers:
             try:

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS entries (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS entries_stored_at ON entries (stored_at);
 CREATE TABLE IF NOT EXISTS generations (namespace TEXT PRIMARY KEY, generation INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, token TEXT NOT NULL, expires_at REAL NOT NULL);
 """
 _CULL_EVERY = 256
 
@@ -146,6 +147,19 @@ class DiskTier(Tier):
             .fetchone()
         )
         return int(row[0])
+
+    # -- cross-process leases for processes sharing this file ---------------------------------------
+    def acquire_lock(self, name: str, token: str, lease_s: float) -> bool:
+        now = time.time()
+        conn = self._conn()
+        conn.execute("DELETE FROM locks WHERE name = ? AND expires_at <= ?", (name, now))
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO locks (name, token, expires_at) VALUES (?, ?, ?)", (name, token, now + lease_s)
+        )
+        return cursor.rowcount == 1
+
+    def release_lock(self, name: str, token: str) -> None:
+        self._conn().execute("DELETE FROM locks WHERE name = ? AND token = ?", (name, token))
 
     def health(self) -> TierHealth:
         started = time.perf_counter()

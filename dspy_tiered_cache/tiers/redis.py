@@ -27,6 +27,8 @@ from dspy_tiered_cache.keys import entry_pattern, generation_key
 from dspy_tiered_cache.settings import mask_url
 from dspy_tiered_cache.tiers.base import Tier, TierHealth
 
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+
 
 class RedisTier(Tier):
     name = "l2"
@@ -193,6 +195,20 @@ class RedisTier(Tier):
 
     def bump_generation(self, namespace: str) -> int:
         return int(self.client.incr(generation_key(self.prefix, namespace)))
+
+    # -- cross-process leases (single-flight across processes) -------------------------------------
+    def acquire_lock(self, name: str, token: str, lease_s: float) -> bool:
+        return bool(self.client.set(name, token, nx=True, px=max(1, int(lease_s * 1000))))
+
+    async def aacquire_lock(self, name: str, token: str, lease_s: float) -> bool:
+        return bool(await self.aclient.set(name, token, nx=True, px=max(1, int(lease_s * 1000))))
+
+    def release_lock(self, name: str, token: str) -> None:
+        """Delete the lock only if it is still ours (a lease that expired may now belong to another process)."""
+        self.client.eval(_RELEASE, 1, name, token)
+
+    async def arelease_lock(self, name: str, token: str) -> None:
+        await self.aclient.eval(_RELEASE, 1, name, token)
 
     def health(self) -> TierHealth:
         started = time.perf_counter()

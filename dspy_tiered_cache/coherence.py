@@ -1,0 +1,122 @@
+"""Keeping memory tiers of many processes coherent: invalidations travel over Redis pub/sub.
+
+When any instance deletes a key, invalidates a namespace or clears everything, it publishes one small message on
+``{prefix}:inv``; every other instance's subscriber thread applies it to its own memory tier within
+milliseconds. Pub/sub works on every Redis and Valkey, managed ones and Cluster included (PUBLISH is broadcast
+to all nodes), unlike client-side tracking, which needs RESP3 and is missing on several managed services.
+
+Messages can be lost (a disconnect, a restart). The bound on staleness then is: for namespaces and ``clear``,
+``generation_refresh_s`` (generations are re-read from Redis on that period, and re-read at once after a
+reconnect); for one deleted key, the memory tier's lifetime ``memory_ttl``. Set ``memory_ttl`` to the staleness
+you can accept for single-key deletes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("dspy_tiered_cache")
+
+Handler = Callable[[dict[str, Any]], None]
+
+
+class InvalidationBus:
+    """Publishes our invalidations and applies everyone else's; one daemon thread per process and cache."""
+
+    def __init__(
+        self, client_factory: Callable[[], Any], channel: str, handler: Handler, on_reconnect: Callable[[], None]
+    ) -> None:
+        self._client_factory = client_factory
+        self.channel = channel
+        self._handler = handler
+        self._on_reconnect = on_reconnect
+        self.origin = uuid.uuid4().hex[:16]
+        self.received = 0
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = -1
+        self._lock = threading.Lock()
+
+    def ensure_started(self) -> None:
+        """Start (or, in a forked child, restart) the subscriber. Cheap when it already runs."""
+        if self._pid == os.getpid() and self._thread is not None:
+            return
+        with self._lock:
+            if self._pid == os.getpid() and self._thread is not None:
+                return
+            self._pid = os.getpid()
+            self.origin = uuid.uuid4().hex[:16]  # a forked child is a new instance
+            self._stop.clear()
+            self.connected.clear()
+            self._thread = threading.Thread(target=self._run, name="dspy-tiered-cache-invalidation", daemon=True)
+            self._thread.start()
+
+    def publish(self, message: dict[str, Any]) -> int:
+        """Send an invalidation; returns how many subscribers got it (raises on Redis errors: caller counts)."""
+        body = orjson.dumps({**message, "origin": self.origin})
+        return int(self._client_factory().publish(self.channel, body))
+
+    def _run(self) -> None:
+        backoff = 0.2
+        first = True
+        while not self._stop.is_set():
+            pubsub = None
+            try:
+                pubsub = self._client_factory().pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.channel)
+                # Wait for the subscription to be confirmed before declaring ourselves connected.
+                pubsub.get_message(timeout=1.0, ignore_subscribe_messages=False)
+                self.connected.set()
+                if not first:
+                    self._on_reconnect()  # messages may have been lost while we were away
+                first = False
+                backoff = 0.2
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is not None and message.get("type") == "message":
+                        self._apply(message["data"])
+            except Exception as exc:
+                self.connected.clear()
+                log.debug("invalidation subscriber disconnected: %s; retrying in %.1fs", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        pubsub.close()
+
+    def _apply(self, data: bytes) -> None:
+        try:
+            message = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            log.warning("dspy_tiered_cache: ignoring a malformed invalidation message on %s", self.channel)
+            return
+        if not isinstance(message, dict) or message.get("origin") == self.origin:
+            return
+        self.received += 1
+        try:
+            self._handler(message)
+        except Exception:
+            log.exception("dspy_tiered_cache: applying an invalidation failed")
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and self._pid == os.getpid():
+            thread.join(timeout)
+        self._thread = None
+
+    def wait_connected(self, timeout: float = 5.0) -> bool:
+        started = time.monotonic()
+        self.ensure_started()
+        return self.connected.wait(max(0.0, timeout - (time.monotonic() - started)))

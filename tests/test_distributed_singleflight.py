@@ -1,0 +1,119 @@
+"""Stampede protection across processes: 100 concurrent identical misses from 4 processes, one upstream call."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from dspy_tiered_cache import CacheCore
+from dspy_tiered_cache.testing.provider import StandInProvider
+from dspy_tiered_cache.testing.redis_server import RedisServer
+
+REQUEST = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "stampede"}]}
+
+
+def _ask(base_url: str) -> dict[str, Any]:
+    body = json.dumps({"model": "gpt-4o-mini", "messages": REQUEST["messages"]}).encode()
+    req = urllib.request.Request(f"{base_url}/chat/completions", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+def _worker(settings: dict[str, Any], base_url: str, threads: int, go: Any, results: Any) -> None:
+    core = CacheCore(**settings)
+    key = core.key_for(REQUEST)
+    answers: list[tuple[str, str]] = []
+    errors: list[str] = []
+
+    def call() -> None:
+        try:
+            value, level = core.get_or_compute(key, lambda: _ask(base_url))
+            answers.append((value["choices"][0]["message"]["content"], level))
+        except Exception as exc:
+            errors.append(repr(exc))
+
+    go.wait(30)
+    pool = [threading.Thread(target=call) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    core.flush()
+    results.put((answers, errors))
+
+
+def _stampede(settings: dict[str, Any], provider: StandInProvider, processes: int = 4, threads: int = 25) -> Any:
+    ctx = multiprocessing.get_context("spawn")
+    go, results = ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker, args=(settings, provider.base_url, threads, go, results)) for _ in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    time.sleep(2.0)  # let every child import and build its cache before the burst
+    go.set()
+    out = [results.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+    answers = [a for answers, _ in out for a in answers]
+    errors = [e for _, errors in out for e in errors]
+    return answers, errors
+
+
+def test_100_misses_across_4_processes_make_one_upstream_call(redis_url: str) -> None:
+    with StandInProvider(latency=0.5) as provider:
+        answers, errors = _stampede({"redis_url": redis_url, "disk": False}, provider)
+        assert errors == []
+        assert len(answers) == 100
+        assert len({content for content, _ in answers}) == 1
+        assert provider.request_count == 1
+
+
+def test_processes_sharing_only_a_disk_file_also_share_one_call(tmp_path: Path) -> None:
+    with StandInProvider(latency=0.5) as provider:
+        settings = {"disk": True, "disk_path": str(tmp_path / "c.sqlite3")}
+        answers, errors = _stampede(settings, provider, processes=3, threads=10)
+        assert errors == [] and len(answers) == 30
+        assert provider.request_count == 1
+
+
+def test_dead_lease_holder_is_taken_over(redis_url: str) -> None:
+    """A process that took the lease and died: the lease expires and one waiter computes."""
+    core = CacheCore(redis_url=redis_url, disk=False, lock_lease_s=0.5, lock_poll_s=0.02)
+    key = core.key_for(REQUEST)
+    assert core._lock_tier is not None
+    assert core._lock_tier.acquire_lock(core._lock_name(key), "dead-process", 0.5)  # type: ignore[attr-defined]
+    started = time.monotonic()
+    value, level = core.get_or_compute(key, lambda: {"computed": True})
+    assert value == {"computed": True} and level == "miss"
+    assert 0.4 < time.monotonic() - started < 2.0
+
+
+def test_redis_down_falls_back_to_in_process_single_flight() -> None:
+    with RedisServer() as server:
+        core = CacheCore(redis_url=server.url, disk=False, redis_timeout_ms=100)
+        key = core.key_for(REQUEST)
+        server.kill()
+        calls = 0
+        gate = threading.Event()
+
+        def compute() -> dict[str, Any]:
+            nonlocal calls
+            calls += 1
+            gate.wait(2)
+            return {"ok": True}
+
+        results: list[Any] = []
+        pool = [threading.Thread(target=lambda: results.append(core.get_or_compute(key, compute))) for _ in range(10)]
+        for t in pool:
+            t.start()
+        time.sleep(0.3)
+        gate.set()
+        for t in pool:
+            t.join()
+        assert calls == 1 and len(results) == 10
