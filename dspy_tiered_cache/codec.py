@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,7 @@ import zstandard
 MAGIC = 0xD7
 VERSION = 1
 FLAG_ZSTD = 0x01
+FLAG_AESGCM = 0x02
 _HEADER = struct.Struct(">BBBQQ")  # magic, version, flags, created_ms, expires_ms (0 = never)
 _MAC_LEN = 16
 _PREFIX_LEN = _HEADER.size + _MAC_LEN
@@ -89,14 +92,37 @@ def decode_value(payload: bytes) -> Any:
 
 
 class FrameCodec:
-    """Frames entries for shared tiers. One instance per secret and compression setting."""
+    """Frames entries for shared tiers. One instance per secret, encryption keys and compression setting.
 
-    __slots__ = ("_compression_threshold", "_max_bytes", "_secret")
+    With encryption keys, the (possibly compressed) payload is sealed with AES-256-GCM under the first key, the
+    frame header as associated data; any listed key opens it, so keys can be rotated by prepending the new one.
+    """
 
-    def __init__(self, *, secret: bytes | None, compression_threshold: int, max_bytes: int) -> None:
+    __slots__ = ("_aeads", "_compression_threshold", "_max_bytes", "_secret")
+
+    def __init__(
+        self,
+        *,
+        secret: bytes | None,
+        compression_threshold: int,
+        max_bytes: int,
+        encryption_keys: Sequence[bytes] = (),
+    ) -> None:
         self._secret = secret or None
         self._compression_threshold = compression_threshold
         self._max_bytes = max_bytes
+        self._aeads: list[tuple[bytes, Any]] = []
+        if encryption_keys:
+            try:
+                from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+            except ImportError:  # pragma: no cover - depends on the install
+                raise CodecError(
+                    "encryption_keys are set but the 'cryptography' package is missing: "
+                    "pip install 'dspy-tiered-cache[encryption]'"
+                ) from None
+            for raw in encryption_keys:
+                key = hashlib.sha256(b"dspy_tiered_cache/aes-gcm/" + raw).digest()
+                self._aeads.append((hashlib.sha256(key).digest()[:4], AESGCM(key)))
 
     def _mac(self, data: bytes) -> bytes:
         if self._secret is not None:
@@ -110,8 +136,14 @@ class FrameCodec:
             packed = zstandard.compress(body, 3)
             if len(packed) < len(body):
                 body, flags = packed, FLAG_ZSTD
+        if self._aeads:
+            flags |= FLAG_AESGCM
         expires_ms = 0 if entry.expires_at is None else max(1, int(entry.expires_at * 1000))
         header = _HEADER.pack(MAGIC, VERSION, flags, int(entry.created_at * 1000), expires_ms)
+        if self._aeads:
+            key_id, aead = self._aeads[0]
+            nonce = os.urandom(12)
+            body = key_id + nonce + aead.encrypt(nonce, body, header)
         return header + self._mac(header + body) + body
 
     def loads(self, data: bytes) -> Entry:
@@ -122,11 +154,17 @@ class FrameCodec:
             raise CorruptEntry("not a dspy_tiered_cache frame (bad magic byte): a foreign value under our prefix")
         if version != VERSION:
             raise CorruptEntry(f"frame version {version} is not readable by this version ({VERSION})")
+        if flags & ~(FLAG_ZSTD | FLAG_AESGCM):
+            raise CorruptEntry(f"unknown frame flags {flags:#x}")
         header = data[: _HEADER.size]
         mac = data[_HEADER.size : _PREFIX_LEN]
         body = data[_PREFIX_LEN:]
         if not hmac.compare_digest(mac, self._mac(header + body)):
             raise CorruptEntry("checksum mismatch: the value was altered, truncated or written with another key_secret")
+        if flags & FLAG_AESGCM:
+            body = self._open(header, body)
+        elif self._aeads:
+            raise CorruptEntry("value is not encrypted but encryption_keys are set: refusing plaintext")
         if flags & FLAG_ZSTD:
             try:
                 claimed = zstandard.frame_content_size(body)
@@ -135,9 +173,19 @@ class FrameCodec:
                 body = zstandard.ZstdDecompressor().decompress(body, max_output_size=self._max_bytes)
             except zstandard.ZstdError as exc:
                 raise CorruptEntry(f"compressed payload does not decompress within the size limit: {exc}") from None
-        elif flags:
-            raise CorruptEntry(f"unknown frame flags {flags:#x}")
         return Entry(body, created_ms / 1000.0, expires_ms / 1000.0 if expires_ms else None)
+
+    def _open(self, header: bytes, body: bytes) -> bytes:
+        if not self._aeads:
+            raise CorruptEntry("value is encrypted but no encryption_keys are set")
+        key_id, nonce, sealed = body[:4], body[4:16], body[16:]
+        for kid, aead in self._aeads:
+            if kid == key_id:
+                try:
+                    return bytes(aead.decrypt(nonce, sealed, header))
+                except Exception:
+                    break
+        raise CorruptEntry("value is encrypted with a key not in encryption_keys (or was tampered with)")
 
 
 def now() -> float:

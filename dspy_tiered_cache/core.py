@@ -122,9 +122,15 @@ class CacheCore:
     ) -> None:
         self.settings = s = load_settings(settings, **overrides)
         self._secret = s.key_secret.get_secret_value().encode() if s.key_secret is not None else None
-        self.codec = FrameCodec(
-            secret=self._secret, compression_threshold=s.compression_threshold, max_bytes=s.max_value_bytes
-        )
+        try:
+            self.codec = FrameCodec(
+                secret=self._secret,
+                compression_threshold=s.compression_threshold,
+                max_bytes=s.max_value_bytes,
+                encryption_keys=[k.get_secret_value().encode() for k in s.encryption_keys],
+            )
+        except CodecError as exc:
+            raise ConfigError(str(exc)) from None
         self.tiers: list[Tier] = list(tiers) if tiers is not None else build_tiers(s, self.codec)
         names = [t.name for t in self.tiers]
         if len(set(names)) != len(names):
@@ -701,7 +707,7 @@ class CacheCore:
     # -- failure accounting --------------------------------------------------------------------------
     def _tier_failed(self, tier: Tier, action: str, exc: BaseException, started: float | None = None) -> None:
         breaker = self.breakers.get(tier.name)
-        if breaker is not None:
+        if breaker is not None and tier.is_outage(exc):
             breaker.failure()
         telemetry.mark_tier_error(tier.name, exc)
         self.stats.record(

@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "DSPY_TIERED_CACHE_"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -61,6 +61,11 @@ class CacheSettings(BaseSettings):
     namespace: str = Field("default", description="Default namespace; invalidating it is O(1).")
     key_prefix: str = Field("dtc", description="Prefix of every key this package writes to a shared tier.")
     key_secret: SecretStr | None = Field(None, description="Keys and checksums become HMACs under this secret.")
+    encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Encrypt values (AES-256-GCM) with the first key; all keys decrypt (rotation). Env: comma-"
+        "separated or a JSON list. Needs the [encryption] extra.",
+    )
     include_api_base: bool = Field(False, description="Key on the endpoint too (two servers, one model name).")
     compression_threshold: int = Field(2048, ge=0, description="Compress payloads at least this large (0 = off).")
     max_value_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Larger values are not stored.")
@@ -83,6 +88,26 @@ class CacheSettings(BaseSettings):
     def _check_name(cls, value: str) -> str:
         if not NAME_PATTERN.match(value):
             raise ValueError("use 1-64 characters from letters, digits, '_', '.', '-'")
+        return value
+
+    @field_validator("encryption_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [k.strip() for k in text.split(",") if k.strip()]
+        return value
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _check_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for key in value:
+            if len(key.get_secret_value()) < 16:
+                raise ValueError("each encryption key needs at least 16 characters (use e.g. `openssl rand -hex 32`)")
         return value
 
     @field_validator("redis_url")
@@ -119,6 +144,7 @@ class CacheSettings(BaseSettings):
         data = self.model_dump(mode="json")
         data["redis_url"] = mask_url(self.redis_url_value)
         data["key_secret"] = "********" if self.key_secret is not None else None
+        data["encryption_keys"] = ["********"] * len(self.encryption_keys)
         return data
 
 
@@ -154,7 +180,7 @@ def _explain(exc: ValidationError, given_in_code: set[str]) -> str:
         env = ENV_PREFIX + field.upper()
         origin = f"argument {field}=" if field in given_in_code else f"env {env} / argument {field}="
         value = err.get("input")
-        shown = "****" if field in {"redis_url", "key_secret"} else repr(value)
+        shown = "****" if field in {"redis_url", "key_secret", "encryption_keys"} else repr(value)
         if err["type"] == "extra_forbidden":
             lines.append(f"- unknown setting {field!r}: check the spelling against CacheSettings' fields")
         else:

@@ -81,3 +81,28 @@ def test_decode_gives_fresh_objects() -> None:
     first = decode_value(payload)
     first["choices"].append("mutated")
     assert decode_value(payload) == {"choices": [{"text": "a"}]}
+
+
+def test_encryption_round_trip_and_rotation() -> None:
+    old = FrameCodec(secret=None, compression_threshold=64, max_bytes=10**6, encryption_keys=[b"old-key-0123456789"])
+    rotated = FrameCodec(
+        secret=None,
+        compression_threshold=64,
+        max_bytes=10**6,
+        encryption_keys=[b"new-key-0123456789", b"old-key-0123456789"],
+    )
+    payload = b'{"answer":"' + b"secret text " * 50 + b'"}'
+    framed = old.dumps(Entry(payload, time.time()))
+    assert b"secret text" not in framed  # sealed, not just compressed
+    assert rotated.loads(framed).payload == payload  # the old key still decrypts after rotation
+    with pytest.raises(CorruptEntry, match="encryption_keys"):
+        old.loads(rotated.dumps(Entry(payload, time.time())))  # new key unknown to the old config
+
+
+def test_encrypted_and_plain_frames_do_not_mix() -> None:
+    sealed = FrameCodec(secret=None, compression_threshold=0, max_bytes=10**6, encryption_keys=[b"k" * 20])
+    plain = codec()
+    with pytest.raises(CorruptEntry, match="plaintext"):
+        sealed.loads(plain.dumps(Entry(b"1", time.time())))
+    with pytest.raises(CorruptEntry, match="no encryption_keys"):
+        plain.loads(sealed.dumps(Entry(b"1", time.time())))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -359,3 +360,29 @@ def test_savings_are_counted() -> None:
     snap = core.stats.snapshot()
     assert snap["tokens_saved"] == 1500
     assert snap["dollars_saved"] > 0
+
+
+def test_encrypted_values_in_redis_hold_no_plaintext(redis_url: str) -> None:
+    core = core_with(redis_url, memory=False, encryption_keys=["k1-0123456789abcdef"])
+    key = core.key_for(REQUEST)
+    core.set(key, {"answer": "the launch code is 0000"})
+    core.flush()
+    raw = redis.Redis.from_url(redis_url).get(key)
+    assert raw is not None and b"launch code" not in raw
+    assert core.get(key).value == {"answer": "the launch code is 0000"}  # type: ignore[union-attr]
+    stranger = core_with(redis_url, memory=False, encryption_keys=["k2-0123456789abcdef"])
+    assert stranger.get(key) is None and stranger.stats.tiers["l2"].corrupt == 1
+
+
+def test_write_refused_by_a_full_redis_does_not_block_reads() -> None:
+    with RedisServer(extra_args=["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]) as server:
+        core = core_with(server.url, memory=False, breaker_failures=1)
+        first = core.key_for({**REQUEST, "seed": -1})
+        core.set(first, ANSWER)
+        core.flush()
+        for i in range(200):  # fill the server until it refuses writes
+            core.set(core.key_for({**REQUEST, "seed": i}), {"blob": os.urandom(25_000).hex()})
+        core.flush(10)
+        assert core.stats.tiers["l2"].errors > 0
+        assert core.breakers["l2"].state == "closed"
+        assert core.get(first) is not None  # reads still served

@@ -56,3 +56,13 @@ def test_masked_settings_hide_secrets() -> None:
     assert "hunter2" not in text and "topsecret" not in text and "user:****@host" in text
     assert "hunter2" not in repr(s)
     assert mask_url("redis://localhost") == "redis://localhost"
+
+
+def test_encryption_keys_from_env_and_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSPY_TIERED_CACHE_ENCRYPTION_KEYS", "new-key-abcdefghijkl, old-key-abcdefghijkl")
+    s = load_settings()
+    assert [k.get_secret_value() for k in s.encryption_keys] == ["new-key-abcdefghijkl", "old-key-abcdefghijkl"]
+    assert "abcdefghijkl" not in str(s.masked())
+    monkeypatch.setenv("DSPY_TIERED_CACHE_ENCRYPTION_KEYS", "short")
+    with pytest.raises(ConfigError, match="DSPY_TIERED_CACHE_ENCRYPTION_KEYS"):
+        load_settings()

@@ -56,6 +56,11 @@ class Tier(ABC):
     @abstractmethod
     def health(self) -> TierHealth: ...
 
+    def is_outage(self, exc: BaseException) -> bool:
+        """Whether a failure means the tier is unreachable (trip its breaker) rather than that it answered
+        with an error for this one request (e.g. Redis out of memory refusing a write, while reads work)."""
+        return True
+
     def close(self) -> None:  # noqa: B027 - most tiers hold nothing to release
         """Release connections or files; the tier may be used again afterwards (it reopens lazily)."""
 

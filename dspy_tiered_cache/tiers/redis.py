@@ -196,6 +196,10 @@ class RedisTier(Tier):
     def bump_generation(self, namespace: str) -> int:
         return int(self.client.incr(generation_key(self.prefix, namespace)))
 
+    def is_outage(self, exc: BaseException) -> bool:
+        # A ResponseError (OOM under noeviction, READONLY replica, WRONGTYPE) is an answer: the server is up.
+        return not isinstance(exc, redis.ResponseError) or isinstance(exc, redis.exceptions.ReadOnlyError)
+
     # -- cross-process leases (single-flight across processes) -------------------------------------
     def acquire_lock(self, name: str, token: str, lease_s: float) -> bool:
         return bool(self.client.set(name, token, nx=True, px=max(1, int(lease_s * 1000))))
