@@ -16,15 +16,54 @@ class TestMemoryTier(TierContract):
         return MemoryTier(max_entries=1000, max_bytes=64 * 1024 * 1024)
 
 
-def test_bounded_by_entries_evicting_least_recently_used() -> None:
-    tier = MemoryTier(max_entries=3, max_bytes=10**9)
-    for k in "abc":
-        tier.set(k, entry())
-    tier.get("a")  # a is now the most recent
-    tier.set("d", entry())
-    assert tier.get("b") is None
-    assert {k for k in "acd" if tier.get(k) is not None} == set("acd")
-    assert tier.evictions == 1 and tier.entries == 3
+def test_bounded_by_entries() -> None:
+    tier = MemoryTier(max_entries=100, max_bytes=10**9)
+    for i in range(1000):
+        tier.set(f"k{i}", entry())
+    assert tier.entries == 100
+    assert tier.evictions == 900
+
+
+def test_popular_entries_survive_a_scan_of_one_off_keys() -> None:
+    """The point of W-TinyLFU over LRU: a burst of one-off prompts does not flush the popular ones."""
+    tier = MemoryTier(max_entries=100, max_bytes=10**9)
+    popular = [f"popular-{i}" for i in range(50)]
+    for _ in range(5):
+        for k in popular:
+            if tier.get(k) is None:
+                tier.set(k, entry())
+    for i in range(2000):  # a scan: each key once
+        if tier.get(f"once-{i}") is None:
+            tier.set(f"once-{i}", entry())
+    survivors = sum(tier.get(k) is not None for k in popular)
+    assert survivors >= 45
+
+
+def test_zipf_hit_ratio_beats_lru() -> None:
+    import itertools
+    import random
+    from collections import OrderedDict
+
+    rng = random.Random(7)
+    keys = 20_000
+    cum = list(itertools.accumulate(1.0 / (i + 1) for i in range(keys)))
+    trace = [f"k{i}" for i in rng.choices(range(keys), cum_weights=cum, k=100_000)]
+    tier = MemoryTier(max_entries=1000, max_bytes=10**9)
+    lru: OrderedDict[str, int] = OrderedDict()
+    ours = theirs = 0
+    for k in trace:
+        if tier.get(k) is not None:
+            ours += 1
+        else:
+            tier.set(k, entry())
+        if k in lru:
+            lru.move_to_end(k)
+            theirs += 1
+        else:
+            lru[k] = 1
+            if len(lru) > 1000:
+                lru.popitem(last=False)
+    assert ours > theirs * 1.03
 
 
 def test_bounded_by_bytes() -> None:
