@@ -439,6 +439,13 @@ class CacheCore:
                     self.stats.count("joined")
                     return decode(decode_value(payload)), level
                 token = self._acquire_lease(key) if time.monotonic() < deadline else ""
+            if token:  # double-check: the previous holder may have stored the answer just before we took it
+                entry, level = self._peek_shared(key)
+                if entry is not None:
+                    self._release_lease(key, token)
+                    payload = entry.payload
+                    self.stats.count("joined")
+                    return decode(decode_value(payload)), level
             try:
                 value = compute()
                 payload = self._store_computed(key, value, options, encode, landed=bool(token))
@@ -485,6 +492,13 @@ class CacheCore:
                     self.stats.count("joined")
                     return decode(decode_value(payload)), level
                 token = await self._aacquire_lease(key) if time.monotonic() < deadline else ""
+            if token:
+                entry, level = await self._apeek_shared(key)
+                if entry is not None:
+                    await self._arelease_lease(key, token)
+                    payload = entry.payload
+                    self.stats.count("joined")
+                    return decode(decode_value(payload)), level
             try:
                 value = await compute()
                 payload = self._store_computed(key, value, options, encode, landed=bool(token))
