@@ -48,10 +48,11 @@ class CircuitBreaker:
             self._open_until = 0.0
             self._probing = False
 
-    def failure(self) -> None:
+    def failure(self, *, trip: bool = False) -> None:
+        """Count a failure; ``trip`` opens at once (a timeout: the next call would wait just as long)."""
         with self._lock:
             self._failures += 1
-            if self._probing or self._failures >= self.failures:
+            if trip or self._probing or self._failures >= self.failures:
                 if not self._probing:
                     self.opened += 1
                 self._open_until = time.monotonic() + self.reset_s

@@ -200,7 +200,10 @@ class CacheCore:
             gen = authority.get_generation(namespace)
         except Exception as exc:
             self._tier_failed(authority, "read generation of", exc)
-            return cached[0] if cached else 0
+            # Remember the failure for a refresh period: a hanging Redis must cost one timeout, not one per key.
+            gen = cached[0] if cached else 0
+            self._generations[namespace] = (gen, now)
+            return gen
         if breaker is not None:
             breaker.success()
         self._generations[namespace] = (gen, now)
@@ -722,7 +725,7 @@ class CacheCore:
     def _tier_failed(self, tier: Tier, action: str, exc: BaseException, started: float | None = None) -> None:
         breaker = self.breakers.get(tier.name)
         if breaker is not None and tier.is_outage(exc):
-            breaker.failure()
+            breaker.failure(trip=tier.is_timeout(exc))
         telemetry.mark_tier_error(tier.name, exc)
         self.stats.record(
             tier.name,

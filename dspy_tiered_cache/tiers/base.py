@@ -61,6 +61,10 @@ class Tier(ABC):
         with an error for this one request (e.g. Redis out of memory refusing a write, while reads work)."""
         return True
 
+    def is_timeout(self, exc: BaseException) -> bool:
+        """A timeout opens the breaker at once: each further call would block for the whole timeout again."""
+        return isinstance(exc, TimeoutError)
+
     def close(self) -> None:  # noqa: B027 - most tiers hold nothing to release
         """Release connections or files; the tier may be used again afterwards (it reopens lazily)."""
 

@@ -200,6 +200,9 @@ class RedisTier(Tier):
         # A ResponseError (OOM under noeviction, READONLY replica, WRONGTYPE) is an answer: the server is up.
         return not isinstance(exc, redis.ResponseError) or isinstance(exc, redis.exceptions.ReadOnlyError)
 
+    def is_timeout(self, exc: BaseException) -> bool:
+        return isinstance(exc, (redis.TimeoutError, TimeoutError))
+
     # -- cross-process leases (single-flight across processes) -------------------------------------
     def acquire_lock(self, name: str, token: str, lease_s: float) -> bool:
         return bool(self.client.set(name, token, nx=True, px=max(1, int(lease_s * 1000))))
