@@ -1,0 +1,498 @@
+"""The LiteLLM front door: ``litellm.cache = TieredCache()``.
+
+``TieredCache`` *is* a LiteLLM :class:`~litellm.caching.caching.Cache`: it subclasses it and hands LiteLLM our
+backend through ``_backend=``, so every control LiteLLM parses per request keeps working unchanged
+(``cache={"no-cache"|"no-store"|"ttl"|"s-maxage"|"namespace"|"use-cache": ...}``, ``caching=False``,
+``mode="default_off"``), the hit is converted, marked (``_hidden_params["cache_hit"]``) and logged at zero cost by
+LiteLLM itself, and streams are assembled and replayed by LiteLLM's own code. We only replace what LiteLLM does
+badly for a shared tiered cache:
+
+* the store: :class:`TieredBackend`, a ``BaseCache`` over :class:`~dspy_tiered_cache.core.CacheCore` (memory,
+  then Redis/Valkey or the disk tier; timeouts, circuit breaker, write-behind), storing plain JSON only;
+* the key: built by the core from the same whitelisted request parameters LiteLLM keys on, under a namespace and
+  its generation (so invalidating a namespace is O(1)), never including credentials or the endpoint;
+* ``max_messages=None``: LiteLLM's default of 4 silently stops caching conversations of 5+ messages;
+* ``caching=False`` means "do not touch the cache" (LiteLLM still *writes* such a call);
+* read-your-writes for ``acompletion``: LiteLLM writes from a fire-and-forget task, so the same request issued
+  right after the first returns would miss; our lookup joins LiteLLM's pending write first (see
+  :meth:`TieredBackend._join_pending_writes`).
+
+Streams: LiteLLM stores a stream only once it has been consumed to its end (it assembles the chunks into one
+response when the finish chunk arrives). A stream abandoned half way, or closed early, stores nothing and the
+next identical request goes upstream again. A hit on a streamed request is replayed by LiteLLM as a stream
+(``custom_llm_provider="cached_response"``). Streamed and non-streamed requests share entries (``stream`` and
+``stream_options`` are not part of the key): the answer is the same, only its delivery differs.
+
+Embeddings: ``aembedding`` caches each input of a list separately (LiteLLM's pipeline write), so a later call
+that shares some inputs sends only the new ones upstream. The synchronous ``embedding`` is cached by LiteLLM as
+one entry per whole input list. (LiteLLM's per-item lookup does not pass the request's ``cache`` controls, so
+with ``mode="default_off"`` an ``aembedding`` never hits even with ``{"use-cache": True}``: a LiteLLM limitation.)
+
+Only call types whose values we verified are cached by default (:data:`DEFAULT_CALL_TYPES`); pass
+``supported_call_types=`` to widen it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import importlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+import litellm
+import orjson
+from litellm.caching.base_cache import BaseCache
+from litellm.caching.caching import Cache, CacheMode
+from litellm.litellm_core_utils.model_param_helper import ModelParamHelper
+from litellm.types.utils import is_litellm_owned_kwarg
+
+from dspy_tiered_cache.core import CacheCore, CallOptions, Hit
+from dspy_tiered_cache.integrations._values import UnsupportedValue, dump_value, load_value
+from dspy_tiered_cache.keys import UncacheableRequest
+from dspy_tiered_cache.settings import NAME_PATTERN, CacheSettings
+
+__all__ = [
+    "DEFAULT_CALL_TYPES",
+    "UNCACHEABLE_KEY",
+    "MissingLiteLLMDependency",
+    "TieredBackend",
+    "TieredCache",
+]
+
+log = logging.getLogger("dspy_tiered_cache")
+
+#: The call types whose cached values we have verified round-trip (LiteLLM's default list also has
+#: transcription, keyed on a file *name*, and the stateful Responses / Anthropic pass-through APIs).
+DEFAULT_CALL_TYPES: Final[tuple[str, ...]] = (
+    "completion",
+    "acompletion",
+    "text_completion",
+    "atext_completion",
+    "embedding",
+    "aembedding",
+)
+
+#: Returned by :meth:`TieredCache.get_cache_key` for a request with no canonical form: the backend never
+#: reads or writes it, so the call simply goes upstream uncached.
+UNCACHEABLE_KEY: Final = "dtc:uncacheable"
+
+#: Request parameters LiteLLM keys on that do not change the answer, only how it is delivered.
+_DELIVERY_ONLY: Final = frozenset({"stream", "stream_options"})
+
+#: Marks the stored form of a LiteLLM cache value: {"__dtc_litellm__": 1, "r": <response dict>} for the usual
+#: ``{"timestamp", "response": <JSON>}`` value, "s" for a response string that is not a JSON object, and
+#: "raw" for any other value shape (stored through the shared tagged-value codec).
+_FORMAT_KEY: Final = "__dtc_litellm__"
+_FORMAT: Final = 1
+
+#: The module LiteLLM imports on every cache hit; it pulls in proxy-only packages (fastapi, soundfile).
+_HIT_PATH_MODULE: Final = "litellm.llms.anthropic.pass_through.messages.response_cache"
+
+_PENDING_WRITE_JOIN_S: Final = 0.25
+_AWAITING_MAX: Final = 4096
+
+
+class MissingLiteLLMDependency(ImportError):
+    """LiteLLM would crash on every cache hit in this environment (a proxy-only package is missing)."""
+
+
+def _check_hit_path_imports() -> None:
+    """Fail at construction, with the fix, rather than on the first hit of some production request.
+
+    LiteLLM 1.106 imports ``litellm.llms.anthropic.pass_through.messages.response_cache`` on every hit, which
+    imports fastapi and soundfile; without them every cache hit raises ``ModuleNotFoundError`` to the caller.
+    """
+    try:
+        importlib.import_module(_HIT_PATH_MODULE)
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or str(exc)
+        raise MissingLiteLLMDependency(
+            f"LiteLLM cannot serve cache hits here: importing {_HIT_PATH_MODULE} failed ({missing} is missing). "
+            "Install the packages LiteLLM's hit path needs: pip install 'fastapi>=0.110' 'soundfile>=0.12.1' "
+            "(they are dependencies of dspy-tiered-cache; a --no-deps install skips them)"
+        ) from exc
+
+
+def _find_pending_write_registry() -> set[asyncio.Task[None]] | None:
+    """LiteLLM's registry of in-flight cache-write tasks (private; absent in other versions -> None)."""
+    from litellm.caching import caching_handler
+
+    pending = getattr(caching_handler, "_PENDING_CACHE_WRITES", None)
+    return pending if isinstance(pending, set) else None
+
+
+_PENDING_WRITES: Final = _find_pending_write_registry()
+
+
+def _options_for_write(kwargs: Mapping[str, Any]) -> CallOptions | None:
+    """LiteLLM passes ``ttl`` (seconds; int, float or a numeric string) from Cache(ttl=) or cache={"ttl": N}."""
+    raw = kwargs.get("ttl")
+    if raw is None:
+        return None  # the core's configured default lifetime
+    try:
+        ttl = float(raw)
+    except (TypeError, ValueError):
+        return None
+    if ttl != ttl:  # NaN
+        return None
+    if ttl == float("inf"):
+        return CallOptions(ttl=None)
+    if ttl <= 0:
+        return CallOptions(bypass_write=True)  # a zero lifetime: the entry would be dead on arrival
+    return CallOptions(ttl=ttl)
+
+
+def to_stored(value: Any) -> Any:
+    """LiteLLM's cache value as plain JSON data for the core.
+
+    LiteLLM hands ``{"timestamp": t, "response": <model_dump_json() string>}`` for completions, text completions
+    and assembled streams, and ``{"timestamp": t, "response": <CachedEmbedding dict>}`` per embedding item. The
+    JSON string is parsed once here, so it is stored as JSON (no string-in-JSON escaping) and a hit returns a dict
+    LiteLLM needs not parse again. The timestamp is not stored: the core's ``created_at`` is the same instant.
+    """
+    if type(value) is dict and len(value) == 2 and "timestamp" in value and "response" in value:
+        response = value["response"]
+        if type(response) is dict:
+            return {_FORMAT_KEY: _FORMAT, "r": response}
+        if isinstance(response, (str, bytes)):
+            try:
+                parsed = orjson.loads(response)
+            except orjson.JSONDecodeError:
+                parsed = None
+            if type(parsed) is dict:
+                return {_FORMAT_KEY: _FORMAT, "r": parsed}
+            if isinstance(response, str):
+                return {_FORMAT_KEY: _FORMAT, "s": response}
+    try:
+        return {_FORMAT_KEY: _FORMAT, "raw": dump_value(value)}
+    except UnsupportedValue as exc:
+        raise ValueError(str(exc)) from None
+
+
+def from_stored(hit: Hit) -> Any:
+    """The value LiteLLM's ``get_cache_logic`` expects back, or None for anything we did not write."""
+    stored = hit.value
+    if type(stored) is not dict or stored.get(_FORMAT_KEY) != _FORMAT:
+        return None  # a foreign or future shape under our key: a miss, never a guess
+    response = stored.get("r")
+    if type(response) is dict:
+        return {"timestamp": hit.created_at, "response": response}
+    text = stored.get("s")
+    if type(text) is str:
+        return {"timestamp": hit.created_at, "response": text}
+    if "raw" in stored:
+        try:
+            return load_value(stored["raw"])
+        except ValueError:
+            return None
+    return None
+
+
+class TieredBackend(BaseCache):
+    """LiteLLM's ``BaseCache`` contract over the tiered core.
+
+    LiteLLM calls ``get_cache`` / ``set_cache`` (sync calls), ``async_get_cache`` / ``async_set_cache``
+    (async calls; the write runs in a task LiteLLM does not await) and ``async_set_cache_pipeline`` (one
+    entry per embedding input). It passes the whole request as ``**kwargs`` (API key included): we read only
+    ``ttl`` from it and never log it.
+    """
+
+    def __init__(self, core: CacheCore) -> None:
+        super().__init__(default_ttl=0)
+        self.core = core
+        #: keys whose async lookup missed and that have not been written since (bounded, oldest dropped).
+        self._awaiting: OrderedDict[str, None] = OrderedDict()
+        self._awaiting_lock = threading.Lock()  # event loops in several threads may share one backend
+
+    # -- writes --------------------------------------------------------------------------------------
+    def _store(self, key: str, value: Any, kwargs: Mapping[str, Any]) -> bool:
+        if key == UNCACHEABLE_KEY:
+            return False
+        if key in self._awaiting:
+            with self._awaiting_lock:
+                self._awaiting.pop(key, None)
+        try:
+            stored = to_stored(value)
+        except ValueError as exc:
+            self.core.stats.count("store_skipped")
+            log.debug("dspy_tiered_cache: not caching a LiteLLM value: %s", exc)
+            return False
+        return self.core.set(key, stored, options=_options_for_write(kwargs))
+
+    def set_cache(self, key: str, value: Any, **kwargs: Any) -> None:
+        self._store(key, value, kwargs)
+
+    async def async_set_cache(self, key: str, value: Any, **kwargs: Any) -> None:
+        # The core writes memory synchronously and remote tiers from its background writer: no await needed.
+        self._store(key, value, kwargs)
+
+    async def async_set_cache_pipeline(self, cache_list: Iterable[tuple[str, Any]], **kwargs: Any) -> None:
+        for key, value in cache_list:
+            self._store(key, value, kwargs)
+
+    async def batch_cache_write(self, key: str, value: Any, **kwargs: Any) -> None:
+        self._store(key, value, kwargs)
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def get_cache(self, key: str, **kwargs: Any) -> Any:
+        if key == UNCACHEABLE_KEY:
+            return None
+        hit = self.core.get(key)
+        return from_stored(hit) if hit is not None else None
+
+    async def async_get_cache(self, key: str, **kwargs: Any) -> Any:
+        if key == UNCACHEABLE_KEY:
+            return None
+        registry = _PENDING_WRITES
+        if registry or key in self._awaiting:
+            # LiteLLM stores from tasks it creates just before returning a response and does not await: a write
+            # (a first answer, a refresh) may still be queued. Join it, so a read right after a write hits.
+            await self._join_pending_writes(registry, expect_write=key in self._awaiting)
+        hit = await self.core.aget(key)
+        if hit is None:
+            with self._awaiting_lock:
+                self._awaiting[key] = None
+                self._awaiting.move_to_end(key)
+                if len(self._awaiting) > _AWAITING_MAX:
+                    self._awaiting.popitem(last=False)
+            return None
+        return from_stored(hit)
+
+    async def async_batch_get_cache(self, key_list: Iterable[str], **kwargs: Any) -> list[Any]:
+        return [await self.async_get_cache(key) for key in key_list]
+
+    def batch_get_cache(self, key_list: Iterable[str], **kwargs: Any) -> list[Any]:
+        return [self.get_cache(key) for key in key_list]
+
+    async def _join_pending_writes(self, registry: set[asyncio.Task[None]] | None, *, expect_write: bool) -> None:
+        """Let LiteLLM's just-scheduled cache writes run before we read.
+
+        After ``acompletion`` returns, its write is an ``asyncio`` task that has not run yet; a stream adds one
+        more hop (an untracked task that schedules the tracked write), so when an earlier lookup of this very
+        key missed (``expect_write``) we also yield a couple of times. Waiting is bounded, and our writes never
+        wait on the network, so in practice this is one or two loop iterations, and nothing at all when no
+        write is pending.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _PENDING_WRITE_JOIN_S
+        for _ in range(3):
+            pending = [t for t in registry or () if not t.done() and t.get_loop() is loop]
+            remaining = deadline - loop.time()
+            if pending and remaining > 0:
+                await asyncio.wait(pending, timeout=remaining)
+            elif expect_write:
+                await asyncio.sleep(0)
+            else:
+                return
+
+    # -- housekeeping LiteLLM may call ---------------------------------------------------------------
+    def delete_cache(self, key: str) -> None:
+        self.core.delete(key)
+
+    async def async_delete_cache(self, key: str) -> None:
+        self.core.delete(key)
+
+    async def delete_cache_keys(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.core.delete(key)
+
+    def flush_cache(self) -> None:
+        self.core.clear()
+
+    async def disconnect(self) -> None:
+        """LiteLLM calls this at shutdown: land pending remote writes; the core stays usable."""
+        await asyncio.get_running_loop().run_in_executor(None, self.core.flush)
+
+    async def ping(self) -> bool:
+        health = await asyncio.get_running_loop().run_in_executor(None, self.core.health)
+        return all(h.ok for h in health)
+
+    async def test_connection(self) -> dict[str, Any]:
+        health = await asyncio.get_running_loop().run_in_executor(None, self.core.health)
+        failed = [h for h in health if not h.ok]
+        if failed:
+            detail = "; ".join(f"{h.name}: {h.detail}" for h in failed)
+            return {"status": "failed", "message": "cache tier unreachable", "error": detail}
+        return {"status": "success", "message": "all cache tiers reachable"}
+
+    def __repr__(self) -> str:
+        return f"<TieredBackend tiers={'+'.join(t.name for t in self.core.tiers)}>"
+
+
+class TieredCache(Cache):
+    """LiteLLM's cache, backed by memory + Redis/Valkey (or the embedded disk tier).
+
+    ``litellm.cache = TieredCache()`` reads every setting from ``DSPY_TIERED_CACHE_*``; keyword arguments
+    override them (``redis_url=``, ``ttl=``, ``namespace=``, or any other :class:`CacheSettings` field), or
+    pass a ready ``core=`` to share one core between front doors.
+
+    LiteLLM's own options keep their meaning: ``mode`` ("default_on" or "default_off", opt in per call with
+    ``cache={"use-cache": True}``), ``supported_call_types``, ``max_messages`` (default None here: no limit).
+    """
+
+    def __init__(
+        self,
+        *,
+        redis_url: str | None = None,
+        ttl: float | None = None,
+        namespace: str | None = None,
+        settings: CacheSettings | None = None,
+        core: CacheCore | None = None,
+        mode: CacheMode | str = CacheMode.default_on,
+        supported_call_types: Iterable[str] | None = DEFAULT_CALL_TYPES,
+        max_messages: int | None = None,
+        **overrides: Any,
+    ) -> None:
+        _check_hit_path_imports()
+        if core is None:
+            if redis_url is not None:
+                overrides["redis_url"] = redis_url
+            if ttl is not None:
+                overrides["ttl"] = ttl
+            if namespace is not None:
+                overrides["namespace"] = namespace
+            core = CacheCore(settings, **overrides)
+        elif overrides or settings is not None or redis_url or ttl is not None or namespace is not None:
+            raise TypeError("pass either core= or settings/overrides, not both")
+        self.core = core
+        super().__init__(
+            mode=CacheMode(mode),
+            supported_call_types=list[Any](supported_call_types) if supported_call_types is not None else None,
+            max_messages=max_messages,
+            _backend=TieredBackend(core),
+        )
+        # Cache.__init__ records the ttl/namespace LiteLLM applies itself; ours live in the core's settings
+        # (per-tier caps, jitter and generations apply), so LiteLLM's copies stay None unless a user sets them.
+        self.type = None
+        self.namespace = None
+        self.ttl = None
+        self._tier_names = "+".join(tier.name for tier in core.tiers) or "none"
+
+    # -- keys ----------------------------------------------------------------------------------------
+    def get_cache_key(self, **kwargs: Any) -> str:
+        """Our key for the request LiteLLM is about to look up or store.
+
+        Same contract as ``Cache.get_cache_key``: a ``preset_cache_key`` LiteLLM already computed for this call
+        (``litellm_params``) wins, and the new key is written back there. The request is the parameters LiteLLM
+        itself keys on (``ModelParamHelper.get_all_llm_api_params()``: model, messages, prompt, input,
+        temperature, tools, response_format, seed, n, ...; ``model`` resolved through caching groups) minus
+        delivery-only ones; the core canonicalizes and hashes it under ``prefix:e:namespace:generation:``.
+        """
+        preset = self.get_preset_cache_key_from_kwargs(**kwargs)
+        if preset is not None:
+            return str(preset)
+        key = self._build_key(kwargs)
+        litellm_params = kwargs.get("litellm_params")
+        if isinstance(litellm_params, dict):
+            litellm_params["preset_cache_key"] = key
+        return key
+
+    def _build_key(self, kwargs: dict[str, Any]) -> str:
+        allowed = ModelParamHelper.get_all_llm_api_params()
+        extra_params = litellm.enable_caching_on_provider_specific_optional_params is True
+        request: dict[str, Any] = {"__door__": "litellm"}
+        for param, value in kwargs.items():
+            if param in _DELIVERY_ONLY or value is None:
+                continue
+            if param in allowed:
+                if param == "file" or (param == "model" and self._may_regroup_model(kwargs)):
+                    value = self._get_param_value(param, kwargs)  # caching groups / model_group / file name
+                    if value is None:
+                        continue
+                request[param] = value
+            elif extra_params and not _is_litellm_owned(param):
+                request[param] = value
+        if self.core.settings.include_api_base and kwargs.get("api_base"):
+            request["__api_base__"] = str(kwargs["api_base"])
+        try:
+            return self.core.key_for(request, namespace=self._namespace_of(kwargs))
+        except UncacheableRequest as exc:
+            self.core.stats.count("uncacheable")
+            log.debug("dspy_tiered_cache: request not cacheable, calling upstream uncached: %s", exc)
+            return UNCACHEABLE_KEY
+
+    @staticmethod
+    def _may_regroup_model(kwargs: Mapping[str, Any]) -> bool:
+        """Whether LiteLLM could key this call on a model group instead of ``model`` (Router metadata present)."""
+        return bool(kwargs.get("metadata") or kwargs.get("litellm_metadata") or kwargs.get("litellm_params"))
+
+    def _namespace_of(self, kwargs: Mapping[str, Any]) -> str | None:
+        """LiteLLM's namespace precedence: cache={"namespace"}, metadata.redis_namespace, Cache.namespace."""
+        control = kwargs.get("cache")
+        metadata = kwargs.get("metadata")
+        namespace = (
+            (control.get("namespace") if isinstance(control, Mapping) else None)
+            or (metadata.get("redis_namespace") if isinstance(metadata, Mapping) else None)
+            or self.namespace
+        )
+        return namespace_name(namespace) if namespace else None
+
+    # -- LiteLLM hooks -------------------------------------------------------------------------------
+    def should_use_cache(self, **kwargs: Any) -> bool:
+        """LiteLLM's rule (mode, max_messages) plus: ``caching=False`` neither reads nor writes."""
+        if kwargs.get("caching") is False:
+            return False
+        return bool(super().should_use_cache(**kwargs))  # type: ignore[no-untyped-call]
+
+    def get_cache_logic(self, cached_result: Any, max_age: float | None) -> Any:
+        """LiteLLM's freshness check (``s-maxage`` against the entry's timestamp), then credit the hit's savings."""
+        result = super().get_cache_logic(cached_result=cached_result, max_age=max_age)
+        if type(result) is dict:
+            self._record_savings(result)
+        return result
+
+    def _record_savings(self, response: Mapping[str, Any]) -> None:
+        usage = response.get("usage")
+        if isinstance(usage, Mapping):
+            model = response.get("model")
+            self.core.stats.record_savings(model if isinstance(model, str) else None, usage)
+        elif "embedding" in response and response.get("prompt_tokens") is not None:  # one CachedEmbedding
+            model = response.get("model")
+            self.core.stats.record_savings(
+                model if isinstance(model, str) else None, {"prompt_tokens": response.get("prompt_tokens")}
+            )
+
+    # -- management ----------------------------------------------------------------------------------
+    def invalidate_namespace(self, namespace: str | None = None) -> int:
+        """Make every entry of a namespace unreachable in O(1) (LiteLLM namespaces of any spelling)."""
+        return self.core.invalidate_namespace(namespace_name(namespace) if namespace else None)
+
+    def stats(self) -> dict[str, Any]:
+        return self.core.stats.snapshot()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        return self.core.flush(timeout)
+
+    def clear(self) -> int:
+        return self.core.clear()
+
+    def close(self) -> None:
+        self.core.close()
+
+    def __repr__(self) -> str:
+        # LiteLLM formats ``litellm.cache`` into a debug f-string on every call, logging on or off: keep it cheap.
+        return f"<TieredCache mode={self.mode.value} tiers={self._tier_names}>"
+
+
+def namespace_name(namespace: str) -> str:
+    """Our spelling of a LiteLLM namespace: itself when it is a valid name, else a stable digest of it.
+
+    LiteLLM namespaces are free text (``"team:a/b"``); the core accepts ``[A-Za-z0-9_.-]{1,64}`` so it can
+    embed the name in keys safely.
+    """
+    if NAME_PATTERN.match(namespace):
+        return namespace
+    return "ns-" + hashlib.blake2b(namespace.encode(), digest_size=12).hexdigest()
+
+
+def _is_litellm_owned(param: str) -> bool:
+    return bool(is_litellm_owned_kwarg(param))
+
+
+with contextlib.suppress(Exception):  # warm LiteLLM's lru-cached whitelist off the first request's path
+    ModelParamHelper.get_all_llm_api_params()

@@ -1,0 +1,107 @@
+"""A plain ``pip install`` of this checkout, in a brand-new venv, must serve LiteLLM cache hits.
+
+Why a venv of its own: the development venv has every optional package, so it cannot show what a plain install
+lacks. LiteLLM 1.106 imports proxy-only modules on every cache hit (fastapi, soundfile) and on every request
+that carries ``tools`` (mcp); without them the hit (or the call) raises ``ModuleNotFoundError``. This test
+installs the package exactly as a user would and drives real hits through LiteLLM.
+
+Slow (a few minutes: it resolves and installs every dependency), so it runs with ``--run-slow``. It needs the
+package index; when the index cannot be reached it is skipped, not failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+_NETWORK_ERRORS = (
+    "Temporary failure in name resolution",
+    "NewConnectionError",
+    "Network is unreachable",
+    "Could not fetch URL",
+    "No matching distribution found for hatchling",
+)
+
+# Runs inside the clean venv. Everything it imports must come from the plain install.
+_PROBE = textwrap.dedent(
+    """
+    import asyncio, json, os, sys, tempfile
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp()
+    import litellm
+    from dspy_tiered_cache import TieredCache
+    from dspy_tiered_cache.testing.provider import StandInProvider
+
+    report = {}
+    with StandInProvider() as p:
+        litellm.cache = TieredCache()  # the default: memory + the embedded disk tier
+        kw = dict(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                  api_base=p.base_url, api_key="sk-clean")
+        litellm.completion(**kw)
+        second = litellm.completion(**kw)
+        report["completion"] = [bool(second._hidden_params.get("cache_hit")), p.request_count]
+
+        chunks = list(litellm.completion(**kw, stream=True))
+        report["stream"] = [len(chunks) > 0, p.request_count]
+
+        async def run():
+            akw = dict(kw, messages=[{"role": "user", "content": "async"}])
+            await litellm.acompletion(**akw)
+            r = await litellm.acompletion(**akw)
+            report["acompletion"] = [bool(r._hidden_params.get("cache_hit")), p.request_count]
+            common = dict(model="openai/text-embedding-3-small", api_base=p.base_url, api_key="sk-clean")
+            await litellm.aembedding(input=["a", "b"], **common)
+            e = await litellm.aembedding(input=["a", "b"], **common)
+            report["aembedding"] = [bool(e._hidden_params.get("cache_hit")), p.request_count]
+
+        asyncio.run(run())
+
+        tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+                  "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+        try:
+            tkw = dict(kw, messages=[{"role": "user", "content": "tools"}], tools=tools, tool_choice="required")
+            litellm.completion(**tkw)
+            t = litellm.completion(**tkw)
+            report["tools"] = [bool(t._hidden_params.get("cache_hit")), p.request_count]
+        except Exception as exc:
+            report["tools"] = ["error", f"{type(exc).__name__}: {exc}"[:300]]
+    print("REPORT " + json.dumps(report))
+    """
+)
+
+
+def _run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+
+@pytest.mark.timeout(1800)  # resolving and installing every dependency takes minutes
+def test_plain_install_serves_litellm_cache_hits(tmp_path: Path) -> None:
+    source = Path(os.environ.get("DTC_CLEAN_INSTALL_SOURCE", str(CHECKOUT)))
+    venv = tmp_path / "venv"
+    made = _run([sys.executable, "-m", "venv", str(venv)], timeout=120)
+    assert made.returncode == 0, made.stderr
+    python = venv / "bin" / "python"
+    install = _run([str(python), "-m", "pip", "install", "--disable-pip-version-check", str(source)], timeout=1500)
+    if install.returncode != 0 and any(marker in install.stdout + install.stderr for marker in _NETWORK_ERRORS):
+        pytest.skip("the package index is not reachable: " + install.stderr.strip().splitlines()[-1][:200])
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+
+    probe = _run([str(python), "-c", _PROBE], timeout=300, cwd=str(tmp_path))
+    assert probe.returncode == 0, probe.stdout[-2000:] + probe.stderr[-4000:]
+    line = next(line for line in probe.stdout.splitlines() if line.startswith("REPORT "))
+    report = json.loads(line.removeprefix("REPORT "))
+    assert report["completion"] == [True, 1], report
+    assert report["stream"] == [True, 1], report  # the streamed request is served from the same entry
+    assert report["acompletion"] == [True, 2], report
+    assert report["aembedding"] == [True, 3], report
+    assert report["tools"] == [True, 4], f"a request with tools= fails on a plain install: {report['tools']}"
