@@ -31,7 +31,7 @@ from dspy_tiered_cache.keys import (
     entry_key,
     request_digest,
 )
-from dspy_tiered_cache.settings import NAME_PATTERN, CacheSettings, ConfigError, load_settings
+from dspy_tiered_cache.settings import CacheSettings, ConfigError, check_namespace, load_settings
 from dspy_tiered_cache.singleflight import SingleFlight
 from dspy_tiered_cache.stats import Stats
 from dspy_tiered_cache.tiers.base import Tier, TierHealth
@@ -178,11 +178,23 @@ class CacheCore:
     def _namespace(self, namespace: str | None) -> str:
         if namespace is None:
             return self.settings.namespace
-        if not NAME_PATTERN.match(namespace):
-            raise UncacheableRequest(
-                f"namespace {namespace!r} is not valid: use 1-64 characters from letters, digits, '_', '.', '-'"
-            )
-        return namespace
+        try:
+            return check_namespace(namespace)
+        except ValueError as exc:
+            raise UncacheableRequest(str(exc)) from None
+
+    def peek_local(self, key: str, *, max_age: float | None = None) -> bytes | None:
+        """The payload this process already holds for ``key`` (memory tier or a write not yet landed), without
+        counting a lookup: for single-flight callers checking whether a leader just finished."""
+        entry = self.memory.get(key) if self.memory is not None else None
+        if entry is None:
+            entry = self.writer.pending.get(key)
+        if entry is None:
+            return None
+        now = time.time()
+        if entry.expired(now) or (max_age is not None and now - entry.created_at > max_age):
+            return None
+        return entry.payload
 
     def generation(self, namespace: str) -> int:
         """The namespace's generation, re-read from the shared tier at most every ``generation_refresh_s``."""
@@ -432,6 +444,11 @@ class CacheCore:
             return value, "miss"
         payload = None
         try:
+            # A leader that finished between our lookup and begin() has left its answer here: do not repeat it.
+            payload = self.peek_local(key, max_age=options.max_age if options else None)
+            if payload is not None:
+                self.stats.count("joined")
+                return decode(decode_value(payload)), "joined"
             token = self._acquire_lease(key)
             deadline = time.monotonic() + self.settings.single_flight_timeout
             while token is None:  # another process is computing it: wait for its answer in the shared tier
@@ -485,6 +502,10 @@ class CacheCore:
             return value, "miss"
         payload = None
         try:
+            payload = self.peek_local(key, max_age=options.max_age if options else None)
+            if payload is not None:
+                self.stats.count("joined")
+                return decode(decode_value(payload)), "joined"
             token = await self._aacquire_lease(key)
             deadline = time.monotonic() + self.settings.single_flight_timeout
             while token is None:

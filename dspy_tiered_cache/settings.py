@@ -24,6 +24,13 @@ class ConfigError(ValueError):
     """A setting a user gave is wrong; the message names the setting, its env var and how to fix it."""
 
 
+def check_namespace(name: str) -> str:
+    """The one rule for namespace names (they become part of Redis keys); raises ValueError saying the fix."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ValueError(f"namespace {name!r} is not valid: use 1-64 characters from letters, digits, '_', '.', '-'")
+    return name
+
+
 def default_disk_path() -> Path:
     """Follow XDG so the cache lands where users expect caches to be, not in the working directory."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
