@@ -1,0 +1,473 @@
+"""The ``dspy.cache`` protocol (``get``/``put``) over a :class:`~dspy_tiered_cache.core.CacheCore`.
+
+DSPy's execution engine reads and writes its response cache through one global object, ``dspy.cache``:
+``get(request, ignored_args_for_cache_key)`` before the upstream call and ``put(request, value, ...)`` after
+it (dspy/clients/execution.py ``_cached``/``_store``; ``request_cache`` in dspy/clients/cache.py for 3.0-3.3 and
+for the Embedder). :class:`DSPyCacheAdapter` speaks that protocol for our core:
+
+* keys come from the core's canonical key of DSPy's request dict (secrets and transport options never enter
+  it; the endpoint only with ``include_api_base``), with the async function id mapped to the sync one so a
+  request made with ``acall`` and with ``__call__`` shares one entry (DSPy's own cache keeps two copies of the
+  same answer);
+* values go through :mod:`._values` (tagged plain JSON, never pickle) and come back as fresh objects, marked as
+  DSPy marks its own hits (``usage`` emptied, ``cache_hit`` set) so usage trackers do not count them, while
+  our stats credit the tokens and dollars the hit saved;
+* ``get`` and ``put`` never raise: an exception there would fail the user's LM call.
+
+Single-flight needs to know when a leader's call ends, including by an exception (DSPy then never calls
+``put``). Only a :class:`CallScope` — opened by ``CachedLM.__call__``/``acall`` around DSPy's own call, closed in
+a ``finally`` — knows that, so the adapter single-flights only inside a scope.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import SecretStr
+
+from dspy_tiered_cache.codec import decode_value
+from dspy_tiered_cache.core import UNSET, CacheCore, CallOptions
+from dspy_tiered_cache.integrations._values import TYPE_TAG, UnsupportedValue, dump_value, load_value
+from dspy_tiered_cache.keys import UncacheableRequest
+from dspy_tiered_cache.settings import CacheSettings, ConfigError, check_namespace
+from dspy_tiered_cache.singleflight import Flight
+
+log = logging.getLogger("dspy_tiered_cache.dspy")
+
+#: DSPy's async function ids -> the sync ones: both produce the same stored shape, so they share an entry.
+SYNC_FN_IDS: dict[str, str] = {
+    "dspy.clients.lm.alitellm_completion": "dspy.clients.lm.litellm_completion",
+    "dspy.clients.lm.alitellm_text_completion": "dspy.clients.lm.litellm_text_completion",
+    "dspy.clients.lm.alitellm_responses_completion": "dspy.clients.lm.litellm_responses_completion",
+    "dspy.clients.lm15.complete.async": "dspy.clients.lm15.complete",
+    "dspy.clients.embedding._cached_acompute_embeddings": "dspy.clients.embedding._cached_compute_embeddings",
+}
+
+#: What DSPy passes as ``ignored_args_for_cache_key`` (all already outside our canonical form).
+DSPY_IGNORED = ("api_key", "api_base", "base_url")
+
+#: Extra rounds a follower makes when the flight it joined ended without a value (the leader failed).
+_MAX_FLIGHT_ROUNDS = 3
+
+
+@dataclass(slots=True)
+class CallScope:
+    """One ``CachedLM`` call: which adapter serves it and the flights it leads or joined.
+
+    ``leading`` flights must be finished when the call ends; :meth:`release` (called from a ``finally``)
+    finishes any the call did not complete with a value, which tells their followers to go upstream.
+    """
+
+    adapter: DSPyCacheAdapter
+    asynchronous: bool
+    leading: dict[str, Flight] = field(default_factory=dict)
+    joined: dict[str, bytes] = field(default_factory=dict)
+
+    def finish_all(self, payload: bytes | None) -> None:
+        """Hand ``payload`` (None: go upstream yourselves) to the followers of every flight this call leads."""
+        if self.leading:
+            flights, self.leading = self.leading, {}
+            registry = self.adapter.core.singleflight
+            for key, flight in flights.items():
+                registry.finish(key, flight, payload)
+
+    def release(self) -> None:
+        self.finish_all(None)
+        self.joined.clear()
+
+
+class DSPyCacheAdapter:
+    """A ``dspy.cache``-compatible object backed by a :class:`CacheCore`.
+
+    ``namespace``, ``ttl`` and ``max_age`` apply to every entry this adapter reads and writes, so several
+    adapters (one per ``CachedLM``, say one per prompt version) can share one core and its connections.
+    """
+
+    def __init__(
+        self,
+        core: CacheCore,
+        *,
+        namespace: str | None = None,
+        ttl: Any = UNSET,
+        max_age: float | None = None,
+        single_flight: bool | None = None,
+    ) -> None:
+        if namespace is not None:  # fail now, not by silently skipping the cache on every call
+            try:
+                check_namespace(namespace)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        self.core = core
+        self.namespace = namespace
+        self.ttl = ttl
+        self.max_age = max_age
+        self.single_flight = single_flight
+        self.options = CallOptions(ttl=ttl, max_age=max_age, namespace=namespace)
+        self._warned: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"DSPyCacheAdapter(core={self.core!r}, namespace={self.namespace or self.core.settings.namespace!r})"
+
+    # The adapter is shared, never duplicated: copies of a program must keep hitting the same cache.
+    def __copy__(self) -> DSPyCacheAdapter:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> DSPyCacheAdapter:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore_adapter, (_adapter_spec(self),))
+
+    @property
+    def sharing(self) -> bool:
+        """Whether concurrent identical misses are collapsed into one upstream call."""
+        s = self.core.settings
+        wanted = s.single_flight if self.single_flight is None else self.single_flight
+        return wanted and s.enabled
+
+    # -- the dspy.cache protocol ---------------------------------------------------------------------------
+    def cache_key(self, request: Mapping[str, Any], ignored_args_for_cache_key: list[str] | None = None) -> str:
+        key = self.key(request, ignored_args_for_cache_key)
+        if key is None:
+            raise UncacheableRequest("this request has no canonical form and is never cached")
+        return key
+
+    def get(
+        self,
+        request: Mapping[str, Any],
+        ignored_args_for_cache_key: list[str] | None = None,
+        scope: CallScope | None = None,
+    ) -> Any:
+        """The cached value (a fresh object marked as a hit) or None. Never raises."""
+        try:
+            return self._get(request, ignored_args_for_cache_key, scope)
+        except Exception as exc:
+            self._warn("get", "dspy_tiered_cache: cache lookup failed (%s: %s); calling the LM", exc)
+            return None
+
+    def put(
+        self,
+        request: Mapping[str, Any],
+        value: Any,
+        ignored_args_for_cache_key: list[str] | None = None,
+        enable_memory_cache: bool = True,
+        scope: CallScope | None = None,
+    ) -> None:
+        """Store ``value`` in every tier. Never raises.
+
+        ``enable_memory_cache=False`` (DSPy's guard against an unbounded memory cache) is not needed here: our
+        memory tier is bounded by entries and bytes, so the value is stored as usual.
+        """
+        payload: bytes | None = None
+        try:
+            key = self.key(request, ignored_args_for_cache_key)
+            if key is not None:
+                payload = self._store(key, value)
+        except Exception as exc:
+            self._warn("put", "dspy_tiered_cache: cache store failed (%s: %s); the answer was not cached", exc)
+        finally:
+            if scope is not None and scope.leading:
+                # One LM call makes one lookup and one store, so every flight it leads waits for this answer
+                # (normally exactly the one for ``key``).
+                scope.finish_all(payload)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.core.get(key, options=self.options) is not None
+
+    def reset_memory_cache(self) -> None:
+        if self.core.memory is not None:
+            self.core.memory.clear()
+
+    def save_memory_cache(self, filepath: str) -> None:
+        raise NotImplementedError(
+            "the tiered cache does not pickle its memory tier; entries persist in Redis or the disk tier"
+        )
+
+    def load_memory_cache(self, filepath: str, allow_pickle: bool = False) -> None:
+        raise NotImplementedError("the tiered cache never loads pickles; it fills from Redis or the disk tier")
+
+    @property
+    def enable_memory_cache(self) -> bool:
+        return self.core.memory is not None
+
+    @property
+    def enable_disk_cache(self) -> bool:
+        return any(t is not self.core.memory for t in self.core.tiers)
+
+    # -- keys ----------------------------------------------------------------------------------------------
+    def key(self, request: Mapping[str, Any], ignored: list[str] | tuple[str, ...] | None = None) -> str | None:
+        """Our storage key for DSPy's request dict, or None when the request cannot be cached."""
+        extra: dict[str, Any] | None = None
+        fn = request.get("_fn_identifier")
+        if fn is not None:
+            sync_fn = SYNC_FN_IDS.get(fn) if isinstance(fn, str) else None
+            if sync_fn is not None:
+                extra = {"_fn_identifier": sync_fn}
+        if self.core.settings.include_api_base:
+            # DSPy ignores the endpoint (dspy#10006): two servers behind one model name would share answers.
+            endpoint = request.get("api_base") or request.get("base_url")
+            if endpoint:
+                extra = extra or {}
+                extra["_dtc_endpoint"] = str(endpoint).rstrip("/")
+        body = {**request, **extra} if extra else request
+        try:
+            return self.core.key_for(body, namespace=self.namespace, ignore=ignored or ())
+        except UncacheableRequest as exc:
+            self.core.stats.count("uncacheable")
+            log.debug("dspy_tiered_cache: request not cacheable: %s", exc)
+            return None
+
+    # -- internals -----------------------------------------------------------------------------------------
+    def _get(self, request: Mapping[str, Any], ignored: list[str] | None, scope: CallScope | None) -> Any:
+        key = self.key(request, ignored)
+        if key is None:
+            return None
+        if scope is not None and scope.joined:
+            payload = scope.joined.pop(key, None)
+            if payload is not None:  # an async follower already received the leader's answer
+                self.core.stats.count("joined")
+                return self._revive(decode_value(payload), request, key)
+        hit = self.core.get(key, options=self.options)
+        if hit is not None:
+            # We lead (an async pre-flight) but the answer was stored meanwhile: followers get it too.
+            # Encoded before _revive, which takes the usage out of this hit's copy.
+            handoff = self.core.encode(hit.value) if scope is not None and scope.leading else None
+            value = self._revive(hit.value, request, key)
+            if value is not None:
+                if scope is not None and handoff is not None:
+                    scope.finish_all(handoff)
+                return value
+        if scope is None or not self.sharing or key in scope.leading:
+            return None
+        return self._join_or_lead(key, request, scope)
+
+    def _join_or_lead(self, key: str, request: Mapping[str, Any], scope: CallScope) -> Any:
+        registry = self.core.singleflight
+        timeout = self.core.settings.single_flight_timeout
+        for _ in range(_MAX_FLIGHT_ROUNDS):
+            flight, leader = registry.begin(key)
+            if leader:
+                # Our lookup may have missed just before another leader stored and finished: its answer is
+                # then already in this process. Look once more (no second "miss" is counted).
+                payload = self.just_stored(key)
+                if payload is not None:
+                    registry.finish(key, flight, payload)
+                    self.core.stats.count("joined")
+                    return self._revive(decode_value(payload), request, key)
+                scope.leading[key] = flight
+                return None
+            if scope.asynchronous:
+                # Never block here: async lookups run in the event loop's default executor (or on the loop
+                # itself in DSPy 3.0-3.3); blocked followers could starve the leader's own store. Async
+                # followers wait on the loop in CachedLM.acall instead; this is only a lost race.
+                return None
+            payload = flight.wait(timeout)
+            if payload is not None:
+                self.core.stats.count("joined")
+                return self._revive(decode_value(payload), request, key)
+            if not flight.done:  # the leader is still going after the timeout: go upstream ourselves
+                return None
+        return None
+
+    def just_stored(self, key: str) -> bytes | None:
+        """The payload a leader in this process stored for ``key``, without a counted lookup.
+
+        Leaders write the memory tier (or, without one, queue the remote write) before they finish their
+        flight, so whoever leads after them finds the answer here.
+        """
+        return self.core.peek_local(key, max_age=self.max_age)
+
+    def _store(self, key: str, value: Any) -> bytes | None:
+        try:
+            plain = dump_value(value)
+        except UnsupportedValue as exc:
+            self.core.stats.count("store_skipped")
+            self._warn(type(value).__name__, "dspy_tiered_cache: not caching a value (%s: %s)", exc)
+            return None
+        payload = self.core.encode(plain, self.options)
+        if payload is not None:
+            self.core.set_payload(key, payload, options=self.options)
+        return payload
+
+    def _revive(self, plain: Any, request: Mapping[str, Any], key: str) -> Any:
+        """A hit as DSPy's own cache returns it: a fresh object, ``usage`` emptied, ``cache_hit`` set."""
+        usage, had_usage = _take_usage(plain)
+        try:
+            value = load_value(plain)
+        except ValueError as exc:
+            # Not ours or from an incompatible version: a miss, and the entry is replaced by the next store.
+            log.warning("dspy_tiered_cache: unreadable cached value (%s); treating it as a miss", exc)
+            self.core.delete(key)
+            return None
+        if value is None:
+            return None
+        # Tokens per model; the core prices them from LiteLLM's cost map when stats are read, not per hit.
+        self.core.stats.record_savings(_model_of(request, value), usage)
+        if not isinstance(value, (dict, list)) and (had_usage or hasattr(value, "usage")):
+            # As DSPy's Cache._prepare_cached_response: no LM call was made, so no usage to bill.
+            value.usage = {}
+            object.__setattr__(value, "cache_hit", True)
+        return value
+
+    def _warn(self, token: str, msg: str, exc: BaseException) -> None:
+        if token in self._warned:
+            log.debug(msg, type(exc).__name__, exc)
+        else:
+            self._warned.add(token)
+            log.warning(msg, type(exc).__name__, exc)
+
+
+#: LiteLLM types rebuilt without their usage on a hit (it is replaced by ``{}`` anyway, and building the
+#: ``Usage`` object is a third of the rebuild).
+_USAGE_DROPPED_ON_HIT = frozenset(
+    {"litellm.ModelResponse", "litellm.TextCompletionResponse", "litellm.EmbeddingResponse"}
+)
+
+
+def _take_usage(plain: Any) -> tuple[Mapping[str, Any] | None, bool]:
+    """The stored usage (read from the plain form, before any object is built) and whether there was one."""
+    data = plain.get("data") if type(plain) is dict else None
+    if type(data) is not dict:
+        return None, False
+    tag = data.get(TYPE_TAG) if plain.get("tagged") else None
+    if tag is None:  # a DSPy native record (CallResult.dump()) or other plain data
+        usage = data.get("usage")
+        return (usage if isinstance(usage, dict) else None), False
+    inner = data.get("data")
+    if type(inner) is not dict or "usage" not in inner:
+        return None, False
+    usage = inner["usage"]
+    if tag in _USAGE_DROPPED_ON_HIT:
+        del inner["usage"]  # ``plain`` is this hit's own fresh copy
+    return (usage if isinstance(usage, dict) else None), True
+
+
+def _model_of(request: Mapping[str, Any], value: Any) -> str | None:
+    model = request.get("model")
+    if isinstance(model, str):
+        return model
+    inner = request.get("request")
+    if isinstance(inner, Mapping) and isinstance(inner.get("model"), str):
+        return str(inner["model"])
+    return None
+
+
+# --------------------------------------------------------------------------------- cores: sharing and pickling
+
+_registry_lock = threading.Lock()
+#: token -> live core, so unpickling (and deepcopy) in the same process reuses the core and its connections.
+_cores: weakref.WeakValueDictionary[str, CacheCore] = weakref.WeakValueDictionary()
+_tokens: weakref.WeakKeyDictionary[CacheCore, str] = weakref.WeakKeyDictionary()
+_default_core: CacheCore | None = None
+#: Settings never carried by a pickle: secrets (a password in a Redis URL, the key secret) and machine-local
+#: paths. The process that loads the pickle takes them from its own environment.
+_LOCAL_FIELDS = frozenset({"redis_url", "key_secret", "disk_path"})
+
+
+def default_core() -> CacheCore:
+    """The process-wide core built from ``DSPY_TIERED_CACHE_*`` env vars, shared by every ``CachedLM(lm)``."""
+    global _default_core
+    core = _default_core
+    if core is not None:
+        return core
+    with _registry_lock:
+        if _default_core is None:
+            _default_core = CacheCore()
+        return _default_core
+
+
+def _token_of(core: CacheCore) -> str:
+    with _registry_lock:
+        token = _tokens.get(core)
+        if token is None:
+            token = uuid.uuid4().hex
+            _tokens[core] = token
+            _cores[token] = core
+        return token
+
+
+def public_settings(settings: CacheSettings) -> dict[str, Any]:
+    """Settings minus secrets and local paths, as plain JSON (for pickles of a program holding a ``CachedLM``)."""
+    secret = {name for name, value in settings if isinstance(value, SecretStr)}
+    data = settings.model_dump(mode="json", exclude=set(_LOCAL_FIELDS) | secret)
+    return {k: v for k, v in data.items() if not k.endswith(("_password", "_secret", "_token"))}
+
+
+def _adapter_spec(adapter: DSPyCacheAdapter) -> dict[str, Any]:
+    core = adapter.core
+    return {
+        "token": _token_of(core),
+        "default": core is _default_core,
+        "settings": public_settings(core.settings),
+        "namespace": adapter.namespace,
+        "ttl": "unset" if adapter.ttl is UNSET else adapter.ttl,
+        "max_age": adapter.max_age,
+        "single_flight": adapter.single_flight,
+    }
+
+
+def _restore_adapter(spec: dict[str, Any]) -> DSPyCacheAdapter:
+    """Rebuild an adapter from a pickle: the same live core in this process, else one from env + settings.
+
+    Another process gets the pickled (secret-free) settings, with the Redis URL and key secret read from its
+    own ``DSPY_TIERED_CACHE_*`` environment: a pickle never carries them.
+    """
+    token = str(spec.get("token", ""))
+    with _registry_lock:
+        core = _cores.get(token)
+    if core is None:
+        core = default_core() if spec.get("default") else _core_from(dict(spec.get("settings") or {}))
+        with _registry_lock:
+            existing = _cores.get(token)
+            if existing is not None:
+                core.close()
+                core = existing
+            else:
+                _cores[token] = core
+                _tokens[core] = token
+    ttl = spec.get("ttl", "unset")
+    return DSPyCacheAdapter(
+        core,
+        namespace=spec.get("namespace"),
+        ttl=UNSET if ttl == "unset" else ttl,
+        max_age=spec.get("max_age"),
+        single_flight=spec.get("single_flight"),
+    )
+
+
+def _core_from(settings: dict[str, Any]) -> CacheCore:
+    try:
+        return CacheCore(**settings)
+    except Exception as exc:  # e.g. pickled by a version with other settings: unpickling must not fail
+        log.warning("dspy_tiered_cache: cannot rebuild the pickled cache settings (%s); using the env's", exc)
+        return default_core()
+
+
+def resolve_core(cache: Any, overrides: Mapping[str, Any]) -> CacheCore:
+    """Turn what a user passes as ``cache=`` into a core.
+
+    ``None`` -> the shared env-configured core (or a new one when settings overrides are given); a
+    ``CacheSettings``; a ``CacheCore``; or anything exposing one as ``.core`` (the LiteLLM door's
+    ``TieredCache``), so one cache can serve both doors.
+    """
+    if cache is None:
+        return CacheCore(**overrides) if overrides else default_core()
+    if isinstance(cache, CacheSettings):
+        return CacheCore(cache, **overrides)
+    core = cache if isinstance(cache, CacheCore) else getattr(cache, "core", None)
+    if not isinstance(core, CacheCore):
+        raise TypeError(
+            f"cache= must be a CacheCore, a CacheSettings, a TieredCache or None, not {type(cache).__name__}"
+        )
+    if overrides:
+        raise TypeError(
+            f"settings {sorted(overrides)} cannot be applied to an existing cache; pass them when creating it "
+            "(per-LM options namespace=, ttl=, max_age= are fine)"
+        )
+    return core

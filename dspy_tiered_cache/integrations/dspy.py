@@ -1,0 +1,310 @@
+"""DSPy door: ``dspy.configure(lm=CachedLM(dspy.LM("openai/gpt-4o-mini")))`` and nothing else changes.
+
+``CachedLM`` is a real ``dspy.LM`` (it adopts the wrapped LM's state), so DSPy keeps choosing the engine
+(native lm15 or LiteLLM), retrying, streaming, recording history and tracking usage exactly as before. It does
+not override ``forward``/``aforward`` — DSPy would then treat it as an unmanaged legacy plugin and turn caching
+off. It only wraps ``__call__``/``acall``: inside them, DSPy's own ``dspy.cache.get``/``put`` calls are routed
+to this LM's tiered cache (see :mod:`._dspy_install`), every other LM keeps the cache DSPy had.
+
+What it adds over DSPy's own cache:
+
+* memory + Redis (or the embedded disk tier) shared by every process, values stored as JSON, never pickled;
+* single-flight: N concurrent identical calls (``dspy.Parallel``/``Evaluate`` over duplicate examples, or
+  ``asyncio.gather`` of ``acall``) make one upstream call; the others wait for it;
+* one entry for a request whether it was made sync or async (DSPy keeps two: its key includes the function
+  name, and the stored answer is the same);
+* stats of tokens and dollars saved (``lm.core.stats.snapshot()``).
+
+What it keeps: per-call ``cache=False`` and ``lm.copy(cache=False)`` skip the cache, ``rollout_id`` gives a
+separate entry, ``lm.copy(...)`` (BestOfN, Refine, BootstrapFewShot rounds) returns a ``CachedLM`` on the same
+cache, hits carry empty ``usage`` so usage trackers see no spend.
+
+Not covered: calling ``lm.forward(...)`` directly (DSPy's own modules never do) bypasses the routing and uses
+DSPy's cache. A DSPy callback that calls another LM from inside a ``CachedLM`` call shares this LM's cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import types
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import dspy
+
+from dspy_tiered_cache.core import UNSET, CacheCore
+from dspy_tiered_cache.integrations._dspy_adapter import (
+    DSPY_IGNORED,
+    CallScope,
+    DSPyCacheAdapter,
+    default_core,
+    resolve_core,
+)
+from dspy_tiered_cache.integrations._dspy_install import ACTIVE, ensure_installed, install_global, uninstall
+
+log = logging.getLogger("dspy_tiered_cache.dspy")
+
+__all__ = [
+    "CachedLM",
+    "DSPyCacheAdapter",
+    "default_core",
+    "install_dspy_cache",
+    "uninstall_dspy_cache",
+]
+
+#: Key of our options in ``dump_state()``: per-LM options only, never a URL, a secret or a setting.
+STATE_KEY = "tiered_cache"
+_LM_CLASS_STATE_KEY = "_dspy_lm_class"
+_PER_LM_OPTIONS = ("namespace", "ttl", "max_age", "single_flight")
+
+
+class CachedLM(dspy.LM):  # type: ignore[misc]
+    """A ``dspy.LM`` whose responses are cached in memory + Redis (or the disk tier).
+
+    Args:
+        lm: the ``dspy.LM`` to cache (its model, kwargs, engine and callbacks are adopted; the object itself is
+            left as it was and keeps DSPy's cache).
+        cache: ``None`` (settings from ``DSPY_TIERED_CACHE_*`` env vars, one core shared by the process), a
+            ``CacheSettings``, a ``CacheCore``, or the LiteLLM door's ``TieredCache`` (to share its cache).
+        namespace: namespace of this LM's entries (e.g. a prompt or model version; invalidated in O(1)).
+        ttl: lifetime of this LM's entries in seconds (``None``: no expiry; default: the settings' ``ttl``).
+        max_age: entries older than this many seconds are treated as misses.
+        single_flight: override the settings' ``single_flight`` for this LM.
+        **overrides: ``CacheSettings`` fields; they build a core of this LM's own (only with ``cache=None`` or
+            a ``CacheSettings``).
+    """
+
+    def __init__(
+        self,
+        lm: Any,
+        cache: Any = None,
+        *,
+        namespace: str | None = None,
+        ttl: Any = UNSET,
+        max_age: float | None = None,
+        single_flight: bool | None = None,
+        **overrides: Any,
+    ) -> None:
+        if not isinstance(lm, dspy.LM):
+            raise TypeError(
+                f"CachedLM wraps a dspy.LM, not {type(lm).__name__}; DSPy disables its response cache for other "
+                "BaseLM subclasses (legacy plugins), so there would be nothing to route"
+            )
+        for method in ("forward", "aforward"):
+            if getattr(type(lm), method) is not getattr(dspy.LM, method) or method in vars(lm):
+                raise TypeError(
+                    f"{type(lm).__name__} overrides {method}(): DSPy treats it as an unmanaged legacy plugin and "
+                    "never caches its calls; implement an engine instead (dspy.LM(engine=...)) and wrap that LM"
+                )
+        if type(lm) not in (dspy.LM, CachedLM):
+            warnings.warn(
+                f"CachedLM adopts the state of {type(lm).__name__} but not its methods (the result is a dspy.LM); "
+                "wrap a plain dspy.LM if the subclass changes behaviour",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        if cache is None and not overrides and isinstance(lm, CachedLM):
+            core = lm.core
+        else:
+            core = resolve_core(cache, overrides)
+        _adopt_state(self, lm)
+        self._dtc_adapter = DSPyCacheAdapter(
+            core, namespace=namespace, ttl=ttl, max_age=max_age, single_flight=single_flight
+        )
+        ensure_installed()
+
+    # -- what users reach for ------------------------------------------------------------------------------
+    @property
+    def core(self) -> CacheCore:
+        """The tiered cache behind this LM (stats, invalidation, flush)."""
+        core: CacheCore = self._dtc_adapter.core
+        return core
+
+    @property
+    def cache_adapter(self) -> DSPyCacheAdapter:
+        adapter: DSPyCacheAdapter = self._dtc_adapter
+        return adapter
+
+    def unwrap(self) -> Any:
+        """A plain ``dspy.LM`` with this LM's state and DSPy's own cache."""
+        plain = dspy.LM.copy(self)
+        plain.__class__ = dspy.LM
+        plain.__dict__.pop("_dtc_adapter", None)
+        return plain
+
+    def __repr__(self) -> str:
+        return f"CachedLM(model={self.model!r}, cache={self._dtc_adapter!r})"
+
+    # -- calls: the only methods wrapped -------------------------------------------------------------------
+    def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
+        ensure_installed()
+        scope = CallScope(self._dtc_adapter, False)
+        token = ACTIVE.set(scope)
+        try:
+            return super().__call__(prompt, messages=messages, **kwargs)
+        finally:
+            ACTIVE.reset(token)
+            scope.release()
+
+    async def acall(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
+        ensure_installed()
+        scope = CallScope(self._dtc_adapter, True)
+        token = ACTIVE.set(scope)
+        try:
+            if scope.adapter.sharing:
+                try:
+                    await _preflight(self, scope, prompt, messages, kwargs)
+                except Exception as exc:  # our bookkeeping must never fail the user's call
+                    log.debug("dspy_tiered_cache: async single-flight skipped: %s", exc)
+            return await super().acall(prompt, messages=messages, **kwargs)
+        finally:
+            ACTIVE.reset(token)
+            scope.release()
+
+    # -- saving --------------------------------------------------------------------------------------------
+    def dump_state(self) -> dict[str, Any]:
+        """DSPy's LM state plus this LM's cache options. Never a Redis URL, a secret or the cache settings:
+        a loaded program reads those from its own environment."""
+        state: dict[str, Any] = super().dump_state()
+        adapter = self._dtc_adapter
+        options: dict[str, Any] = {}
+        if adapter.namespace is not None:
+            options["namespace"] = adapter.namespace
+        if adapter.ttl is not UNSET:
+            options["ttl"] = adapter.ttl
+        if adapter.max_age is not None:
+            options["max_age"] = adapter.max_age
+        if adapter.single_flight is not None:
+            options["single_flight"] = adapter.single_flight
+        if options:
+            state[STATE_KEY] = options
+        return state
+
+    @classmethod
+    def load_state(cls, state: dict[str, Any], *, allow_custom_lm_class: bool = False) -> CachedLM:
+        """Rebuild from :meth:`dump_state`; the cache comes from ``DSPY_TIERED_CACHE_*`` env vars."""
+        state = dict(state)
+        raw = state.pop(STATE_KEY, None) or {}
+        state.pop(_LM_CLASS_STATE_KEY, None)
+        options = {k: raw[k] for k in _PER_LM_OPTIONS if isinstance(raw, Mapping) and k in raw}
+        lm = dspy.LM.load_state(state, allow_custom_lm_class=allow_custom_lm_class)
+        return cls(lm, **options)
+
+
+def _adopt_state(target: Any, lm: Any) -> None:
+    """Take over ``lm``'s state the way ``LM.__copy__``/``BaseLM.copy`` do: runtime clients (the engine pools)
+    are shared, DSPy-owned mutable state (history, callbacks, kwargs) is the copy's own."""
+    target.__dict__.update(lm.__dict__)
+    for klass in type(lm).__mro__:
+        for name, descriptor in vars(klass).items():
+            if isinstance(descriptor, types.MemberDescriptorType) and hasattr(lm, name):
+                setattr(target, name, getattr(lm, name))
+    target.__dict__.pop("_dtc_adapter", None)
+    target.history = []
+    target.callbacks = list(getattr(lm, "callbacks", None) or [])
+    target.kwargs = dict(getattr(lm, "kwargs", None) or {})
+
+
+async def _preflight(lm: CachedLM, scope: CallScope, prompt: Any, messages: Any, kwargs: dict[str, Any]) -> None:
+    """Async single-flight, decided on the event loop before DSPy's lookup.
+
+    DSPy runs async lookups in the loop's default executor; a follower blocking there could starve the
+    leader's own store of a worker. So async callers take the lead, or wait for the leader, here — as a
+    future on the loop — and DSPy's lookup then finds the leader's answer (handed over in ``scope.joined``).
+    """
+    request = _dspy_request(lm, prompt, messages, kwargs)
+    if request is None:
+        return
+    adapter = scope.adapter
+    key = adapter.key(request, list(DSPY_IGNORED))
+    if key is None:
+        return
+    if adapter.just_stored(key) is not None:  # already in this process: DSPy's lookup will hit
+        return
+    registry = adapter.core.singleflight
+    timeout = adapter.core.settings.single_flight_timeout
+    for _ in range(3):
+        flight, leader = registry.begin(key)
+        if leader:
+            scope.leading[key] = flight
+            return
+        payload = await flight.wait_async(timeout)
+        if payload is not None:
+            scope.joined[key] = payload
+            return
+        if not flight.done:
+            return
+        await asyncio.sleep(0)
+
+
+def _dspy_request(lm: Any, prompt: Any, messages: Any, kwargs: dict[str, Any]) -> Mapping[str, Any] | None:
+    """The request dict DSPy will look up for this async call, or None when it will not use the cache.
+
+    DSPy 3.4: its own ``prepare``/``PreparedCall.key``, so the key cannot drift from DSPy's. Explicit
+    ``lm15.Request`` calls are skipped (preparing them may read local media files, which DSPy does off the
+    loop). DSPy 3.0-3.3: the dict ``LM.aforward`` builds for ``request_cache``. A key that differed from
+    DSPy's would cost only the deduplication: the call's store finishes every flight the call leads.
+    """
+    request_type = getattr(getattr(dspy, "lm15", None), "Request", None)
+    if "request" in kwargs or (isinstance(request_type, type) and isinstance(prompt, request_type)):
+        return None
+    try:
+        from dspy.clients.execution import prepare
+    except ImportError:
+        return _legacy_request(lm, prompt, messages, kwargs)
+    try:
+        call = prepare(lm, prompt, messages, kwargs, asynchronous=True)
+        if not call.cache:
+            return None
+        request: Mapping[str, Any] = call.key(lm, True)
+        return request
+    except Exception:  # DSPy reports invalid arguments itself, in the real call
+        return None
+
+
+_LEGACY_ASYNC_FNS = {
+    "chat": "dspy.clients.lm.alitellm_completion",
+    "text": "dspy.clients.lm.alitellm_text_completion",
+    "responses": "dspy.clients.lm.alitellm_responses_completion",
+}
+
+
+def _legacy_request(lm: Any, prompt: Any, messages: Any, kwargs: dict[str, Any]) -> Mapping[str, Any] | None:
+    """DSPy 3.0-3.3 ``LM.aforward``: ``request_cache`` keys on ``dict(model, messages, **kwargs)``."""
+    kwargs = dict(kwargs)
+    if not kwargs.pop("cache", getattr(lm, "cache", True)):
+        return None
+    fn = _LEGACY_ASYNC_FNS.get(getattr(lm, "model_type", "chat"))
+    if fn is None:
+        return None
+    messages = messages or [{"role": "user", "content": prompt}]
+    if getattr(lm, "use_developer_role", False) and lm.model_type == "responses":
+        messages = [{**m, "role": "developer"} if m.get("role") == "system" else m for m in messages]
+    merged = {**lm.kwargs, **kwargs}
+    if merged.get("rollout_id") is None:
+        merged.pop("rollout_id", None)
+    return {"model": lm.model, "messages": messages, **merged, "_fn_identifier": fn}
+
+
+def install_dspy_cache(
+    cache: Any = None,
+    *,
+    namespace: str | None = None,
+    ttl: Any = UNSET,
+    max_age: float | None = None,
+    **overrides: Any,
+) -> DSPyCacheAdapter:
+    """Route every DSPy cache lookup in this process — all LMs, the Embedder — to the tiered cache.
+
+    ``CachedLM`` instances keep their own cache. Single-flight applies only to ``CachedLM`` calls (only they
+    can tell when a failed call must release its waiters). Undo with :func:`uninstall_dspy_cache`.
+    """
+    core = resolve_core(cache, overrides)
+    return install_global(DSPyCacheAdapter(core, namespace=namespace, ttl=ttl, max_age=max_age))
+
+
+def uninstall_dspy_cache() -> None:
+    """Give ``dspy.cache`` back to DSPy (the cache it had, or its lazily built default)."""
+    uninstall()
