@@ -9,6 +9,7 @@ used (GET, SET PX, DEL, INCR), so Cluster needs no hash tags and never sees CROS
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import weakref
@@ -57,6 +58,7 @@ class RedisTier(Tier):
             "max_connections": max_connections,
         }
         self._client: redis.Redis | redis.cluster.RedisCluster | None = None
+        self._stale = False
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -71,10 +73,14 @@ class RedisTier(Tier):
     def client(self) -> Any:
         """The sync client, built on first use (so constructing a cache never touches the network)."""
         client = self._client
-        if client is None:
+        if client is None or self._stale:
             with self._lock:
-                if self._client is None:
-                    self._client = self._build(asyncio_client=False)
+                if self._client is None or self._stale:
+                    old, self._client = self._client, self._build(asyncio_client=False, previous=self._client)
+                    self._stale = False
+                    if old is not None:
+                        with contextlib.suppress(Exception):
+                            old.close()
                 client = self._client
         return client
 
@@ -87,8 +93,12 @@ class RedisTier(Tier):
             client = self._aclients[loop] = self._build(asyncio_client=True)
         return client
 
-    def _build(self, *, asyncio_client: bool) -> Any:
-        """A client with no retries: the breaker, not a backoff loop, decides when to try a dead server again."""
+    def _build(self, *, asyncio_client: bool, previous: Any = None) -> Any:
+        """A client with no retries: the breaker, not a backoff loop, decides when to try a dead server again.
+
+        A Cluster client rebuilt after an outage starts from every node the previous one knew, so a dead first
+        node or a slot map read mid-failover cannot pin it to a master that is gone.
+        """
         if asyncio_client:
             from redis.asyncio.retry import Retry as AsyncRetry
 
@@ -99,6 +109,12 @@ class RedisTier(Tier):
             return self._build_sentinel(asyncio_client, retry)
         if self.cluster:
             cls: Any = redis.asyncio.cluster.RedisCluster if asyncio_client else redis.cluster.RedisCluster
+            if previous is not None:
+                nodes = [redis.cluster.ClusterNode(n.host, n.port) for n in previous.get_nodes()]  # type: ignore[no-untyped-call]
+                if nodes:
+                    parts = urlsplit(self._url())
+                    auth = {"username": parts.username, "password": parts.password} if parts.password else {}
+                    return cls(startup_nodes=nodes, retry=retry, **auth, **self._options)
             return cls.from_url(self._url(), retry=retry, **self._options)
         cls = redis.asyncio.Redis if asyncio_client else redis.Redis
         return cls.from_url(self._url(), retry=retry, retry_on_timeout=False, **self._options)
@@ -198,7 +214,10 @@ class RedisTier(Tier):
 
     def is_outage(self, exc: BaseException) -> bool:
         # A ResponseError (OOM under noeviction, READONLY replica, WRONGTYPE) is an answer: the server is up.
-        return not isinstance(exc, redis.ResponseError) or isinstance(exc, redis.exceptions.ReadOnlyError)
+        outage = not isinstance(exc, redis.ResponseError) or isinstance(exc, redis.exceptions.ReadOnlyError)
+        if outage and self.cluster:
+            self._stale = True  # rediscover the topology on the next call (a failover may be under way)
+        return outage
 
     def is_timeout(self, exc: BaseException) -> bool:
         return isinstance(exc, (redis.TimeoutError, TimeoutError))
