@@ -1,0 +1,74 @@
+"""The fault table: what a broken, hung, full or poisoned Redis costs the callers of the cache.
+
+    python benchmarks/faults.py                 # every scenario, then the table
+    python benchmarks/faults.py kill sigstop    # some scenarios (the healthy baseline always runs)
+    python benchmarks/faults.py --soak          # also the full soak: 10,000 requests, 4 processes x 8 threads
+    python benchmarks/faults.py --json          # one JSON document instead of the table
+
+Each scenario runs the same ~1 s workload (60 distinct requests, half already in Redis, 3 cache instances,
+6 threads, every miss a real HTTP call to the local stand-in provider) against a private Redis with one fault
+injected; the scenarios and the figures are those of ``dspy_tiered_cache.testing.faults``, the code the test
+suite in ``tests/fault`` asserts on. The exit status is 1 when a goal was missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from dspy_tiered_cache.testing.faults import (
+    SCENARIOS,
+    FaultHarness,
+    format_soak,
+    format_table,
+    run_soak,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenarios", nargs="*", help=f"scenarios to run (default: all): {', '.join(SCENARIOS)}")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--soak", action="store_true", help="also run the soak (Redis restarted mid-run)")
+    parser.add_argument("--soak-requests", type=int, default=10_000, help="requests in the soak (default 10000)")
+    parser.add_argument("--no-table", action="store_true", help="skip the fault scenarios (with --soak)")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.scenarios if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}")
+
+    report: dict[str, Any] = {}
+    ok = True
+    if not args.no_table:
+        names = ["healthy", *[n for n in (args.scenarios or SCENARIOS) if n != "healthy"]]
+        with FaultHarness() as harness:
+            results = []
+            for name in names:
+                results.append(harness.run(name))
+                if not args.json:
+                    print(f"  ran {name}", file=sys.stderr, flush=True)
+        report["scenarios"] = [r.to_dict() for r in results]
+        ok = all(r.ok for r in results)
+        if not args.json:
+            print(format_table(results))
+    if args.soak:
+        if not args.json:
+            print(f"\nsoak: {args.soak_requests} requests...", file=sys.stderr, flush=True)
+        soak = run_soak(args.soak_requests)
+        report["soak"] = soak.to_dict()
+        ok = ok and soak.ok
+        if not args.json:
+            print()
+            print(format_soak(soak))
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
