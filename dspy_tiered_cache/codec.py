@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import struct
 import time
@@ -78,12 +79,25 @@ def encode_value(value: Any, max_bytes: int) -> bytes:
         raise CodecError(
             f"value is not plain JSON data ({exc}); convert it to dicts/lists/str/numbers before caching"
         ) from None
+    if b"null" in payload and _has_non_finite(value):  # orjson writes NaN/Infinity as null: not the same value
+        raise CodecError("value holds NaN or Infinity, which JSON cannot carry; it would read back as null")
     if len(payload) > max_bytes:
         raise CodecError(
             f"value is {len(payload)} bytes, over max_value_bytes={max_bytes}; raise "
             "DSPY_TIERED_CACHE_MAX_VALUE_BYTES to cache it"
         )
     return payload
+
+
+def _has_non_finite(value: Any) -> bool:
+    """Walked only when the payload has a ``null``, so ordinary values pay nothing for the check."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 def decode_value(payload: bytes) -> Any:

@@ -218,6 +218,14 @@ class CacheCore:
             return gen
         if breaker is not None:
             breaker.success()
+        if cached is not None and gen < cached[0]:
+            # The shared tier went back (a restart with an empty dataset, a flush): never rewind, or answers
+            # invalidated before would be served again. Put our higher generation back for everyone.
+            gen = cached[0]
+            try:
+                authority.raise_generation(namespace, gen)
+            except Exception as exc:
+                self._tier_failed(authority, "restore the generation in", exc)
         self._generations[namespace] = (gen, now)
         return gen
 
@@ -599,23 +607,35 @@ class CacheCore:
         tier = self._lock_tier
         if not token or tier is None:
             return
+        name = self._lock_name(key)
         try:
-            tier.release_lock(self._lock_name(key), token)  # type: ignore[attr-defined]
-        except Exception as exc:  # the lease expires by itself
+            tier.release_lock(name, token)  # type: ignore[attr-defined]
+        except Exception as exc:
             self._tier_failed(tier, "release a lease in", exc)
+            self._release_later(tier, name, token)
+
+    def _release_later(self, tier: Tier, name: str, token: str) -> None:
+        """A lease we could not release (Redis hung) would stall other instances until it expires: keep trying
+        in the background until it is released or would have expired anyway."""
+        self.writer.retry(
+            lambda: tier.release_lock(name, token),  # type: ignore[attr-defined]
+            until=time.monotonic() + self.settings.lock_lease_s,
+        )
 
     async def _arelease_lease(self, key: str, token: str) -> None:
         tier = self._lock_tier
         if not token or tier is None:
             return
+        name = self._lock_name(key)
         try:
             release = getattr(tier, "arelease_lock", None)
             if release is not None:
-                await release(self._lock_name(key), token)
+                await release(name, token)
             else:
-                tier.release_lock(self._lock_name(key), token)  # type: ignore[attr-defined]
+                tier.release_lock(name, token)  # type: ignore[attr-defined]
         except Exception as exc:
             self._tier_failed(tier, "release a lease in", exc)
+            self._release_later(tier, name, token)
 
     def _peek_shared(self, key: str) -> tuple[Entry | None, str]:
         tier = self._lock_tier

@@ -9,12 +9,15 @@ read right after a write hits even with the memory tier turned off. The thread i
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 from dspy_tiered_cache.codec import Entry
 
@@ -22,6 +25,7 @@ log = logging.getLogger("dspy_tiered_cache")
 
 #: (key, entry, action) where action performs the write and reports failures itself.
 _Job = tuple[str, Entry, Callable[[], None]]
+_WAKE: Any = ("", None, None)  # wakes the thread to run due retries
 _writers: weakref.WeakSet[BackgroundWriter] = weakref.WeakSet()
 
 
@@ -31,11 +35,13 @@ class BackgroundWriter:
         self.dropped = 0
         self.pending: dict[str, Entry] = {}
         self._pid = -1
-        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._inflight = 0
+        self._retries: list[list[Any]] = []
+        self._dropped_logged = 0.0
         _writers.add(self)
 
     def submit(self, key: str, entry: Entry, action: Callable[[], None]) -> bool:
@@ -49,7 +55,11 @@ class BackgroundWriter:
         except queue.Full:
             self._done(key, entry)
             self.dropped += 1
-            log.warning("dspy_tiered_cache: write queue full (%d); dropping a remote write", self.maxsize)
+            now = time.monotonic()
+            if now - self._dropped_logged >= 60.0:  # once a minute, not once per dropped write
+                self._dropped_logged = now
+                log.warning("dspy_tiered_cache: write queue full (%d); dropping remote writes (%d so far)",
+                            self.maxsize, self.dropped)
             return False
 
     def _ensure_thread(self) -> None:
@@ -63,16 +73,51 @@ class BackgroundWriter:
                 self._queue = queue.Queue(self.maxsize)
                 self.pending = {}
                 self._inflight = 0
+                self._retries = []
             self._pid = pid
             self._thread = threading.Thread(target=self._run, name="dspy-tiered-cache-writer", daemon=True)
             self._thread.start()
 
+    def retry(self, action: Callable[[], None], *, until: float, every: float = 0.2) -> None:
+        """Run ``action`` in the background until it stops raising or ``until`` (monotonic) passes: for cleanup
+        that must happen once the tier is back, such as releasing a lease whose release failed."""
+        self._ensure_thread()
+        with self._lock:
+            self._retries.append([time.monotonic() + every, until, every, action])
+        with contextlib.suppress(queue.Full):  # wake the thread so it starts polling retries
+            self._queue.put_nowait(_WAKE)
+
+    def _run_retries(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [r for r in self._retries if r[0] <= now]
+        for item in due:
+            _, until, every, action = item
+            try:
+                action()
+                done = True
+            except Exception as exc:
+                done = time.monotonic() >= until
+                log.debug("background retry failed (%s); %s", exc, "giving up" if done else "will retry")
+            with self._lock:
+                if done:
+                    self._retries.remove(item)
+                else:
+                    item[0] = time.monotonic() + every
+
     def _run(self) -> None:
         q = self._queue
         while True:
-            job = q.get()
+            try:
+                job = q.get(timeout=0.1 if self._retries else None)
+            except queue.Empty:
+                job = _WAKE
             if job is None:
                 return
+            if self._retries:
+                self._run_retries()
+            if job is _WAKE:
+                continue
             key, entry, action = job
             try:
                 action()

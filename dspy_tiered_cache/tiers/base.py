@@ -54,6 +54,10 @@ class Tier(ABC):
     def bump_generation(self, namespace: str) -> int: ...
 
     @abstractmethod
+    def raise_generation(self, namespace: str, at_least: int) -> int:
+        """Set the generation to at least ``at_least`` (a restarted Redis must not rewind it); returns it."""
+
+    @abstractmethod
     def health(self) -> TierHealth: ...
 
     def is_outage(self, exc: BaseException) -> bool:

@@ -148,6 +148,15 @@ class DiskTier(Tier):
         )
         return int(row[0])
 
+    def raise_generation(self, namespace: str, at_least: int) -> int:
+        row = self._conn().execute(
+            "INSERT INTO generations (namespace, generation) VALUES (?, ?) "
+            "ON CONFLICT(namespace) DO UPDATE SET generation = MAX(generation, excluded.generation) "
+            "RETURNING generation",
+            (namespace, at_least),
+        ).fetchone()
+        return int(row[0])
+
     # -- cross-process leases for processes sharing this file ---------------------------------------
     def acquire_lock(self, name: str, token: str, lease_s: float) -> bool:
         now = time.time()

@@ -209,6 +209,12 @@ class MemoryTier(Tier):
             self._generations[namespace] = gen
             return gen
 
+    def raise_generation(self, namespace: str, at_least: int) -> int:
+        with self._lock:
+            gen = max(self._generations.get(namespace, 0), at_least)
+            self._generations[namespace] = gen
+            return gen
+
     def health(self) -> TierHealth:
         return TierHealth(
             self.name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 import weakref
@@ -29,6 +30,25 @@ from dspy_tiered_cache.settings import mask_url
 from dspy_tiered_cache.tiers.base import Tier, TierHealth
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+
+
+_RAISE = (
+    "local v = tonumber(redis.call('get', KEYS[1])) "
+    "if v == nil or v < tonumber(ARGV[1]) then redis.call('set', KEYS[1], ARGV[1]) return tonumber(ARGV[1]) end "
+    "return v"
+)
+log = logging.getLogger("dspy_tiered_cache")
+
+
+def _generation(raw: bytes | None, namespace: str) -> int:
+    """A generation read from Redis; a foreign non-integer reads as 0 until the next bump replaces it."""
+    if not raw:
+        return 0
+    try:
+        return int(raw)
+    except ValueError:
+        log.warning("dspy_tiered_cache: the generation of namespace %r is not an integer; reading it as 0", namespace)
+        return 0
 
 
 class RedisTier(Tier):
@@ -202,15 +222,23 @@ class RedisTier(Tier):
         return int(self.client.unlink(*keys))
 
     def get_generation(self, namespace: str) -> int:
-        raw = self.client.get(generation_key(self.prefix, namespace))
-        return int(raw) if raw else 0
+        return _generation(self.client.get(generation_key(self.prefix, namespace)), namespace)
 
     async def aget_generation(self, namespace: str) -> int:
-        raw = await self.aclient.get(generation_key(self.prefix, namespace))
-        return int(raw) if raw else 0
+        return _generation(await self.aclient.get(generation_key(self.prefix, namespace)), namespace)
 
     def bump_generation(self, namespace: str) -> int:
-        return int(self.client.incr(generation_key(self.prefix, namespace)))
+        key = generation_key(self.prefix, namespace)
+        try:
+            return int(self.client.incr(key))
+        except redis.ResponseError:
+            # Not an integer (a foreign value): replace it by one above any counter ever used, so invalidation
+            # still happens and INCR works again.
+            log.warning("dspy_tiered_cache: %s held a non-integer; replacing it to invalidate the namespace", key)
+            return self.raise_generation(namespace, int(time.time()))
+
+    def raise_generation(self, namespace: str, at_least: int) -> int:
+        return int(self.client.eval(_RAISE, 1, generation_key(self.prefix, namespace), at_least))
 
     def is_outage(self, exc: BaseException) -> bool:
         # A ResponseError (OOM under noeviction, READONLY replica, WRONGTYPE) is an answer: the server is up.

@@ -13,8 +13,6 @@ import threading
 import time
 from typing import Any
 
-import pytest
-
 from dspy_tiered_cache import CacheCore
 from dspy_tiered_cache.testing.faults import (
     REDIS_TIMEOUT_MS,
@@ -73,12 +71,6 @@ def test_a_paused_redis_costs_nothing_once_the_breaker_is_open(
     assert max(timings[4:]) < 0.05, timings  # an upstream call over loopback, no Redis timeout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: a leader whose answer-write and lease release both fail (Redis hung while it computed) leaves "
-    "its lease in Redis; once Redis is back, other instances asking the same request poll for lock_lease_s "
-    "(30 s by default) for an answer that never comes",
-)
 def test_a_lease_stranded_by_a_hung_redis_does_not_stall_other_instances(
     private_redis: RedisServer, provider: StandInProvider
 ) -> None:
@@ -116,14 +108,6 @@ def test_a_lease_stranded_by_a_hung_redis_does_not_stall_other_instances(
     assert answer_text(answers[0][0]) is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: a Redis restart (empty dataset) rewinds namespace generations to 0, so a memory tier that missed "
-    "the invalidation message (pub/sub is best effort; the documented bound is generation_refresh_s) serves "
-    "answers invalidated before the restart again, for as long as they stay in memory. Suggested fix: never let "
-    "a generation go backwards (keep the highest seen and write it back when Redis reports a lower one), or drop "
-    "the namespace from memory when it does",
-)
 def test_a_redis_restart_does_not_resurrect_invalidated_answers(private_redis: RedisServer) -> None:
     with StandInProvider(salt="model-v1") as old_model, StandInProvider(salt="model-v2") as new_model:
         request = request_for(prompt_for(1, "which model"))

@@ -110,3 +110,10 @@ class TierContract:
         assert await tier.aget_generation("default") == tier.get_generation("default")
         await tier.adelete("dtc:e:default:0:async")
         assert await tier.aget("dtc:e:default:0:async") is None
+
+    def test_generations_never_go_backwards(self, tier: Tier) -> None:
+        tier.bump_generation("mono")
+        assert tier.raise_generation("mono", 5) == 5
+        assert tier.raise_generation("mono", 3) == 5
+        assert tier.get_generation("mono") == 5
+        assert tier.bump_generation("mono") == 6
