@@ -10,9 +10,11 @@ from __future__ import annotations
 import threading
 import time
 
+from dspy_tiered_cache import forksafe
+
 
 class CircuitBreaker:
-    __slots__ = ("_failures", "_lock", "_open_until", "_probing", "failures", "opened", "reset_s")
+    __slots__ = ("__weakref__", "_failures", "_lock", "_open_until", "_probing", "failures", "opened", "reset_s")
 
     def __init__(self, failures: int = 3, reset_s: float = 2.0) -> None:
         self.failures = failures
@@ -21,6 +23,10 @@ class CircuitBreaker:
         self._failures = 0
         self._open_until = 0.0
         self._probing = False
+        self._lock = threading.Lock()
+        forksafe.register(self)
+
+    def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
 
     @property
@@ -53,7 +59,7 @@ class CircuitBreaker:
         with self._lock:
             self._failures += 1
             if trip or self._probing or self._failures >= self.failures:
-                if not self._probing:
+                if self._open_until == 0.0:  # a transition from closed; failures while open are not new openings
                     self.opened += 1
                 self._open_until = time.monotonic() + self.reset_s
                 self._probing = False

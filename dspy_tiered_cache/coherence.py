@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from dspy_tiered_cache import forksafe
+
 log = logging.getLogger("dspy_tiered_cache")
 
 Handler = Callable[[dict[str, Any]], None]
@@ -46,6 +48,13 @@ class InvalidationBus:
         self._thread: threading.Thread | None = None
         self._pid = -1
         self._lock = threading.Lock()
+        forksafe.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._thread = None  # the subscriber thread did not survive the fork; ensure_started() makes a new one
+        self._stop = threading.Event()
+        self.connected = threading.Event()
 
     def ensure_started(self) -> None:
         """Start (or, in a forked child, restart) the subscriber. Cheap when it already runs."""
@@ -82,7 +91,7 @@ class InvalidationBus:
                 first = False
                 backoff = 0.2
                 while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=0.5)
+                    message = pubsub.get_message(timeout=0.2)  # bounds how long close() waits
                     if message is not None and message.get("type") == "message":
                         self._apply(message["data"])
             except Exception as exc:

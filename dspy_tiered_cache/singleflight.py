@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
+from dspy_tiered_cache import forksafe
+
 
 class Flight:
     __slots__ = ("_async_waiters", "_done", "_lock", "followers", "payload")
@@ -69,6 +71,12 @@ class SingleFlight:
         self._flights: dict[str, Flight] = {}
         self._lock = threading.Lock()
         self.joined = 0
+        forksafe.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's leaders are not in this process: their flights would never finish here.
+        self._lock = threading.Lock()
+        self._flights = {}
 
     def begin(self, key: str) -> tuple[Flight, bool]:
         """The flight for ``key`` and whether the caller leads it (and so must call :meth:`finish`)."""

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dspy_tiered_cache import forksafe
+
 _RING = 2048
 
 
@@ -65,6 +67,7 @@ class TierStats:
 class Stats:
     def __init__(self, tier_names: list[str]) -> None:
         self._lock = threading.Lock()
+        forksafe.register(self)
         self.tiers: dict[str, TierStats] = {name: TierStats(name) for name in tier_names}
         self.hits = 0
         self.misses = 0
@@ -78,6 +81,9 @@ class Stats:
         #: model -> [prompt tokens, completion tokens] saved; priced only when read (pricing is slow).
         self.saved_by_model: dict[str, list[int]] = {}
         self.evictions: dict[str, int] = {}
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
 
     def tier(self, name: str) -> TierStats:
         return self.tiers[name]

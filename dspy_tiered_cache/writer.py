@@ -19,6 +19,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from dspy_tiered_cache import forksafe
 from dspy_tiered_cache.codec import Entry
 
 log = logging.getLogger("dspy_tiered_cache")
@@ -43,6 +44,18 @@ class BackgroundWriter:
         self._retries: list[list[Any]] = []
         self._dropped_logged = 0.0
         _writers.add(self)
+        forksafe.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        """The writer thread is gone and its locks may be held: start over (lazily) with fresh ones."""
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._queue = queue.Queue(self.maxsize)
+        self.pending = {}
+        self._inflight = 0
+        self._retries = []
+        self._thread = None
+        self._pid = os.getpid()
 
     def submit(self, key: str, entry: Entry, action: Callable[[], None]) -> bool:
         self._ensure_thread()

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from dspy_tiered_cache import forksafe
 from dspy_tiered_cache.codec import Entry, FrameCodec
 from dspy_tiered_cache.tiers.base import Tier, TierHealth
 
@@ -54,6 +55,10 @@ class DiskTier(Tier):
         self._local = threading.local()
         self._sets = 0
         self._lock = threading.Lock()
+        forksafe.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # connections are per pid already (see _conn)
 
     def __repr__(self) -> str:
         return f"DiskTier({str(self.path)!r})"

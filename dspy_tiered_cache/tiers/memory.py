@@ -16,6 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 
+from dspy_tiered_cache import forksafe
 from dspy_tiered_cache.codec import Entry
 from dspy_tiered_cache.tiers.base import Tier, TierHealth
 
@@ -92,6 +93,10 @@ class MemoryTier(Tier):
         self._sketch = FrequencySketch(max_entries)
         self._bytes = 0
         self._generations: dict[str, int] = {}
+        self._lock = threading.Lock()
+        forksafe.register(self)
+
+    def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
 
     @property

@@ -24,6 +24,7 @@ import redis.cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from dspy_tiered_cache import forksafe
 from dspy_tiered_cache.codec import Entry, FrameCodec
 from dspy_tiered_cache.keys import entry_pattern, generation_key
 from dspy_tiered_cache.settings import mask_url
@@ -81,6 +82,12 @@ class RedisTier(Tier):
         self._stale = False
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        forksafe.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        # redis-py's pools notice the new pid themselves; our lazy-build lock and asyncio clients do not.
+        self._lock = threading.Lock()
+        self._aclients = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return f"RedisTier({mask_url(self.url)!r})"

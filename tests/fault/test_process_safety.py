@@ -94,13 +94,6 @@ def _hold(lock: Any, held: threading.Event, release: threading.Event) -> None:
         release.wait(10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: locks are not re-created after fork (no os.register_at_fork): a lock another thread held when "
-    "the process forked (memory tier on every get/set, writer on every remote write) stays held forever in the "
-    "child, whose first get/set then deadlocks. Seen without any help: 1 hung child in 40-60 forks while 3 "
-    "threads use the cache",
-)
 @pytest.mark.parametrize("holder", ["memory tier", "background writer"])
 def test_fork_while_another_thread_is_inside_the_cache(redis_url: str, holder: str) -> None:
     """Deterministic version of the race: another thread is inside a cache lock at the moment of fork."""
