@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from dspy_tiered_cache.core import UNSET, CacheCore, CallOptions, Hit
+from dspy_tiered_cache.decorator import cached
 from dspy_tiered_cache.keys import UncacheableRequest
+from dspy_tiered_cache.report import StatsReport, report
 from dspy_tiered_cache.settings import CacheSettings, ConfigError
 
 if TYPE_CHECKING:
@@ -25,9 +27,12 @@ __all__ = [
     "CallOptions",
     "ConfigError",
     "Hit",
+    "StatsReport",
     "TieredCache",
     "UncacheableRequest",
     "__version__",
+    "cached",
+    "report",
 ]
 
 _LAZY = {

@@ -660,7 +660,7 @@ class CacheCore:
 
     # -- invalidation and housekeeping --------------------------------------------------------------
     def delete(self, key: str) -> None:
-        self.writer.pending.pop(key, None)
+        self.writer.cancel(key)  # a write still queued must not bring the entry back after we delete it
         for tier in self.tiers:
             try:
                 tier.delete(key)
@@ -731,6 +731,12 @@ class CacheCore:
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait for background writes to land (tests, batch jobs before exit, ``clear``)."""
         return self.writer.flush(timeout)
+
+    def report(self) -> Any:
+        """A :class:`~dspy_tiered_cache.report.StatsReport`: a table in a terminal, HTML in a notebook."""
+        from dspy_tiered_cache.report import report
+
+        return report(self)
 
     def health(self) -> list[TierHealth]:
         return [tier.health() for tier in self.tiers]
@@ -807,3 +813,43 @@ class CacheCore:
         else:
             self._warned[token] = now
             log.warning(msg, *args)
+
+
+_default_core: CacheCore | None = None
+_default_lock = threading.Lock()
+
+
+def default_core() -> CacheCore:
+    """The process-wide core built from ``DSPY_TIERED_CACHE_*`` env vars, shared by every ``CachedLM(lm)``."""
+    global _default_core
+    core = _default_core
+    if core is not None:
+        return core
+    with _default_lock:
+        if _default_core is None:
+            _default_core = CacheCore()
+        return _default_core
+
+
+def resolve_core(cache: Any, overrides: Mapping[str, Any]) -> CacheCore:
+    """Turn what a user passes as ``cache=`` into a core.
+
+    ``None`` -> the shared env-configured core (or a new one when settings overrides are given); a
+    ``CacheSettings``; a ``CacheCore``; or anything exposing one as ``.core`` (the LiteLLM door's
+    ``TieredCache``), so one cache can serve both doors.
+    """
+    if cache is None:
+        return CacheCore(**overrides) if overrides else default_core()
+    if isinstance(cache, CacheSettings):
+        return CacheCore(cache, **overrides)
+    core = cache if isinstance(cache, CacheCore) else getattr(cache, "core", None)
+    if not isinstance(core, CacheCore):
+        raise TypeError(
+            f"cache= must be a CacheCore, a CacheSettings, a TieredCache or None, not {type(cache).__name__}"
+        )
+    if overrides:
+        raise TypeError(
+            f"settings {sorted(overrides)} cannot be applied to an existing cache; pass them when creating it "
+            "(per-LM options namespace=, ttl=, max_age= are fine)"
+        )
+    return core

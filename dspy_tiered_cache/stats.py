@@ -6,10 +6,13 @@ Latency keeps a sum and a bounded ring of recent samples per tier, enough for p5
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib.util import find_spec
+from pathlib import Path
 from typing import Any
 
 from dspy_tiered_cache import forksafe
@@ -190,24 +193,47 @@ def _int(value: Any) -> int:
 
 
 _PRICES: dict[str, tuple[float, float]] = {}
+_TABLE: dict[str, Any] | None = None
+
+
+def _price_table() -> dict[str, Any]:
+    """LiteLLM's price map: the live one if LiteLLM is loaded, else the JSON copy it ships (importing LiteLLM
+    takes seconds, and DSPy's native engine never does)."""
+    global _TABLE
+    litellm = sys.modules.get("litellm")
+    live = getattr(litellm, "model_cost", None) if litellm is not None else None
+    if isinstance(live, dict) and live:
+        return live
+    if _TABLE is None:
+        _TABLE = {}
+        spec = find_spec("litellm")
+        for location in list(spec.submodule_search_locations or []) if spec is not None else []:
+            path = Path(location) / "model_prices_and_context_window_backup.json"
+            if path.exists():
+                _TABLE = json.loads(path.read_text(encoding="utf-8"))
+                break
+    return _TABLE
+
+
+def model_prices(model: str) -> tuple[float, float] | None:
+    """(input, output) dollars per token, or None for a model without a known price."""
+    table = _price_table()
+    for name in (model, model.split("/", 1)[-1]):
+        entry = table.get(name)
+        if isinstance(entry, dict) and "input_cost_per_token" in entry:
+            return float(entry["input_cost_per_token"]), float(entry.get("output_cost_per_token") or 0.0)
+    return None
 
 
 def _unit_prices(model: str) -> tuple[float, float]:
-    """Per-token prices from LiteLLM's cost map, only when a door already imported LiteLLM (importing it takes
-    seconds); cached per model. Per token, not per total, so tiered long-context prices are not misapplied."""
+    """Per token, not per total, so tiered long-context prices are not misapplied; cached per model."""
     if not model:
         return 0.0, 0.0
     cached = _PRICES.get(model)
-    if cached is not None:
-        return cached
-    litellm = sys.modules.get("litellm")
-    if litellm is None:
-        return 0.0, 0.0
-    try:
-        in_cost, _ = litellm.cost_per_token(model=model, prompt_tokens=1, completion_tokens=0)
-        _, out_cost = litellm.cost_per_token(model=model, prompt_tokens=0, completion_tokens=1)
-        prices = (float(in_cost), float(out_cost))
-    except Exception:  # unknown model: no price, not an error
-        prices = (0.0, 0.0)
-    _PRICES[model] = prices
-    return prices
+    if cached is None:
+        try:
+            cached = model_prices(model) or (0.0, 0.0)
+        except (OSError, ValueError):  # an unreadable price map: no price, not an error
+            cached = (0.0, 0.0)
+        _PRICES[model] = cached
+    return cached

@@ -24,9 +24,9 @@ from dspy_tiered_cache.codec import Entry
 
 log = logging.getLogger("dspy_tiered_cache")
 
-#: (key, entry, action) where action performs the write and reports failures itself.
-_Job = tuple[str, Entry, Callable[[], None]]
-_WAKE: Any = ("", None, None)  # wakes the thread to run due retries
+#: (key, entry, action, epoch): action performs the write and reports failures itself.
+_Job = tuple[str, Entry, Callable[[], None], int]
+_WAKE: Any = ("", None, None, 0)  # wakes the thread to run due retries
 _writers: weakref.WeakSet[BackgroundWriter] = weakref.WeakSet()
 
 
@@ -35,6 +35,8 @@ class BackgroundWriter:
         self.maxsize = maxsize
         self.dropped = 0
         self.pending: dict[str, Entry] = {}
+        self.writing: str | None = None  # the key being written right now
+        self._epochs: dict[str, int] = {}  # bumped by cancel(): queued writes of an older epoch are skipped
         self._pid = -1
         self._queue: queue.Queue[Any] = queue.Queue(maxsize)
         self._thread: threading.Thread | None = None
@@ -52,6 +54,8 @@ class BackgroundWriter:
         self._idle = threading.Condition(self._lock)
         self._queue = queue.Queue(self.maxsize)
         self.pending = {}
+        self._epochs = {}
+        self.writing = None
         self._inflight = 0
         self._retries = []
         self._thread = None
@@ -62,8 +66,9 @@ class BackgroundWriter:
         with self._lock:
             self._inflight += 1
             self.pending[key] = entry
+            epoch = self._epochs.get(key, 0)
         try:
-            self._queue.put_nowait((key, entry, action))
+            self._queue.put_nowait((key, entry, action, epoch))
             return True
         except queue.Full:
             self._done(key, entry)
@@ -131,13 +136,27 @@ class BackgroundWriter:
                 self._run_retries()
             if job is _WAKE:
                 continue
-            key, entry, action = job
+            key, entry, action, epoch = job
+            with self._lock:
+                current = self._epochs.get(key, 0) == epoch  # not deleted since it was queued
+                self.writing = key if current else None
             try:
-                action()
+                if current:
+                    action()
             except Exception:  # actions report their own failures; never let the thread die
                 log.exception("dspy_tiered_cache: background write failed")
             finally:
+                self.writing = None
                 self._done(key, entry)
+
+    def cancel(self, key: str) -> None:
+        """Forget queued writes of ``key`` (it is being deleted) and wait out one already under way."""
+        with self._lock:
+            self.pending.pop(key, None)
+            self._epochs[key] = self._epochs.get(key, 0) + 1
+        deadline = time.monotonic() + 5.0
+        while self.writing == key and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     def _done(self, key: str, entry: Entry) -> None:
         with self._lock:

@@ -386,3 +386,21 @@ def test_write_refused_by_a_full_redis_does_not_block_reads() -> None:
         assert core.stats.tiers["l2"].errors > 0
         assert core.breakers["l2"].state == "closed"
         assert core.get(first) is not None  # reads still served
+
+
+def test_delete_right_after_set_is_not_undone_by_the_queued_write(redis_url: str, disk_path: Path) -> None:
+    core = core_with(redis_url, disk_path)
+    keys = [core.key_for({**REQUEST, "seed": i}) for i in range(50)]
+    for k in keys:
+        core.set(k, ANSWER)
+        core.delete(k)
+    core.flush()
+    assert all(t.get(k) is None for t in core.tiers for k in keys)
+
+
+def test_every_remote_tier_gets_the_write(redis_url: str, disk_path: Path) -> None:
+    core = core_with(redis_url, disk_path, disk_ttl=60)  # different caps: each tier its own Entry object
+    key = core.key_for(REQUEST)
+    core.set(key, ANSWER)
+    core.flush()
+    assert all(t.get(key) is not None for t in core.tiers)

@@ -31,8 +31,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from dspy_tiered_cache import core as core_module
 from dspy_tiered_cache.codec import decode_value
-from dspy_tiered_cache.core import UNSET, CacheCore, CallOptions
+from dspy_tiered_cache.core import UNSET, CacheCore, CallOptions, default_core
 from dspy_tiered_cache.integrations._values import TYPE_TAG, UnsupportedValue, dump_value, load_value
 from dspy_tiered_cache.keys import UncacheableRequest
 from dspy_tiered_cache.settings import CacheSettings, ConfigError, check_namespace
@@ -364,22 +365,9 @@ _registry_lock = threading.Lock()
 #: token -> live core, so unpickling (and deepcopy) in the same process reuses the core and its connections.
 _cores: weakref.WeakValueDictionary[str, CacheCore] = weakref.WeakValueDictionary()
 _tokens: weakref.WeakKeyDictionary[CacheCore, str] = weakref.WeakKeyDictionary()
-_default_core: CacheCore | None = None
 #: Settings never carried by a pickle: secrets (a password in a Redis URL, the key secret) and machine-local
 #: paths. The process that loads the pickle takes them from its own environment.
 _LOCAL_FIELDS = frozenset({"redis_url", "key_secret", "disk_path"})
-
-
-def default_core() -> CacheCore:
-    """The process-wide core built from ``DSPY_TIERED_CACHE_*`` env vars, shared by every ``CachedLM(lm)``."""
-    global _default_core
-    core = _default_core
-    if core is not None:
-        return core
-    with _registry_lock:
-        if _default_core is None:
-            _default_core = CacheCore()
-        return _default_core
 
 
 def _token_of(core: CacheCore) -> str:
@@ -403,7 +391,7 @@ def _adapter_spec(adapter: DSPyCacheAdapter) -> dict[str, Any]:
     core = adapter.core
     return {
         "token": _token_of(core),
-        "default": core is _default_core,
+        "default": core is core_module._default_core,
         "settings": public_settings(core.settings),
         "namespace": adapter.namespace,
         "ttl": "unset" if adapter.ttl is UNSET else adapter.ttl,
@@ -447,27 +435,3 @@ def _core_from(settings: dict[str, Any]) -> CacheCore:
     except Exception as exc:  # e.g. pickled by a version with other settings: unpickling must not fail
         log.warning("dspy_tiered_cache: cannot rebuild the pickled cache settings (%s); using the env's", exc)
         return default_core()
-
-
-def resolve_core(cache: Any, overrides: Mapping[str, Any]) -> CacheCore:
-    """Turn what a user passes as ``cache=`` into a core.
-
-    ``None`` -> the shared env-configured core (or a new one when settings overrides are given); a
-    ``CacheSettings``; a ``CacheCore``; or anything exposing one as ``.core`` (the LiteLLM door's
-    ``TieredCache``), so one cache can serve both doors.
-    """
-    if cache is None:
-        return CacheCore(**overrides) if overrides else default_core()
-    if isinstance(cache, CacheSettings):
-        return CacheCore(cache, **overrides)
-    core = cache if isinstance(cache, CacheCore) else getattr(cache, "core", None)
-    if not isinstance(core, CacheCore):
-        raise TypeError(
-            f"cache= must be a CacheCore, a CacheSettings, a TieredCache or None, not {type(cache).__name__}"
-        )
-    if overrides:
-        raise TypeError(
-            f"settings {sorted(overrides)} cannot be applied to an existing cache; pass them when creating it "
-            "(per-LM options namespace=, ttl=, max_age= are fine)"
-        )
-    return core

@@ -99,6 +99,9 @@ class MemoryTier(Tier):
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
 
+    def __repr__(self) -> str:
+        return f"MemoryTier(max_entries={self.max_entries}, max_bytes={self.max_bytes}, policy='W-TinyLFU')"
+
     @property
     def entries(self) -> int:
         return len(self._window) + len(self._probation) + len(self._protected)

@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from dspy_tiered_cache import core as core_module
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch of the price map
 
 import cloudpickle
@@ -30,7 +32,6 @@ import dspy
 import pytest
 
 from dspy_tiered_cache.core import CacheCore
-from dspy_tiered_cache.integrations import _dspy_adapter
 from dspy_tiered_cache.integrations._dspy_install import DispatchingCache
 from dspy_tiered_cache.integrations.dspy import (
     CachedLM,
@@ -58,9 +59,9 @@ def _dspy_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Non
     yield
     uninstall_dspy_cache()
     dspy.configure(lm=None, track_usage=False)
-    default = _dspy_adapter._default_core
+    default = core_module._default_core
     if default is not None:
-        _dspy_adapter._default_core = None
+        core_module._default_core = None
         default.close()
 
 
