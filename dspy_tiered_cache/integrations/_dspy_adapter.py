@@ -69,6 +69,10 @@ class CallScope:
     asynchronous: bool
     leading: dict[str, Flight] = field(default_factory=dict)
     joined: dict[str, bytes] = field(default_factory=dict)
+    #: What the call's span reports: "bypass" until a lookup happens (cache=False never looks up).
+    level: str = "bypass"
+    key: str | None = None
+    tokens_saved: int = 0
 
     def finish_all(self, payload: bytes | None) -> None:
         """Hand ``payload`` (None: go upstream yourselves) to the followers of every flight this call leads."""
@@ -229,17 +233,22 @@ class DSPyCacheAdapter:
         key = self.key(request, ignored)
         if key is None:
             return None
+        if scope is not None:
+            scope.key, scope.level = key, "miss"
         if scope is not None and scope.joined:
             payload = scope.joined.pop(key, None)
             if payload is not None:  # an async follower already received the leader's answer
                 self.core.stats.count("joined")
-                return self._revive(decode_value(payload), request, key)
+                scope.level = "joined"
+                return self._revive(decode_value(payload), request, key, scope)
         hit = self.core.get(key, options=self.options)
         if hit is not None:
+            if scope is not None:
+                scope.level = hit.level
             # We lead (an async pre-flight) but the answer was stored meanwhile: followers get it too.
             # Encoded before _revive, which takes the usage out of this hit's copy.
             handoff = self.core.encode(hit.value) if scope is not None and scope.leading else None
-            value = self._revive(hit.value, request, key)
+            value = self._revive(hit.value, request, key, scope)
             if value is not None:
                 if scope is not None and handoff is not None:
                     scope.finish_all(handoff)
@@ -260,7 +269,8 @@ class DSPyCacheAdapter:
                 if payload is not None:
                     registry.finish(key, flight, payload)
                     self.core.stats.count("joined")
-                    return self._revive(decode_value(payload), request, key)
+                    scope.level = "joined"
+                    return self._revive(decode_value(payload), request, key, scope)
                 scope.leading[key] = flight
                 return None
             if scope.asynchronous:
@@ -271,7 +281,8 @@ class DSPyCacheAdapter:
             payload = flight.wait(timeout)
             if payload is not None:
                 self.core.stats.count("joined")
-                return self._revive(decode_value(payload), request, key)
+                scope.level = "joined"
+                return self._revive(decode_value(payload), request, key, scope)
             if not flight.done:  # the leader is still going after the timeout: go upstream ourselves
                 return None
         return None
@@ -296,7 +307,7 @@ class DSPyCacheAdapter:
             self.core.set_payload(key, payload, options=self.options)
         return payload
 
-    def _revive(self, plain: Any, request: Mapping[str, Any], key: str) -> Any:
+    def _revive(self, plain: Any, request: Mapping[str, Any], key: str, scope: CallScope | None = None) -> Any:
         """A hit as DSPy's own cache returns it: a fresh object, ``usage`` emptied, ``cache_hit`` set."""
         usage, had_usage = _take_usage(plain)
         try:
@@ -309,7 +320,9 @@ class DSPyCacheAdapter:
         if value is None:
             return None
         # Tokens per model; the core prices them from LiteLLM's cost map when stats are read, not per hit.
-        self.core.stats.record_savings(_model_of(request, value), usage)
+        saved = self.core.stats.record_savings(_model_of(request, value), usage)
+        if scope is not None:
+            scope.tokens_saved += saved
         if not isinstance(value, (dict, list)) and (had_usage or hasattr(value, "usage")):
             # As DSPy's Cache._prepare_cached_response: no LM call was made, so no usage to bill.
             value.usage = {}

@@ -30,6 +30,7 @@ import logging
 import types
 import warnings
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import dspy
@@ -37,6 +38,7 @@ import dspy
 from dspy_tiered_cache.core import UNSET, CacheCore, default_core, resolve_core
 from dspy_tiered_cache.integrations._dspy_adapter import DSPY_IGNORED, CallScope, DSPyCacheAdapter
 from dspy_tiered_cache.integrations._dspy_install import ACTIVE, ensure_installed, install_global, uninstall
+from dspy_tiered_cache.telemetry import CallTrace
 
 log = logging.getLogger("dspy_tiered_cache.dspy")
 
@@ -137,22 +139,35 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
         scope = CallScope(self._dtc_adapter, False)
         token = ACTIVE.set(scope)
         try:
-            return super().__call__(prompt, messages=messages, **kwargs)
+            with self._trace() as call:
+                try:
+                    return super().__call__(prompt, messages=messages, **kwargs)
+                finally:
+                    call.record(scope.level, key=scope.key, tokens_saved=scope.tokens_saved)
         finally:
             ACTIVE.reset(token)
             scope.release()
+
+    def _trace(self) -> AbstractContextManager[CallTrace]:
+        """One span per call, nested under DSPy's and the caller's spans, saying which tier served it."""
+        adapter = self._dtc_adapter
+        return adapter.core.trace_call("dspy", model=self.model, namespace=adapter.namespace)
 
     async def acall(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
         ensure_installed()
         scope = CallScope(self._dtc_adapter, True)
         token = ACTIVE.set(scope)
         try:
-            if scope.adapter.sharing:
+            with self._trace() as call:
                 try:
-                    await _preflight(self, scope, prompt, messages, kwargs)
-                except Exception as exc:  # our bookkeeping must never fail the user's call
-                    log.debug("dspy_tiered_cache: async single-flight skipped: %s", exc)
-            return await super().acall(prompt, messages=messages, **kwargs)
+                    if scope.adapter.sharing:
+                        try:
+                            await _preflight(self, scope, prompt, messages, kwargs)
+                        except Exception as exc:  # our bookkeeping must never fail the user's call
+                            log.debug("dspy_tiered_cache: async single-flight skipped: %s", exc)
+                    return await super().acall(prompt, messages=messages, **kwargs)
+                finally:
+                    call.record(scope.level, key=scope.key, tokens_saved=scope.tokens_saved)
         finally:
             ACTIVE.reset(token)
             scope.release()

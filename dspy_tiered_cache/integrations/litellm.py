@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import importlib
 import logging
@@ -95,6 +96,11 @@ _HIT_PATH_MODULE: Final = "litellm.llms.anthropic.pass_through.messages.response
 
 _PENDING_WRITE_JOIN_S: Final = 0.25
 _AWAITING_MAX: Final = 4096
+
+#: What the backend saw during one lookup, for the call's span: (level, key), and tokens the hit saved.
+_LOOKUP: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("dtc_litellm_lookup", default=None)
+_SAVED: contextvars.ContextVar[int] = contextvars.ContextVar("dtc_litellm_saved", default=0)
+_LOOKED_UP_MAX: Final = 4096
 
 
 class MissingLiteLLMDependency(ImportError):
@@ -243,6 +249,7 @@ class TieredBackend(BaseCache):
         if key == UNCACHEABLE_KEY:
             return None
         hit = self.core.get(key)
+        _LOOKUP.set((hit.level if hit is not None else "miss", key))
         return from_stored(hit) if hit is not None else None
 
     async def async_get_cache(self, key: str, **kwargs: Any) -> Any:
@@ -254,6 +261,7 @@ class TieredBackend(BaseCache):
             # (a first answer, a refresh) may still be queued. Join it, so a read right after a write hits.
             await self._join_pending_writes(registry, expect_write=key in self._awaiting)
         hit = await self.core.aget(key)
+        _LOOKUP.set((hit.level if hit is not None else "miss", key))
         if hit is None:
             with self._awaiting_lock:
                 self._awaiting[key] = None
@@ -372,6 +380,9 @@ class TieredCache(Cache):
         self.namespace = None
         self.ttl = None
         self._tier_names = "+".join(tier.name for tier in core.tiers) or "none"
+        #: call ids that made a lookup, so a write without one (no-cache) still gets its "bypass" span.
+        self._looked_up_ids: OrderedDict[str, None] = OrderedDict()
+        self._looked_up_lock = threading.Lock()
 
     # -- keys ----------------------------------------------------------------------------------------
     def get_cache_key(self, **kwargs: Any) -> str:
@@ -443,19 +454,91 @@ class TieredCache(Cache):
         """LiteLLM's freshness check (``s-maxage`` against the entry's timestamp), then credit the hit's savings."""
         result = super().get_cache_logic(cached_result=cached_result, max_age=max_age)
         if type(result) is dict:
-            self._record_savings(result)
+            _SAVED.set(self._record_savings(result))
+        elif result is None and cached_result is not None:
+            _LOOKUP.set(None)  # found but older than s-maxage: a miss for the span
         return result
 
-    def _record_savings(self, response: Mapping[str, Any]) -> None:
+    def _record_savings(self, response: Mapping[str, Any]) -> int:
         usage = response.get("usage")
+        model = response.get("model")
+        model = model if isinstance(model, str) else None
         if isinstance(usage, Mapping):
-            model = response.get("model")
-            self.core.stats.record_savings(model if isinstance(model, str) else None, usage)
-        elif "embedding" in response and response.get("prompt_tokens") is not None:  # one CachedEmbedding
-            model = response.get("model")
-            self.core.stats.record_savings(
-                model if isinstance(model, str) else None, {"prompt_tokens": response.get("prompt_tokens")}
-            )
+            return self.core.stats.record_savings(model, usage)
+        if "embedding" in response and response.get("prompt_tokens") is not None:  # one CachedEmbedding
+            return self.core.stats.record_savings(model, {"prompt_tokens": response.get("prompt_tokens")})
+        return 0
+
+    # -- one span per cached call ---------------------------------------------------------------------
+    def _trace(self, kwargs: Mapping[str, Any]) -> Any:
+        model = kwargs.get("model")
+        operation = "chat" if "messages" in kwargs else "embeddings" if "input" in kwargs else "text_completion"
+        namespace = None
+        with contextlib.suppress(Exception):
+            namespace = namespace_name(ns) if (ns := self._namespace_of(kwargs)) else None
+        return self.core.trace_call(
+            "litellm", model=model if isinstance(model, str) else None, namespace=namespace, operation=operation
+        )
+
+    def _looked_up(self, kwargs: Mapping[str, Any]) -> None:
+        call_id = kwargs.get("litellm_call_id")
+        if isinstance(call_id, str):
+            with self._looked_up_lock:
+                self._looked_up_ids[call_id] = None
+                if len(self._looked_up_ids) > _LOOKED_UP_MAX:
+                    self._looked_up_ids.popitem(last=False)
+
+    def get_cache(self, dynamic_cache_object: BaseCache | None = None, **kwargs: Any) -> Any:
+        self._looked_up(kwargs)
+        with self._trace(kwargs) as call:
+            lookup, saved = _LOOKUP.set(None), _SAVED.set(0)
+            try:
+                result = super().get_cache(dynamic_cache_object, **kwargs)
+                self._record_lookup(call, result, kwargs)
+                return result
+            finally:
+                _LOOKUP.reset(lookup)
+                _SAVED.reset(saved)
+
+    async def async_get_cache(self, dynamic_cache_object: BaseCache | None = None, **kwargs: Any) -> Any:
+        self._looked_up(kwargs)
+        with self._trace(kwargs) as call:
+            lookup, saved = _LOOKUP.set(None), _SAVED.set(0)
+            try:
+                result = await super().async_get_cache(dynamic_cache_object, **kwargs)
+                self._record_lookup(call, result, kwargs)
+                return result
+            finally:
+                _LOOKUP.reset(lookup)
+                _SAVED.reset(saved)
+
+    def _record_lookup(self, call: Any, result: Any, kwargs: Mapping[str, Any]) -> None:
+        lookup = _LOOKUP.get()
+        if lookup is None:  # no lookup was made: caching off for this call, or uncacheable
+            call.record("bypass")
+            return
+        level, key = lookup
+        call.record(level if result is not None else "miss", key=key, tokens_saved=_SAVED.get() or None)
+
+    def _bypass_span_if_not_looked_up(self, kwargs: Mapping[str, Any]) -> None:
+        """``cache={"no-cache": True}`` skips the lookup entirely (LiteLLM never calls get_cache), but the call is
+        still a cached call that bypassed the cache: give it its span when its answer is written."""
+        call_id = kwargs.get("litellm_call_id")
+        if not isinstance(call_id, str):
+            return
+        with self._looked_up_lock:
+            seen = self._looked_up_ids.pop(call_id, "missing") is None
+        if not seen:
+            with self._trace(kwargs) as call:
+                call.record("bypass")
+
+    def add_cache(self, result: Any, **kwargs: Any) -> None:
+        self._bypass_span_if_not_looked_up(kwargs)
+        super().add_cache(result, **kwargs)  # type: ignore[no-untyped-call]
+
+    async def async_add_cache(self, result: Any, dynamic_cache_object: BaseCache | None = None, **kwargs: Any) -> None:
+        self._bypass_span_if_not_looked_up(kwargs)
+        await super().async_add_cache(result, dynamic_cache_object, **kwargs)
 
     # -- management ----------------------------------------------------------------------------------
     def invalidate_namespace(self, namespace: str | None = None) -> int:
