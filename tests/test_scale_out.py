@@ -86,3 +86,22 @@ def test_sentinel_failover_is_invisible_to_callers() -> None:
         info: Any = core.tiers[-1].client.info("replication")  # type: ignore[attr-defined]
         assert info["role"] == "master"
         core.close()
+
+
+def test_invalidation_reaches_other_instances_through_a_cluster(redis_cluster: LocalRedisCluster) -> None:
+    redis_cluster.flushall()
+    settings: dict[str, Any] = {"redis_url": redis_cluster.url, "redis_cluster": True, "disk": False,
+                                "generation_refresh_s": 60.0}  # fmt: skip
+    mine, theirs = CacheCore(**settings), CacheCore(**settings)
+    assert theirs._bus is not None and theirs._bus.wait_connected(5)
+    key = mine.key_for({"q": "cluster-coherence"})
+    mine.set(key, {"a": 1})
+    mine.flush()
+    assert theirs.get(key) is not None and theirs.get(key).level == "l1"  # type: ignore[union-attr]
+    mine.invalidate_namespace()
+    deadline = time.monotonic() + 1.0
+    while theirs.get(theirs.key_for({"q": "cluster-coherence"})) is not None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert theirs.get(theirs.key_for({"q": "cluster-coherence"})) is None
+    mine.close()
+    theirs.close()
