@@ -315,42 +315,46 @@ class CacheCore:
         return Hit(value, self.tiers[index].name, entry.created_at, entry.expires_at)
 
     def _tier_get(self, tier: Tier, key: str) -> Entry | None:
-        breaker = self.breakers.get(tier.name)
-        if breaker is not None and not breaker.allow():
-            self.stats.record(tier.name, hit=False, skipped=True)
+        if not self._may_read(tier):
             return None
         started = time.perf_counter()
         try:
             entry = tier.get(key)
-        except CorruptEntry as exc:
-            self._corrupt(tier, key, exc)
-            return None
         except Exception as exc:
-            self._tier_failed(tier, "read from", exc, started)
+            return self._read_failed(tier, key, exc, started)
+        return self._read_done(tier, entry, started)
+
+    async def _atier_get(self, tier: Tier, key: str) -> Entry | None:
+        if not self._may_read(tier):
             return None
+        started = time.perf_counter()
+        try:
+            entry = await tier.aget(key)
+        except Exception as exc:
+            return self._read_failed(tier, key, exc, started)
+        return self._read_done(tier, entry, started)
+
+    def _may_read(self, tier: Tier) -> bool:
+        breaker = self.breakers.get(tier.name)
+        if breaker is not None and not breaker.allow():
+            self.stats.record(tier.name, hit=False, skipped=True)
+            return False
+        return True
+
+    def _read_done(self, tier: Tier, entry: Entry | None, started: float) -> Entry | None:
+        breaker = self.breakers.get(tier.name)
         if breaker is not None:
             breaker.success()
         self.stats.record(tier.name, hit=entry is not None, seconds=time.perf_counter() - started)
         return entry
 
-    async def _atier_get(self, tier: Tier, key: str) -> Entry | None:
-        breaker = self.breakers.get(tier.name)
-        if breaker is not None and not breaker.allow():
-            self.stats.record(tier.name, hit=False, skipped=True)
-            return None
-        started = time.perf_counter()
-        try:
-            entry = await tier.aget(key)
-        except CorruptEntry as exc:
+    def _read_failed(self, tier: Tier, key: str, exc: Exception, started: float) -> Entry | None:
+        """Count the failure (a corrupt entry is also deleted); the read is a miss."""
+        if isinstance(exc, CorruptEntry):
             self._corrupt(tier, key, exc)
-            return None
-        except Exception as exc:
+        else:
             self._tier_failed(tier, "read from", exc, started)
-            return None
-        if breaker is not None:
-            breaker.success()
-        self.stats.record(tier.name, hit=entry is not None, seconds=time.perf_counter() - started)
-        return entry
+        return None
 
     # -- stores --------------------------------------------------------------------------------------
     def set(self, key: str, value: Any, *, options: CallOptions | None = None) -> bool:
