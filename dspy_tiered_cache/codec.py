@@ -13,6 +13,7 @@ import hmac
 import math
 import os
 import struct
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -184,7 +185,7 @@ class FrameCodec:
                 claimed = zstandard.frame_content_size(body)
                 if claimed < 0 or claimed > self._max_bytes:
                     raise CorruptEntry(f"compressed payload claims {claimed} bytes, over max_value_bytes")
-                body = zstandard.ZstdDecompressor().decompress(body, max_output_size=self._max_bytes)
+                body = _decompressor().decompress(body, max_output_size=self._max_bytes)
             except zstandard.ZstdError as exc:
                 raise CorruptEntry(f"compressed payload does not decompress within the size limit: {exc}") from None
         return Entry(body, created_ms / 1000.0, expires_ms / 1000.0 if expires_ms else None)
@@ -200,6 +201,18 @@ class FrameCodec:
                 except Exception:
                     break
         raise CorruptEntry("value is encrypted with a key not in encryption_keys (or was tampered with)")
+
+
+_local = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """One per thread: building one costs more than decompressing a typical response, and they are not
+    thread-safe."""
+    d: zstandard.ZstdDecompressor | None = getattr(_local, "zstd", None)
+    if d is None:
+        d = _local.zstd = zstandard.ZstdDecompressor()
+    return d
 
 
 def now() -> float:

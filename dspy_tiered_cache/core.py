@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import orjson
 
@@ -70,8 +70,9 @@ class CallOptions:
 DEFAULT_OPTIONS: Final = CallOptions()
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
+class Hit(NamedTuple):
+    """A lookup's answer. A named tuple: built on every hit, it must cost next to nothing."""
+
     value: Any
     level: str
     created_at: float

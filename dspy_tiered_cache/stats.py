@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dspy_tiered_cache import forksafe
+from dspy_tiered_cache.telemetry import LATENCY
 
 _RING = 2048
 
@@ -35,8 +36,6 @@ class TierStats:
     _pos: int = 0
 
     def observe(self, seconds: float) -> None:
-        from dspy_tiered_cache.telemetry import LATENCY
-
         LATENCY.record(seconds * 1000.0, {"tier": self.name})
         self.latency_sum += seconds
         self.latency_count += 1

@@ -28,18 +28,26 @@ class FrequencySketch:
     """A count-min sketch of 4-bit counters (4 rows) that halves every counter after ``10 x capacity`` events,
     so popularity from long ago fades."""
 
-    __slots__ = ("_additions", "_rows", "_sample", "_shift")
+    __slots__ = ("_additions", "_index", "_mask", "_rows", "_sample", "_shift")
 
     def __init__(self, capacity: int) -> None:
         width = 16
         while width < 4 * max(capacity, 1):  # wide rows: few collisions between the popular and the one-offs
             width <<= 1
         self._shift = 64 - (width.bit_length() - 1)
+        self._mask = width - 1
+        self._index = self._indexes_small if width <= 1 << 16 else self._indexes_wide
         self._rows = [bytearray(width) for _ in range(4)]
         self._sample = 10 * max(capacity, 16)
         self._additions = 0
 
-    def _indexes(self, key: str) -> tuple[int, int, int, int]:
+    def _indexes_small(self, key: str) -> tuple[int, int, int, int]:
+        """Rows up to 2**16 wide: four 16-bit slices of one multiplicative hash (one multiply, not four)."""
+        x = (hash(key) * 0x9E3779B97F4A7C15) & _MASK64
+        m = self._mask
+        return x >> 48 & m, x >> 32 & m, x >> 16 & m, ((x * 0xC2B2AE3D27D4EB4F) & _MASK64) >> 48 & m
+
+    def _indexes_wide(self, key: str) -> tuple[int, int, int, int]:
         # Multiply-shift with one odd seed per row, taking high bits: rows collide independently. (Deriving
         # rows as h + i*h2 from one hash makes keys that collide in one row collide in all of them.)
         h = hash(key) & _MASK64
@@ -52,7 +60,7 @@ class FrequencySketch:
         )
 
     def increment(self, key: str) -> None:
-        a, b, c, d = self._indexes(key)
+        a, b, c, d = self._index(key)
         r0, r1, r2, r3 = self._rows
         if r0[a] < 15:
             r0[a] += 1
@@ -68,7 +76,7 @@ class FrequencySketch:
             self._additions //= 2
 
     def frequency(self, key: str) -> int:
-        a, b, c, d = self._indexes(key)
+        a, b, c, d = self._index(key)
         r0, r1, r2, r3 = self._rows
         return min(r0[a], r1[b], r2[c], r3[d])
 
