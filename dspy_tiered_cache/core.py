@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, TypeVar
 
@@ -767,8 +767,8 @@ class CacheCore:
         self, door: str, *, model: str | None = None, namespace: str | None = None, operation: str = "chat"
     ) -> AbstractContextManager[telemetry.CallTrace]:
         """The span of one cached call through a door; a shared no-op when tracing is off or unconfigured."""
-        if not self.settings.telemetry:
-            return nullcontext(telemetry.NOOP)
+        if not self.settings.telemetry or not telemetry.tracing_active():
+            return telemetry.NOOP_CONTEXT
         return telemetry.trace_call(
             door, model=model, namespace=namespace or self.settings.namespace, operation=operation
         )
