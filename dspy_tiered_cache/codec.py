@@ -80,6 +80,9 @@ def encode_value(value: Any, max_bytes: int) -> bytes:
         raise CodecError(
             f"value is not plain JSON data ({exc}); convert it to dicts/lists/str/numbers before caching"
         ) from None
+    # orjson's buffer keeps its growth headroom (~16 KB held for a 2 KB payload): copy to an exact-size object,
+    # or the memory tier would hold several times the bytes it counts against memory_max_bytes.
+    payload = bytes(memoryview(payload))
     if b"null" in payload and _has_non_finite(value):  # orjson writes NaN/Infinity as null: not the same value
         raise CodecError("value holds NaN or Infinity, which JSON cannot carry; it would read back as null")
     if len(payload) > max_bytes:
