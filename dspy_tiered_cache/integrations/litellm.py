@@ -41,6 +41,8 @@ import hashlib
 import importlib
 import logging
 import threading
+import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -49,13 +51,16 @@ import litellm
 import orjson
 from litellm.caching.base_cache import BaseCache
 from litellm.caching.caching import Cache, CacheMode
+from litellm.integrations.custom_logger import CustomLogger
 from litellm.litellm_core_utils.model_param_helper import ModelParamHelper
 from litellm.types.utils import is_litellm_owned_kwarg
 
+from dspy_tiered_cache.codec import decode_value
 from dspy_tiered_cache.core import CacheCore, CallOptions, Hit
 from dspy_tiered_cache.integrations._values import UnsupportedValue, dump_value, load_value
 from dspy_tiered_cache.keys import UncacheableRequest
 from dspy_tiered_cache.settings import NAME_PATTERN, CacheSettings
+from dspy_tiered_cache.singleflight import Flight
 
 __all__ = [
     "DEFAULT_CALL_TYPES",
@@ -332,6 +337,39 @@ class TieredBackend(BaseCache):
         return f"<TieredBackend tiers={'+'.join(t.name for t in self.core.tiers)}>"
 
 
+class _FlightReleaser(CustomLogger):  # type: ignore[misc]
+    """Tells the followers of a failed call's flight to go upstream themselves instead of waiting.
+
+    One per process, registered once, dispatching to every live TieredCache: LiteLLM keeps one callback of a
+    class, so a second instance would never be called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.caches: weakref.WeakSet[TieredCache] = weakref.WeakSet()
+
+    def log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        if isinstance(kwargs, Mapping):
+            for cache in list(self.caches):
+                cache._end_flight(kwargs, failed=True)
+
+    async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        self.log_failure_event(kwargs, response_obj, start_time, end_time)
+
+
+_RELEASER: _FlightReleaser | None = None
+_RELEASER_LOCK = threading.Lock()
+
+
+def _register_for_failures(cache: TieredCache) -> None:
+    global _RELEASER
+    with _RELEASER_LOCK:
+        if _RELEASER is None:
+            _RELEASER = _FlightReleaser()
+        if _RELEASER not in litellm.callbacks:
+            litellm.callbacks.append(_RELEASER)
+        _RELEASER.caches.add(cache)
+
+
 class TieredCache(Cache):
     """LiteLLM's cache, backed by memory + Redis/Valkey (or the embedded disk tier).
 
@@ -383,6 +421,11 @@ class TieredCache(Cache):
         #: call ids that made a lookup, so a write without one (no-cache) still gets its "bypass" span.
         self._looked_up_ids: OrderedDict[str, None] = OrderedDict()
         self._looked_up_lock = threading.Lock()
+        #: litellm_call_id -> (key, flight) of misses this process is answering (single-flight leaders).
+        self._leading: dict[str, tuple[str, Flight]] = {}
+        # Registered now, not when a flight starts: LiteLLM binds a call's callbacks before its cache lookup.
+        if core.settings.single_flight:
+            _register_for_failures(self)
 
     # -- keys ----------------------------------------------------------------------------------------
     def get_cache_key(self, **kwargs: Any) -> str:
@@ -494,6 +537,9 @@ class TieredCache(Cache):
             lookup, saved = _LOOKUP.set(None), _SAVED.set(0)
             try:
                 result = super().get_cache(dynamic_cache_object, **kwargs)
+                if result is None and (flight := self._join_or_lead(kwargs)) is not None:
+                    payload = flight.wait(self.core.settings.single_flight_timeout)
+                    result = self._joined(payload)
                 self._record_lookup(call, result, kwargs)
                 return result
             finally:
@@ -506,11 +552,72 @@ class TieredCache(Cache):
             lookup, saved = _LOOKUP.set(None), _SAVED.set(0)
             try:
                 result = await super().async_get_cache(dynamic_cache_object, **kwargs)
+                if result is None and (flight := self._join_or_lead(kwargs)) is not None:
+                    payload = await flight.wait_async(self.core.settings.single_flight_timeout)
+                    result = self._joined(payload)
                 self._record_lookup(call, result, kwargs)
                 return result
             finally:
                 _LOOKUP.reset(lookup)
                 _SAVED.reset(saved)
+
+    # -- single-flight: concurrent identical misses make one upstream call -------------------------------
+    def _join_or_lead(self, kwargs: Mapping[str, Any]) -> Flight | None:
+        """After a miss: lead the request (return None: the caller goes upstream, and our write ends the
+        flight) or return the flight of an identical call already under way, to wait for its answer.
+
+        Streams and ``no-store`` calls never lead (they may never write); a leader whose call fails releases
+        its followers through LiteLLM's failure callback (they then go upstream themselves)."""
+        lookup = _LOOKUP.get()
+        call_id = kwargs.get("litellm_call_id")
+        s = self.core.settings
+        controls = kwargs.get("cache") or {}
+        if (
+            lookup is None
+            or not (s.single_flight and s.enabled)
+            or not isinstance(call_id, str)
+            or kwargs.get("stream")
+            or "input" in kwargs  # embeddings are cached per input by LiteLLM's pipeline: not one flight
+            or (isinstance(controls, Mapping) and controls.get("no-store"))
+        ):
+            return None
+        key = lookup[1]
+        registry = self.core.singleflight
+        flight, leader = registry.begin(key)
+        if not leader:
+            return flight
+        payload = self.core.peek_local(key)  # a leader that finished between our lookup and begin()
+        if payload is not None:
+            registry.finish(key, flight, payload)
+            return flight
+        with self._looked_up_lock:
+            self._leading[call_id] = (key, flight)
+            if len(self._leading) > _LOOKED_UP_MAX:
+                stale_id = next(iter(self._leading))
+                stale_key, stale_flight = self._leading.pop(stale_id)
+                registry.finish(stale_key, stale_flight, None)
+        return None
+
+    def _joined(self, payload: bytes | None) -> Any:
+        """The leader's answer, as a hit LiteLLM converts like any other; None: go upstream yourself."""
+        if payload is None:
+            return None
+        key = (_LOOKUP.get() or ("", ""))[1]
+        _LOOKUP.set(("joined", key))
+        self.core.stats.count("joined")
+        hit = Hit(decode_value(payload), "joined", time.time(), None)
+        return self.get_cache_logic(cached_result=from_stored(hit), max_age=None)
+
+    def _end_flight(self, kwargs: Mapping[str, Any], *, failed: bool = False) -> None:
+        call_id = kwargs.get("litellm_call_id")
+        if not isinstance(call_id, str) or not self._leading:
+            return
+        with self._looked_up_lock:
+            led = self._leading.pop(call_id, None)
+        if led is not None:
+            key, flight = led
+            self.core.singleflight.finish(key, flight, None if failed else self.core.peek_local(key))
+
 
     def _record_lookup(self, call: Any, result: Any, kwargs: Mapping[str, Any]) -> None:
         lookup = _LOOKUP.get()
@@ -534,11 +641,17 @@ class TieredCache(Cache):
 
     def add_cache(self, result: Any, **kwargs: Any) -> None:
         self._bypass_span_if_not_looked_up(kwargs)
-        super().add_cache(result, **kwargs)  # type: ignore[no-untyped-call]
+        try:
+            super().add_cache(result, **kwargs)  # type: ignore[no-untyped-call]
+        finally:
+            self._end_flight(kwargs)
 
     async def async_add_cache(self, result: Any, dynamic_cache_object: BaseCache | None = None, **kwargs: Any) -> None:
         self._bypass_span_if_not_looked_up(kwargs)
-        await super().async_add_cache(result, dynamic_cache_object, **kwargs)
+        try:
+            await super().async_add_cache(result, dynamic_cache_object, **kwargs)
+        finally:
+            self._end_flight(kwargs)
 
     # -- management ----------------------------------------------------------------------------------
     def invalidate_namespace(self, namespace: str | None = None) -> int:
@@ -555,6 +668,9 @@ class TieredCache(Cache):
         return self.core.clear()
 
     def close(self) -> None:
+        for key, flight in list(self._leading.values()):
+            self.core.singleflight.finish(key, flight, None)
+        self._leading.clear()
         self.core.close()
 
     def __repr__(self) -> str:

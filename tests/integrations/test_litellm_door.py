@@ -616,3 +616,60 @@ def test_disk_tier_without_redis(provider: StandInProvider, make_cache: MakeCach
         assert second.stats()["tiers"]["disk"]["hits"] == 1
     finally:
         second.close()
+
+
+# -------------------------------------------------------------------------------------------- single-flight
+
+
+def test_concurrent_identical_calls_make_one_upstream_call(provider: StandInProvider, make_cache: MakeCache) -> None:
+    import threading
+
+    cache = make_cache()
+    provider.latency = 0.3
+    results: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(completion(**chat(provider, "stampede"), max_retries=0)))
+        for _ in range(10)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 10 and provider.request_count == 1
+    assert len({r.choices[0].message.content for r in results}) == 1
+    assert cache.stats()["joined_in_flight"] == 9
+
+
+async def test_concurrent_identical_acompletions_make_one_upstream_call(
+    provider: StandInProvider, make_cache: MakeCache
+) -> None:
+    make_cache()
+    provider.latency = 0.3
+    results = await asyncio.gather(*(acompletion(**chat(provider, "async stampede")) for _ in range(10)))
+    assert provider.request_count == 1
+    assert len({r.choices[0].message.content for r in results}) == 1
+
+
+def test_a_failing_leader_releases_its_followers(provider: StandInProvider, make_cache: MakeCache) -> None:
+    import threading
+
+    make_cache()
+    provider.latency = 0.3
+    provider.fail_next(1, status=400)  # the leader's call fails (no retry for a 400)
+    outcomes: list[str] = []
+
+    def call() -> None:
+        try:
+            completion(**chat(provider, "leader fails"), max_retries=0)
+            outcomes.append("ok")
+        except Exception:
+            outcomes.append("error")
+
+    threads = [threading.Thread(target=call) for _ in range(5)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert outcomes.count("error") == 1 and outcomes.count("ok") == 4
+    assert time.perf_counter() - started < 5  # followers did not wait out single_flight_timeout
