@@ -472,23 +472,10 @@ class CacheCore:
             if payload is not None:
                 self.stats.count("joined")
                 return decode(decode_value(payload)), "joined"
-            token = self._acquire_lease(key)
-            deadline = time.monotonic() + self.settings.single_flight_timeout
-            while token is None:  # another process is computing it: wait for its answer in the shared tier
-                time.sleep(self.settings.lock_poll_s)
-                entry, level = self._peek_shared(key)
-                if entry is not None:
-                    payload = entry.payload
-                    self.stats.count("joined")
-                    return decode(decode_value(payload)), level
-                token = self._acquire_lease(key) if time.monotonic() < deadline else ""
-            if token:  # double-check: the previous holder may have stored the answer just before we took it
-                entry, level = self._peek_shared(key)
-                if entry is not None:
-                    self._release_lease(key, token)
-                    payload = entry.payload
-                    self.stats.count("joined")
-                    return decode(decode_value(payload)), level
+            token, entry, level = self.acquire_or_wait(key)
+            if entry is not None:
+                payload = entry.payload
+                return decode(decode_value(payload)), level
             try:
                 value = compute()
                 payload = self._store_computed(key, value, options, encode, landed=bool(token))
@@ -529,23 +516,10 @@ class CacheCore:
             if payload is not None:
                 self.stats.count("joined")
                 return decode(decode_value(payload)), "joined"
-            token = await self._aacquire_lease(key)
-            deadline = time.monotonic() + self.settings.single_flight_timeout
-            while token is None:
-                await asyncio.sleep(self.settings.lock_poll_s)
-                entry, level = await self._apeek_shared(key)
-                if entry is not None:
-                    payload = entry.payload
-                    self.stats.count("joined")
-                    return decode(decode_value(payload)), level
-                token = await self._aacquire_lease(key) if time.monotonic() < deadline else ""
-            if token:
-                entry, level = await self._apeek_shared(key)
-                if entry is not None:
-                    await self._arelease_lease(key, token)
-                    payload = entry.payload
-                    self.stats.count("joined")
-                    return decode(decode_value(payload)), level
+            token, entry, level = await self.aacquire_or_wait(key)
+            if entry is not None:
+                payload = entry.payload
+                return decode(decode_value(payload)), level
             try:
                 value = await compute()
                 payload = self._store_computed(key, value, options, encode, landed=bool(token))
@@ -580,6 +554,53 @@ class CacheCore:
         return payload
 
     # -- cross-process leases ------------------------------------------------------------------------
+    def acquire_or_wait(self, key: str) -> tuple[str, Entry | None, str]:
+        """For an in-process leader: take the cross-process lease on ``key``, or wait for the process holding
+        it to store its answer. Returns ``(token, None, "")`` to go upstream (``token`` is ``""`` when leases
+        are unavailable: compute anyway) or ``("", entry, level)`` when another process answered. A token
+        must be given back with :meth:`release_lease` after the answer was stored with ``landed=``."""
+        token = self._acquire_lease(key)
+        deadline = time.monotonic() + self.settings.single_flight_timeout
+        while token is None:  # another process is computing it: wait for its answer in the shared tier
+            time.sleep(self.settings.lock_poll_s)
+            entry, level = self._peek_shared(key)
+            if entry is not None:
+                self.stats.count("joined")
+                return "", entry, level
+            token = self._acquire_lease(key) if time.monotonic() < deadline else ""
+        if token:  # double-check: the previous holder may have stored the answer just before we took it
+            entry, level = self._peek_shared(key)
+            if entry is not None:
+                self._release_lease(key, token)
+                self.stats.count("joined")
+                return "", entry, level
+        return token, None, ""
+
+    async def aacquire_or_wait(self, key: str) -> tuple[str, Entry | None, str]:
+        token = await self._aacquire_lease(key)
+        deadline = time.monotonic() + self.settings.single_flight_timeout
+        while token is None:
+            await asyncio.sleep(self.settings.lock_poll_s)
+            entry, level = await self._apeek_shared(key)
+            if entry is not None:
+                self.stats.count("joined")
+                return "", entry, level
+            token = await self._aacquire_lease(key) if time.monotonic() < deadline else ""
+        if token:
+            entry, level = await self._apeek_shared(key)
+            if entry is not None:
+                await self._arelease_lease(key, token)
+                self.stats.count("joined")
+                return "", entry, level
+        return token, None, ""
+
+    @property
+    def lease_tier(self) -> Tier | None:
+        """Where answers must land before a lease is released (pass as ``set_payload(landed=...)``)."""
+        return self._lock_tier
+
+    def release_lease(self, key: str, token: str) -> None:
+        self._release_lease(key, token)
     def _lock_name(self, key: str) -> str:
         return key.replace(":e:", ":lock:", 1)
 

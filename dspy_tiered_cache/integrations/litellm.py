@@ -216,6 +216,8 @@ class TieredBackend(BaseCache):
     def __init__(self, core: CacheCore) -> None:
         super().__init__(default_ttl=0)
         self.core = core
+        #: key -> lease token held by this process's single-flight leader for that key (see TieredCache._lead).
+        self.leases: dict[str, str] = {}
         #: keys whose async lookup missed and that have not been written since (bounded, oldest dropped).
         self._awaiting: OrderedDict[str, None] = OrderedDict()
         self._awaiting_lock = threading.Lock()  # event loops in several threads may share one backend
@@ -233,7 +235,17 @@ class TieredBackend(BaseCache):
             self.core.stats.count("store_skipped")
             log.debug("dspy_tiered_cache: not caching a LiteLLM value: %s", exc)
             return False
-        return self.core.set(key, stored, options=_options_for_write(kwargs))
+        token = self.leases.pop(key, None) if self.leases else None
+        if token is None:
+            return self.core.set(key, stored, options=_options_for_write(kwargs))
+        # Other processes poll the shared tier while we hold the lease: the answer must be there before it goes.
+        options = _options_for_write(kwargs)
+        payload = self.core.encode(stored, options)
+        if payload is not None:
+            self.core.set_payload(key, payload, options=options, landed=self.core.lease_tier)
+        if token:
+            self.core.release_lease(key, token)
+        return payload is not None
 
     def set_cache(self, key: str, value: Any, **kwargs: Any) -> None:
         self._store(key, value, kwargs)
@@ -410,7 +422,7 @@ class TieredCache(Cache):
             mode=CacheMode(mode),
             supported_call_types=list[Any](supported_call_types) if supported_call_types is not None else None,
             max_messages=max_messages,
-            _backend=TieredBackend(core),
+            _backend=(backend := TieredBackend(core)),
         )
         # Cache.__init__ records the ttl/namespace LiteLLM applies itself; ours live in the core's settings
         # (per-tier caps, jitter and generations apply), so LiteLLM's copies stay None unless a user sets them.
@@ -423,6 +435,8 @@ class TieredCache(Cache):
         self._looked_up_lock = threading.Lock()
         #: litellm_call_id -> (key, flight) of misses this process is answering (single-flight leaders).
         self._leading: dict[str, tuple[str, Flight]] = {}
+        #: key -> token of the cross-process lease our leader holds; the backend's store gives it back.
+        self._leases: dict[str, str] = backend.leases
         # Registered now, not when a flight starts: LiteLLM binds a call's callbacks before its cache lookup.
         if core.settings.single_flight:
             _register_for_failures(self)
@@ -537,9 +551,13 @@ class TieredCache(Cache):
             lookup, saved = _LOOKUP.set(None), _SAVED.set(0)
             try:
                 result = super().get_cache(dynamic_cache_object, **kwargs)
-                if result is None and (flight := self._join_or_lead(kwargs)) is not None:
-                    payload = flight.wait(self.core.settings.single_flight_timeout)
-                    result = self._joined(payload)
+                if result is None and (led := self._join_or_lead(kwargs)) is not None:
+                    key, flight, leader = led
+                    if leader:  # lead in this process; across processes, take the lease or wait for its holder
+                        token, entry, level = self.core.acquire_or_wait(key)
+                        result = self._lead(kwargs, key, flight, token, entry, level)
+                    else:
+                        result = self._joined(flight.wait(self.core.settings.single_flight_timeout))
                 self._record_lookup(call, result, kwargs)
                 return result
             finally:
@@ -552,9 +570,13 @@ class TieredCache(Cache):
             lookup, saved = _LOOKUP.set(None), _SAVED.set(0)
             try:
                 result = await super().async_get_cache(dynamic_cache_object, **kwargs)
-                if result is None and (flight := self._join_or_lead(kwargs)) is not None:
-                    payload = await flight.wait_async(self.core.settings.single_flight_timeout)
-                    result = self._joined(payload)
+                if result is None and (led := self._join_or_lead(kwargs)) is not None:
+                    key, flight, leader = led
+                    if leader:
+                        token, entry, level = await self.core.aacquire_or_wait(key)
+                        result = self._lead(kwargs, key, flight, token, entry, level)
+                    else:
+                        result = self._joined(await flight.wait_async(self.core.settings.single_flight_timeout))
                 self._record_lookup(call, result, kwargs)
                 return result
             finally:
@@ -562,9 +584,9 @@ class TieredCache(Cache):
                 _SAVED.reset(saved)
 
     # -- single-flight: concurrent identical misses make one upstream call -------------------------------
-    def _join_or_lead(self, kwargs: Mapping[str, Any]) -> Flight | None:
-        """After a miss: lead the request (return None: the caller goes upstream, and our write ends the
-        flight) or return the flight of an identical call already under way, to wait for its answer.
+    def _join_or_lead(self, kwargs: Mapping[str, Any]) -> tuple[str, Flight, bool] | None:
+        """After a miss: ``(key, flight, leader)`` for the in-process flight of this request, or None when the
+        call takes no part in single-flight. A leader's write ends the flight (and its cross-process lease).
 
         Streams and ``no-store`` calls never lead (they may never write); a leader whose call fails releases
         its followers through LiteLLM's failure callback (they then go upstream themselves)."""
@@ -582,30 +604,39 @@ class TieredCache(Cache):
         ):
             return None
         key = lookup[1]
+        flight, leader = self.core.singleflight.begin(key)
+        return key, flight, leader
+
+    def _lead(self, kwargs: Mapping[str, Any], key: str, flight: Flight, token: str, entry: Any, level: str) -> Any:
+        """The in-process leader: answer from what another leader (here or in another process) just stored,
+        or register the flight (and lease) for our upstream call's write to end."""
         registry = self.core.singleflight
-        flight, leader = registry.begin(key)
-        if not leader:
-            return flight
-        payload = self.core.peek_local(key)  # a leader that finished between our lookup and begin()
+        payload = entry.payload if entry is not None else self.core.peek_local(key)
         if payload is not None:
+            if token:
+                self.core.release_lease(key, token)
             registry.finish(key, flight, payload)
-            return flight
+            return self._joined(payload, level if entry is not None else "joined")
+        call_id = str(kwargs.get("litellm_call_id"))
         with self._looked_up_lock:
             self._leading[call_id] = (key, flight)
+            if token:
+                self._leases[key] = token
             if len(self._leading) > _LOOKED_UP_MAX:
                 stale_id = next(iter(self._leading))
                 stale_key, stale_flight = self._leading.pop(stale_id)
                 registry.finish(stale_key, stale_flight, None)
         return None
 
-    def _joined(self, payload: bytes | None) -> Any:
+    def _joined(self, payload: bytes | None, level: str = "joined") -> Any:
         """The leader's answer, as a hit LiteLLM converts like any other; None: go upstream yourself."""
         if payload is None:
             return None
         key = (_LOOKUP.get() or ("", ""))[1]
-        _LOOKUP.set(("joined", key))
-        self.core.stats.count("joined")
-        hit = Hit(decode_value(payload), "joined", time.time(), None)
+        _LOOKUP.set((level, key))
+        if level == "joined":
+            self.core.stats.count("joined")
+        hit = Hit(decode_value(payload), level, time.time(), None)
         return self.get_cache_logic(cached_result=from_stored(hit), max_age=None)
 
     def _end_flight(self, kwargs: Mapping[str, Any], *, failed: bool = False) -> None:
@@ -616,8 +647,10 @@ class TieredCache(Cache):
             led = self._leading.pop(call_id, None)
         if led is not None:
             key, flight = led
+            token = self._leases.pop(key, None)
+            if token:  # normally released by the store; a failed call never stores
+                self.core.release_lease(key, token)
             self.core.singleflight.finish(key, flight, None if failed else self.core.peek_local(key))
-
 
     def _record_lookup(self, call: Any, result: Any, kwargs: Mapping[str, Any]) -> None:
         lookup = _LOOKUP.get()

@@ -673,3 +673,49 @@ def test_a_failing_leader_releases_its_followers(provider: StandInProvider, make
         t.join(30)
     assert outcomes.count("error") == 1 and outcomes.count("ok") == 4
     assert time.perf_counter() - started < 5  # followers did not wait out single_flight_timeout
+
+
+def _door_worker(redis_url: str, base_url: str, threads: int, go: Any, results: Any) -> None:
+    import threading
+
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm as child_litellm
+
+    from dspy_tiered_cache import TieredCache as ChildCache
+
+    child_litellm.cache = ChildCache(redis_url=redis_url, disk=False)
+    answers: list[str] = []
+
+    def call() -> None:
+        r = child_litellm.completion(
+            model=MODEL, messages=[{"role": "user", "content": "cross-process stampede"}], api_base=base_url,
+            api_key=API_KEY, max_retries=0,
+        )  # fmt: skip
+        answers.append(r.choices[0].message.content)
+
+    go.wait(60)
+    pool = [threading.Thread(target=call) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(60)
+    child_litellm.cache.flush()
+    results.put(answers)
+
+
+def test_identical_misses_across_processes_make_one_upstream_call(provider: StandInProvider, redis_url: str) -> None:
+    import multiprocessing
+
+    provider.latency = 1.0
+    ctx = multiprocessing.get_context("spawn")
+    go, results = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_door_worker, args=(redis_url, provider.base_url, 8, go, results)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    time.sleep(8.0)  # each child imports LiteLLM (seconds) before the burst
+    go.set()
+    answers = [a for _ in procs for a in results.get(timeout=90)]
+    for p in procs:
+        p.join(30)
+    assert len(answers) == 24 and len(set(answers)) == 1
+    assert provider.request_count == 1
