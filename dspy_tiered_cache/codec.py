@@ -14,7 +14,6 @@ import math
 import os
 import struct
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -216,7 +215,3 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     if d is None:
         d = _local.zstd = zstandard.ZstdDecompressor()
     return d
-
-
-def now() -> float:
-    return time.time()

@@ -148,7 +148,6 @@ class CacheCore:
         self.writer = BackgroundWriter(s.write_queue_size)
         self._generations: dict[str, tuple[int, float]] = {}
         self._digests: dict[bytes, str] = {}
-        self._gen_lock = threading.Lock()
         self._warned: dict[str, float] = {}
         if s.telemetry:
             telemetry.register(self)
@@ -601,6 +600,7 @@ class CacheCore:
 
     def release_lease(self, key: str, token: str) -> None:
         self._release_lease(key, token)
+
     def _lock_name(self, key: str) -> str:
         return key.replace(":e:", ":lock:", 1)
 

@@ -171,8 +171,3 @@ def generation_key(prefix: str, namespace: str) -> str:
 def entry_pattern(prefix: str) -> str:
     """SCAN pattern of every entry this prefix owns (used only by ``clear``)."""
     return f"{prefix}:e:*"
-
-
-def short_hash(key: str) -> str:
-    """A short, secret-free id of a key, for logs and span attributes."""
-    return key.rsplit(":", 1)[-1][:12]
