@@ -243,19 +243,12 @@ class CacheCore:
     def get(self, key: str, *, options: CallOptions | None = None) -> Hit | None:
         """Walk the tiers in order; never raises. ``None`` is a miss (or a bypass)."""
         opts = options or DEFAULT_OPTIONS
-        if not self._enabled or opts.bypass_read:
-            self.stats.count("bypasses")
-            return None
-        now = time.time()
-        start = 0
-        if self._l1 is not None:  # the hot path: no breaker, no lock beyond the tier's own
-            hit = self._l1_get(self._l1, key, opts, now)
-            if hit is not None:
-                return hit
-            start = 1
+        hit, start, now = self._begin_lookup(key, opts)
+        if start < 0 or hit is not None:
+            return hit
         for index in range(start, len(self.tiers)):
             tier = self.tiers[index]
-            entry = self._tier_get(tier, key) if not tier.remote else self._remote_get(tier, key)
+            entry = self._remote_get(tier, key) if tier.remote else self._tier_get(tier, key)
             if entry is not None and self._fresh(entry, opts, now):
                 return self._hit(index, key, entry, now)
         self.stats.count("misses")
@@ -263,28 +256,30 @@ class CacheCore:
 
     async def aget(self, key: str, *, options: CallOptions | None = None) -> Hit | None:
         opts = options or DEFAULT_OPTIONS
-        if not self._enabled or opts.bypass_read:
-            self.stats.count("bypasses")
-            return None
-        now = time.time()
-        start = 0
-        if self._l1 is not None:
-            hit = self._l1_get(self._l1, key, opts, now)
-            if hit is not None:
-                return hit
-            start = 1
+        hit, start, now = self._begin_lookup(key, opts)
+        if start < 0 or hit is not None:
+            return hit
         for index in range(start, len(self.tiers)):
             tier = self.tiers[index]
             if tier.remote:
-                entry = self.writer.pending.get(key)
-                if entry is None:
-                    entry = await self._atier_get(tier, key)
+                entry = self.writer.pending.get(key) or await self._atier_get(tier, key)
             else:
                 entry = self._tier_get(tier, key)
             if entry is not None and self._fresh(entry, opts, now):
                 return self._hit(index, key, entry, now)
         self.stats.count("misses")
         return None
+
+    def _begin_lookup(self, key: str, opts: CallOptions) -> tuple[Hit | None, int, float]:
+        """What sync and async lookups share before any I/O: ``(hit, next tier index, now)``; index -1 is a
+        bypass. The memory tier is read here: the hot path, no breaker, no lock beyond the tier's own."""
+        if not self._enabled or opts.bypass_read:
+            self.stats.count("bypasses")
+            return None, -1, 0.0
+        now = time.time()
+        if self._l1 is None:
+            return None, 0, now
+        return self._l1_get(self._l1, key, opts, now), 1, now
 
     def _l1_get(self, l1: MemoryTier, key: str, opts: CallOptions, now: float) -> Hit | None:
         tstats = self._l1_stats

@@ -381,16 +381,7 @@ class RedisServer:
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        options: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port,
-            "password": self.password,
-            "socket_timeout": timeout,
-            "socket_connect_timeout": timeout,
-            "retry": Retry(NoBackoff(), 0),
-        }
-        options.update(kwargs)
-        return redis_module.Redis(**options)
+        return redis_module.Redis(**self._client_options(timeout, Retry(NoBackoff(), 0), kwargs))
 
     def async_client(self, *, timeout: float = 1.0, **kwargs: Any) -> redis.asyncio.Redis:
         """The asyncio counterpart of :meth:`client`."""
@@ -398,16 +389,19 @@ class RedisServer:
         from redis.asyncio.retry import Retry as AsyncRetry
         from redis.backoff import NoBackoff
 
+        return aredis.Redis(**self._client_options(timeout, AsyncRetry(NoBackoff(), 0), kwargs))
+
+    def _client_options(self, timeout: float, retry: Any, extra: dict[str, Any]) -> dict[str, Any]:
         options: dict[str, Any] = {
             "host": self.host,
             "port": self.port,
             "password": self.password,
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
-            "retry": AsyncRetry(NoBackoff(), 0),
+            "retry": retry,
         }
-        options.update(kwargs)
-        return aredis.Redis(**options)
+        options.update(extra)
+        return options
 
 
 class LocalRedisCluster:

@@ -27,23 +27,6 @@ def levels(exporter: Any) -> list[str]:
     return [s.attributes["cache.level"] for s in cache_spans(exporter)]
 
 
-@pytest.fixture
-def litellm_cache(tmp_path: Path) -> Iterator[Any]:
-    previous = litellm.cache
-    made: list[TieredCache] = []
-
-    def make(**kwargs: Any) -> TieredCache:
-        cache = TieredCache(**kwargs)
-        made.append(cache)
-        litellm.cache = cache
-        return cache
-
-    yield make
-    litellm.cache = previous
-    for cache in made:
-        cache.close()
-
-
 def ask(provider: StandInProvider, content: str, **extra: Any) -> Any:
     return litellm.completion(
         model=MODEL, messages=[{"role": "user", "content": content}], api_base=provider.base_url, api_key=API_KEY,
@@ -52,9 +35,9 @@ def ask(provider: StandInProvider, content: str, **extra: Any) -> Any:
 
 
 def test_litellm_door_spans_for_every_level(
-    otel_spans: Any, provider: StandInProvider, litellm_cache: Any, redis_url: str, tmp_path: Path
+    otel_spans: Any, provider: StandInProvider, make_cache: Any, redis_url: str, tmp_path: Path
 ) -> None:
-    redis_cache = litellm_cache(redis_url=redis_url, disk=False)
+    redis_cache = make_cache(redis_url=redis_url, disk=False)
     ask(provider, "q")  # miss
     ask(provider, "q")  # l1
     redis_cache.flush()
@@ -62,7 +45,7 @@ def test_litellm_door_spans_for_every_level(
     ask(provider, "q")  # l2
     ask(provider, "q", caching=False)  # bypass (no lookup, no write)
     ask(provider, "q", cache={"no-cache": True})  # bypass (refresh: written, not read)
-    disk_cache = litellm_cache(disk=True, disk_path=tmp_path / "d.sqlite3")
+    disk_cache = make_cache(disk=True, disk_path=tmp_path / "d.sqlite3")
     ask(provider, "d")
     disk_cache.flush()
     disk_cache.core.memory.clear()
@@ -78,11 +61,11 @@ def test_litellm_door_spans_for_every_level(
 
 
 def test_litellm_async_span_nests_under_the_callers_span(
-    otel_spans: Any, provider: StandInProvider, litellm_cache: Any
+    otel_spans: Any, provider: StandInProvider, make_cache: Any
 ) -> None:
     from opentelemetry import trace
 
-    litellm_cache(disk=False)
+    make_cache(disk=False)
     tracer = trace.get_tracer("test")
 
     async def main() -> None:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -44,27 +44,6 @@ atext_completion: Callable[..., Coroutine[Any, Any, Any]] = litellm.atext_comple
 embedding: Callable[..., Any] = litellm.embedding
 aembedding: Callable[..., Coroutine[Any, Any, Any]] = litellm.aembedding
 stream_chunk_builder: Callable[..., Any] = litellm.stream_chunk_builder
-
-
-@pytest.fixture
-def make_cache(tmp_path: Path) -> Iterator[MakeCache]:
-    """Install a TieredCache as ``litellm.cache`` for the test; restore LiteLLM's state afterwards."""
-    previous = litellm.cache
-    made: list[TieredCache] = []
-
-    def make(**kwargs: Any) -> TieredCache:
-        kwargs.setdefault("disk", False)
-        if kwargs.get("disk"):
-            kwargs.setdefault("disk_path", tmp_path / f"cache{len(made)}.sqlite3")
-        cache = TieredCache(**kwargs)
-        made.append(cache)
-        litellm.cache = cache
-        return cache
-
-    yield make
-    litellm.cache = previous
-    for cache in made:
-        cache.close()
 
 
 def chat(provider: StandInProvider, content: str = "hello", **extra: Any) -> dict[str, Any]:
