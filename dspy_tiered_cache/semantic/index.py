@@ -107,7 +107,8 @@ class LocalIndex:
             return None
         keys = [r[0] for r in rows]
         texts = [r[1] for r in rows]
-        matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+        # A copy: frombuffer over joined bytes may be unaligned, which sends the product down a slow path.
+        matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), -1).copy()
         expiries = np.array([r[3] if r[3] is not None else np.inf for r in rows], dtype=np.float64)
         if len(self._loaded) > 256:
             self._loaded.clear()
@@ -246,8 +247,9 @@ def _search_rows(raw: Any) -> list[dict[str, Any]]:
     if isinstance(raw, dict):
         results = raw.get(b"results", raw.get("results", []))
         for item in results or []:
-            attrs = item.get(b"extra_attributes", item.get("extra_attributes", {})) if isinstance(item, dict) else {}
-            rows.append({_text(name): value for name, value in attrs.items()})
+            attrs = item.get(b"extra_attributes", item.get("extra_attributes")) if isinstance(item, dict) else None
+            if isinstance(attrs, dict):
+                rows.append({_text(name): value for name, value in attrs.items()})
         return rows
     if isinstance(raw, list) and raw:
         for i in range(2, len(raw), 2):
