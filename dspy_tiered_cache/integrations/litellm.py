@@ -609,9 +609,9 @@ class TieredCache(Cache):
         return lookup is not None and lookup[0] == "miss"
 
     def _semantic_find(self, kwargs: Mapping[str, Any]) -> tuple[Hit, float] | None:
-        """Shared by sync and async lookups (the async one runs it in a thread: it may embed over HTTP)."""
-        if kwargs.get("stream") and not self.core.settings.semantic_allow_tools and kwargs.get("tools"):
-            return None
+        """Shared by sync and async lookups (the async one runs it in a thread: it may embed over HTTP).
+
+        Streamed calls take part: LiteLLM replays any hit as a stream, a semantic one included."""
         return self._semantic.lookup(self._request(kwargs), self._namespace_of(kwargs))  # type: ignore[no-any-return]
 
     def _semantic_answered(self, found: tuple[Hit, float] | None) -> Any:
@@ -759,6 +759,8 @@ class TieredCache(Cache):
         return self.core.flush(timeout)
 
     def clear(self) -> int:
+        if self._semantic is not None:
+            self._semantic.clear()
         return self.core.clear()
 
     def close(self) -> None:

@@ -1,21 +1,32 @@
-"""Embeddings for the semantic tier: any LiteLLM embedding model, each text embedded once per process.
+"""Embeddings for the semantic tier: any LiteLLM embedding model, with an exact cache of its own.
 
 The tier embeds a request's last user turn on the lookup after an exact miss and again when the answer is
-stored: the second is a dictionary hit here, so a miss costs one embedding call, not two.
+stored: the second is a dictionary hit here, so a miss costs one embedding call, not two. Behind the in-process
+dictionary, vectors are kept where the index lives (the SQLite file, or Redis for every process), keyed by a
+digest of the model and the text, so a text is embedded once per fleet, not once per process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from dspy_tiered_cache.semantic.index import Vector, unit
 
 _MAX_ENTRIES = 4096
+
+
+class EmbeddingStore(Protocol):
+    def get_embedding(self, ident: str) -> Vector | None: ...
+
+    def put_embedding(self, ident: str, vector: Vector) -> None: ...
 
 
 class Embedder:
@@ -26,8 +37,12 @@ class Embedder:
         api_base: str | None = None,
         api_key: str | None = None,
         embed: Callable[[str], Any] | None = None,
+        store: EmbeddingStore | None = None,
+        secret: bytes | None = None,
     ) -> None:
+        self._secret = secret
         self.model = model
+        self._store = store
         self._api_base = api_base
         self._api_key = api_key
         self._embed = embed or self._litellm_embed
@@ -56,10 +71,28 @@ class Embedder:
             if cached is not None:
                 self._cache.move_to_end(text)
                 return cached
-        vector = unit(np.asarray(self._embed(text), dtype=np.float32))
-        self.calls += 1
+        material = f"{self.model}\x00{text}".encode()
+        # Keyed like entries are: under key_secret, a stored vector's name does not confirm a guessed prompt.
+        digest = hmac.digest(self._secret, material, "sha256") if self._secret else hashlib.sha256(material).digest()
+        ident = digest[:20].hex()
+        vector = self._stored(ident)
+        if vector is None:
+            vector = unit(np.asarray(self._embed(text), dtype=np.float32))
+            self.calls += 1
+            if self._store is not None:
+                # A cache of a cache: failing to keep a vector costs one more embedding call later, nothing else.
+                with contextlib.suppress(Exception):
+                    self._store.put_embedding(ident, vector)
         with self._lock:
             self._cache[text] = vector
             if len(self._cache) > _MAX_ENTRIES:
                 self._cache.popitem(last=False)
         return vector
+
+    def _stored(self, ident: str) -> Vector | None:
+        if self._store is None:
+            return None
+        try:
+            return self._store.get_embedding(ident)
+        except Exception:
+            return None

@@ -42,6 +42,12 @@ class VectorIndex(Protocol):
 
     def search(self, partition: str, vector: Vector, k: int, min_similarity: float) -> list[Neighbour]: ...
 
+    def get_embedding(self, ident: str) -> Vector | None: ...
+
+    def put_embedding(self, ident: str, vector: Vector) -> None: ...
+
+    def clear(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -75,6 +81,7 @@ class LocalIndex:
                 "v BLOB NOT NULL, exp REAL, PRIMARY KEY (p, k))"
             )
             self._db.execute("CREATE TABLE IF NOT EXISTS semantic_version (p TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS semantic_embedding (id TEXT PRIMARY KEY, v BLOB NOT NULL)")
         #: partition -> (version, keys, texts, matrix, expiries)
         self._loaded: dict[str, tuple[int, list[str], list[str], Vector, Any]] = {}
 
@@ -130,6 +137,17 @@ class LocalIndex:
         top = top[np.argsort(-scores[top])]
         return [Neighbour(keys[i], texts[i], float(scores[i])) for i in top if scores[i] >= min_similarity]
 
+    def get_embedding(self, ident: str) -> Vector | None:
+        with self._lock:
+            row = self._db.execute("SELECT v FROM semantic_embedding WHERE id = ?", (ident,)).fetchone()
+        return np.frombuffer(row[0], dtype=np.float32).copy() if row is not None else None
+
+    def put_embedding(self, ident: str, vector: Vector) -> None:
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO semantic_embedding (id, v) VALUES (?, ?)", (ident, unit(vector).tobytes())
+            )
+
     def purge_expired(self) -> int:
         with self._lock, self._db:
             return self._db.execute("DELETE FROM semantic WHERE exp IS NOT NULL AND exp <= ?", (time.time(),)).rowcount
@@ -138,6 +156,7 @@ class LocalIndex:
         with self._lock, self._db:
             self._db.execute("DELETE FROM semantic")
             self._db.execute("DELETE FROM semantic_version")
+            self._db.execute("DELETE FROM semantic_embedding")
         self._loaded.clear()
 
     def close(self) -> None:
@@ -223,6 +242,14 @@ class RedisIndex:
             if similarity >= min_similarity:
                 out.append(Neighbour(_text(fields.get("k")), _text(fields.get("t")), similarity))
         return out
+
+    def get_embedding(self, ident: str) -> Vector | None:
+        raw = self._client_factory().get(f"{self.prefix}:semvec:{ident}")
+        return np.frombuffer(raw, dtype=np.float32).copy() if isinstance(raw, bytes) and raw else None
+
+    def put_embedding(self, ident: str, vector: Vector) -> None:
+        # Embeddings of one model never change; a week bounds what a retired model leaves behind.
+        self._client_factory().set(f"{self.prefix}:semvec:{ident}", unit(vector).tobytes(), ex=7 * 86400)
 
     def clear(self) -> None:
         client = self._client_factory()

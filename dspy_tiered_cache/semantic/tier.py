@@ -63,13 +63,15 @@ class SemanticTier:
             max_chars=s.semantic_max_chars, max_messages=s.semantic_max_messages, allow_tools=s.semantic_allow_tools
         )
         self.verifier = make_verifier(s.semantic_verifier)
+        self.index: VectorIndex | None = index if index is not None else default_index(core)
         self.embedder = Embedder(
             s.semantic_embedding_model,
             api_base=s.semantic_embedding_api_base,
             api_key=s.semantic_embedding_api_key.get_secret_value() if s.semantic_embedding_api_key else None,
             embed=embed,
+            store=self.index,
+            secret=s.key_secret.get_secret_value().encode() if s.key_secret is not None else None,
         )
-        self.index: VectorIndex | None = index if index is not None else default_index(core)
         self.available = self.index is not None
         self._secret = s.key_secret.get_secret_value().encode() if s.key_secret is not None else None
         self.tstats = core.stats.tiers.setdefault(TIER_NAME, TierStats(TIER_NAME))
@@ -136,6 +138,8 @@ class SemanticTier:
                     continue
             hit = self.core.get(neighbour.key)
             if hit is not None:
+                # The call's exact lookup counted a miss, the read above a hit: the call was answered from cache.
+                self.core.stats.count("misses", -1)
                 return hit, neighbour.similarity
             self._count("answer_gone")
         return None
@@ -173,6 +177,14 @@ class SemanticTier:
             "threshold": self.threshold,
             "reasons": reasons,
         }
+
+    def clear(self) -> None:
+        """Forget every indexed request (the answers themselves live in, and are cleared from, the exact tiers)."""
+        if self.index is not None and self.available:
+            try:
+                self.index.clear()
+            except Exception as exc:
+                log.debug("dspy_tiered_cache: clearing the semantic index failed: %r", exc)
 
     def close(self) -> None:
         if self.index is not None:

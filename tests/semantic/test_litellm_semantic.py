@@ -49,7 +49,7 @@ def _ask(provider: StandInProvider, text: str, **kwargs: Any) -> Any:
 
 
 def _chat_calls(provider: StandInProvider) -> int:
-    return sum(n for path, n in provider.endpoint_counts.items() if "chat" in path)
+    return provider.count("chat")
 
 
 def test_a_paraphrase_is_served_from_the_semantic_tier(
@@ -66,6 +66,7 @@ def test_a_paraphrase_is_served_from_the_semantic_tier(
     assert 0.7 <= last["cache.similarity"] < 1.0
     stats = semantic_cache.stats()
     assert stats["tiers"]["semantic"]["hits"] == 1
+    assert (stats["hits"], stats["misses"]) == (1, 1)  # the paraphrase counts as one hit, not a miss and a hit
     assert stats["semantic"]["available"] is True
 
 
@@ -172,3 +173,17 @@ def test_plain_redis_reports_the_tier_unavailable_once_and_exact_hits_continue(
     assert len(warnings) == 1 and "Query Engine" in warnings[0].getMessage()
     assert again.id == first.id  # the exact tiers still serve
     assert cache.stats()["semantic"]["available"] is False
+
+
+def test_embeddings_are_cached_where_the_index_lives(
+    semantic_cache: Any, provider: StandInProvider, make_cache: MakeCache, tmp_path: Path
+) -> None:
+    """A text is embedded once: again in this process (dictionary), and by a second cache on the same store."""
+    _ask(provider, ANCHOR)
+    _ask(provider, PARAPHRASE)
+    semantic_cache.flush()
+    embedded = provider.count("embeddings")
+    assert embedded == 2  # one per distinct text: the lookup's vector is reused by the store
+    semantic_cache._semantic.embedder._cache.clear()  # as if another process
+    _ask(provider, "", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": ANCHOR}])
+    assert provider.count("embeddings") == embedded
