@@ -97,9 +97,14 @@ class CacheSettings(BaseSettings):
     semantic_embedding_model: str = Field("text-embedding-3-small", description="Any LiteLLM embedding model.")
     semantic_embedding_api_base: str | None = Field(None, description="Endpoint of the embedding model.")
     semantic_embedding_api_key: SecretStr | None = Field(None, description="Key for the embedding model.")
-    semantic_verifier: Literal["rules", "none"] = Field(
-        "rules", description="'rules': reject neighbours differing in numbers, negation, names...; 'none': trust."
+    semantic_verifier: Literal["rules", "rules+llm", "none"] = Field(
+        "rules",
+        description="'rules': reject neighbours differing in numbers, negation, names...; 'rules+llm': then ask "
+        "semantic_judge_model too; 'none': trust the threshold (for measurement).",
     )
+    semantic_judge_model: str | None = Field(None, description="LiteLLM chat model judging neighbours (rules+llm).")
+    semantic_judge_api_base: str | None = Field(None, description="Endpoint of the judge model.")
+    semantic_judge_api_key: SecretStr | None = Field(None, description="Key for the judge model.")
     semantic_candidates: int = Field(5, gt=0, le=100, description="Nearest neighbours the verifier examines.")
     semantic_max_chars: int = Field(2000, gt=0, description="Longer last user turns are matched exactly only.")
     semantic_max_messages: int = Field(6, gt=0, description="Longer conversations are matched exactly only.")
@@ -148,6 +153,8 @@ class CacheSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> CacheSettings:
+        if self.semantic_verifier == "rules+llm" and not self.semantic_judge_model:
+            raise ValueError("semantic_verifier='rules+llm' needs semantic_judge_model (a LiteLLM chat model)")
         if self.disk is True and self.disk_path.exists() and self.disk_path.is_dir():
             raise ValueError(f"disk_path {str(self.disk_path)!r} is a directory; point it at a file")
         return self
@@ -168,6 +175,7 @@ class CacheSettings(BaseSettings):
         data["key_secret"] = "********" if self.key_secret is not None else None
         data["encryption_keys"] = ["********"] * len(self.encryption_keys)
         data["semantic_embedding_api_key"] = "********" if self.semantic_embedding_api_key is not None else None
+        data["semantic_judge_api_key"] = "********" if self.semantic_judge_api_key is not None else None
         return data
 
 
@@ -205,7 +213,8 @@ def _explain(exc: ValidationError, given_in_code: set[str]) -> str:
         value = err.get("input")
         shown = (
             "****"
-            if field in {"redis_url", "key_secret", "encryption_keys", "semantic_embedding_api_key"}
+            if field
+            in {"redis_url", "key_secret", "encryption_keys", "semantic_embedding_api_key", "semantic_judge_api_key"}
             else repr(value)
         )
         if err["type"] == "extra_forbidden":

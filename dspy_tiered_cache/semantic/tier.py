@@ -62,7 +62,12 @@ class SemanticTier:
         self.guards = Guards(
             max_chars=s.semantic_max_chars, max_messages=s.semantic_max_messages, allow_tools=s.semantic_allow_tools
         )
-        self.verifier = make_verifier(s.semantic_verifier)
+        self.verifier = make_verifier(
+            s.semantic_verifier,
+            judge_model=s.semantic_judge_model,
+            judge_api_base=s.semantic_judge_api_base,
+            judge_api_key=s.semantic_judge_api_key.get_secret_value() if s.semantic_judge_api_key else None,
+        )
         self.index: VectorIndex | None = index if index is not None else default_index(core)
         self.embedder = Embedder(
             s.semantic_embedding_model,

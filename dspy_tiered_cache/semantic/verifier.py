@@ -18,11 +18,11 @@ The rules (all must pass; each failure has a name, counted in the stats and show
 * ``content``   - after lower-casing, crude stemming and a small synonym table, the two sides have the same
                   content words (function words, question words and politeness fillers may differ).
 
-Limits (documented, measured in ``benchmarks/semantic.py``): it is English-only; the synonym table is small, so
-real paraphrases that swap content words it does not know ("fix" vs "troubleshoot") are rejected (a miss, never
-a wrong answer); it is blind to meaning carried by structure alone beyond the directional prepositions
-("the dog bit the man" vs "the man bit the dog" are rejected only because of ``direction``-less order: they
-*pass*; see the README's list of known gaps); and it compares only the text it is given (the last user turn).
+Limits (measured in ``benchmarks/semantic.py``, listed in the README): English only; the synonym table is
+small, so a real paraphrase that swaps content words it does not know ("signs" for "symptoms") is rejected - a
+miss, never a wrong answer; meaning carried by word order alone, beyond the directional prepositions, is invisible
+("the dog bit the man" passes against "the man bit the dog"); so is world knowledge (two names of one city). It
+compares only the text it is given: the last user turn (everything else must match exactly, see :mod:`.scope`).
 """
 
 from __future__ import annotations
@@ -240,5 +240,50 @@ class NoVerifier:
         return None
 
 
-def make_verifier(name: str) -> RuleVerifier | NoVerifier:
-    return NoVerifier() if name == "none" else RuleVerifier()
+class JudgedVerifier:
+    """The rules, then an LLM judge for what they let through. It fails closed: anything but a clear "yes"
+    (an error, a timeout, another answer) rejects the neighbour, so a broken judge costs hits, never correctness.
+    Each candidate that passes the rules costs one judge call on an exact miss."""
+
+    name = "rules+llm"
+    _PROMPT = (
+        "Two users sent these requests to an assistant. Would one and the same answer serve both equally well, "
+        "with no fact, number, name, negation or direction differing? Reply with exactly YES or NO.\n\n"
+        "Request A: {a}\n\nRequest B: {b}"
+    )
+
+    def __init__(self, model: str, *, api_base: str | None = None, api_key: str | None = None) -> None:
+        self.rules = RuleVerifier()
+        self.model = model
+        self._kwargs = {k: v for k, v in (("api_base", api_base), ("api_key", api_key)) if v}
+
+    def check(self, query: str, candidate: str) -> str | None:
+        rule = self.rules.check(query, candidate)
+        if rule is not None:
+            return rule
+        import litellm
+
+        try:
+            response = litellm.completion(
+                model=self.model,
+                messages=[{"role": "user", "content": self._PROMPT.format(a=query, b=candidate)}],
+                temperature=0,
+                max_tokens=3,
+                caching=False,
+                cache={"no-cache": True, "no-store": True},
+                **self._kwargs,
+            )
+            reply = str(response.choices[0].message.content or "")
+        except Exception:
+            return "judge"
+        return None if reply.strip().lower().startswith("yes") else "judge"
+
+
+def make_verifier(
+    name: str, *, judge_model: str | None = None, judge_api_base: str | None = None, judge_api_key: str | None = None
+) -> RuleVerifier | NoVerifier | JudgedVerifier:
+    if name == "none":
+        return NoVerifier()
+    if name == "rules+llm" and judge_model:
+        return JudgedVerifier(judge_model, api_base=judge_api_base, api_key=judge_api_key)
+    return RuleVerifier()

@@ -187,3 +187,32 @@ def test_embeddings_are_cached_where_the_index_lives(
     semantic_cache._semantic.embedder._cache.clear()  # as if another process
     _ask(provider, "", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": ANCHOR}])
     assert provider.count("embeddings") == embedded
+
+
+def test_the_llm_judge_is_asked_after_the_rules_and_fails_closed(
+    make_cache: MakeCache, provider: StandInProvider
+) -> None:
+    """The stand-in model never answers YES: every neighbour the rules let through is then rejected."""
+    cache = make_cache(
+        **_semantic(
+            provider,
+            semantic_verifier="rules+llm",
+            semantic_judge_model="openai/judge",
+            semantic_judge_api_base=provider.base_url,
+            semantic_judge_api_key="sk-test",
+        )
+    )
+    _ask(provider, ANCHOR)
+    _ask(provider, PARAPHRASE)  # rules pass, the judge does not say yes: upstream
+    _ask(provider, "How do I not reset my password for the billing portal?")  # the rules reject: no judge call
+    judged = [r for r in provider.requests if r.get("model") == "judge"]
+    assert len(judged) == 1 and "Request A: " + PARAPHRASE in judged[0]["messages"][0]["content"]
+    assert provider.count("chat") == 4  # three answers and one judgement
+    assert cache.stats()["semantic"]["reasons"]["rejected_judge"] == 1
+
+
+def test_a_judge_verifier_without_a_model_is_a_clear_error(make_cache: MakeCache) -> None:
+    from dspy_tiered_cache.settings import ConfigError
+
+    with pytest.raises(ConfigError, match="semantic_judge_model"):
+        make_cache(semantic=True, semantic_verifier="rules+llm")
