@@ -89,6 +89,26 @@ class CacheSettings(BaseSettings):
     generation_refresh_s: float = Field(1.0, ge=0, description="How often namespace generations are re-read.")
     telemetry: bool = Field(True, description="Emit OpenTelemetry spans and metrics (no-op without an SDK).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
+    # -- the opt-in semantic tier (LiteLLM door; see dspy_tiered_cache/semantic/) --
+    semantic: bool = Field(False, description="After an exact miss, serve a verified near-identical request's answer.")
+    semantic_threshold: float = Field(
+        0.7, gt=0.0, le=1.0, description="Cosine similarity a neighbour needs before the verifier looks at it."
+    )
+    semantic_embedding_model: str = Field("text-embedding-3-small", description="Any LiteLLM embedding model.")
+    semantic_embedding_api_base: str | None = Field(None, description="Endpoint of the embedding model.")
+    semantic_embedding_api_key: SecretStr | None = Field(None, description="Key for the embedding model.")
+    semantic_verifier: Literal["rules", "rules+llm", "none"] = Field(
+        "rules",
+        description="'rules': reject neighbours differing in numbers, negation, names...; 'rules+llm': then ask "
+        "semantic_judge_model too; 'none': trust the threshold (for measurement).",
+    )
+    semantic_judge_model: str | None = Field(None, description="LiteLLM chat model judging neighbours (rules+llm).")
+    semantic_judge_api_base: str | None = Field(None, description="Endpoint of the judge model.")
+    semantic_judge_api_key: SecretStr | None = Field(None, description="Key for the judge model.")
+    semantic_candidates: int = Field(5, gt=0, le=100, description="Nearest neighbours the verifier examines.")
+    semantic_max_chars: int = Field(2000, gt=0, description="Longer last user turns are matched exactly only.")
+    semantic_max_messages: int = Field(6, gt=0, description="Longer conversations are matched exactly only.")
+    semantic_allow_tools: bool = Field(False, description="Also match requests carrying tools/functions.")
 
     @field_validator("namespace", "key_prefix")
     @classmethod
@@ -133,6 +153,8 @@ class CacheSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> CacheSettings:
+        if self.semantic_verifier == "rules+llm" and not self.semantic_judge_model:
+            raise ValueError("semantic_verifier='rules+llm' needs semantic_judge_model (a LiteLLM chat model)")
         if self.disk is True and self.disk_path.exists() and self.disk_path.is_dir():
             raise ValueError(f"disk_path {str(self.disk_path)!r} is a directory; point it at a file")
         return self
@@ -152,6 +174,8 @@ class CacheSettings(BaseSettings):
         data["redis_url"] = mask_url(self.redis_url_value)
         data["key_secret"] = "********" if self.key_secret is not None else None
         data["encryption_keys"] = ["********"] * len(self.encryption_keys)
+        data["semantic_embedding_api_key"] = "********" if self.semantic_embedding_api_key is not None else None
+        data["semantic_judge_api_key"] = "********" if self.semantic_judge_api_key is not None else None
         return data
 
 
@@ -187,7 +211,12 @@ def _explain(exc: ValidationError, given_in_code: set[str]) -> str:
         env = ENV_PREFIX + field.upper()
         origin = f"argument {field}=" if field in given_in_code else f"env {env} / argument {field}="
         value = err.get("input")
-        shown = "****" if field in {"redis_url", "key_secret", "encryption_keys"} else repr(value)
+        shown = (
+            "****"
+            if field
+            in {"redis_url", "key_secret", "encryption_keys", "semantic_embedding_api_key", "semantic_judge_api_key"}
+            else repr(value)
+        )
         if err["type"] == "extra_forbidden":
             lines.append(f"- unknown setting {field!r}: check the spelling against CacheSettings' fields")
         else:

@@ -51,11 +51,19 @@ class CallTrace:
         self.span = span
 
     def record(
-        self, level: str, *, key: str | None = None, tokens_saved: int | None = None, model: str | None = None
+        self,
+        level: str,
+        *,
+        key: str | None = None,
+        tokens_saved: int | None = None,
+        model: str | None = None,
+        similarity: float | None = None,
     ) -> None:
         span = self.span
         span.set_attribute("cache.level", level)
-        span.set_attribute("cache.hit", level in ("l1", "l2", "disk", "joined"))
+        span.set_attribute("cache.hit", level in ("l1", "l2", "disk", "joined", "semantic"))
+        if similarity is not None:
+            span.set_attribute("cache.similarity", round(similarity, 4))
         if key is not None:
             span.set_attribute("cache.key_hash", key.rsplit(":", 1)[-1][:12])
         if tokens_saved:
@@ -71,7 +79,13 @@ class _NoopTrace(CallTrace):
         pass
 
     def record(
-        self, level: str, *, key: str | None = None, tokens_saved: int | None = None, model: str | None = None
+        self,
+        level: str,
+        *,
+        key: str | None = None,
+        tokens_saved: int | None = None,
+        model: str | None = None,
+        similarity: float | None = None,
     ) -> None:
         return None
 

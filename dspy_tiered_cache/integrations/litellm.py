@@ -105,6 +105,8 @@ _AWAITING_MAX: Final = 4096
 #: What the backend saw during one lookup, for the call's span: (level, key), and tokens the hit saved.
 _LOOKUP: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("dtc_litellm_lookup", default=None)
 _SAVED: contextvars.ContextVar[int] = contextvars.ContextVar("dtc_litellm_saved", default=0)
+#: Similarity of the neighbour a semantic hit came from, for the call's span.
+_SIMILARITY: contextvars.ContextVar[float | None] = contextvars.ContextVar("dtc_litellm_similarity", default=None)
 _LOOKED_UP_MAX: Final = 4096
 
 
@@ -440,6 +442,11 @@ class TieredCache(Cache):
         # Registered now, not when a flight starts: LiteLLM binds a call's callbacks before its cache lookup.
         if core.settings.single_flight:
             _register_for_failures(self)
+        self._semantic: Any = None
+        if core.settings.semantic:
+            from dspy_tiered_cache.semantic import SemanticTier
+
+            self._semantic = SemanticTier(core)
 
     # -- keys ----------------------------------------------------------------------------------------
     def get_cache_key(self, **kwargs: Any) -> str:
@@ -461,6 +468,16 @@ class TieredCache(Cache):
         return key
 
     def _build_key(self, kwargs: dict[str, Any]) -> str:
+        request = self._request(kwargs)
+        try:
+            return self.core.key_for(request, namespace=self._namespace_of(kwargs))
+        except UncacheableRequest as exc:
+            self.core.stats.count("uncacheable")
+            log.debug("dspy_tiered_cache: request not cacheable, calling upstream uncached: %s", exc)
+            return UNCACHEABLE_KEY
+
+    def _request(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The parameters a key (and a semantic partition) is made of."""
         allowed = ModelParamHelper.get_all_llm_api_params()
         extra_params = litellm.enable_caching_on_provider_specific_optional_params is True
         request: dict[str, Any] = {"__door__": "litellm"}
@@ -469,7 +486,7 @@ class TieredCache(Cache):
                 continue
             if param in allowed:
                 if param == "file" or (param == "model" and self._may_regroup_model(kwargs)):
-                    value = self._get_param_value(param, kwargs)  # caching groups / model_group / file name
+                    value = self._get_param_value(param, dict(kwargs))  # caching groups / model_group / file name
                     if value is None:
                         continue
                 request[param] = value
@@ -477,12 +494,7 @@ class TieredCache(Cache):
                 request[param] = value
         if self.core.settings.include_api_base and kwargs.get("api_base"):
             request["__api_base__"] = str(kwargs["api_base"])
-        try:
-            return self.core.key_for(request, namespace=self._namespace_of(kwargs))
-        except UncacheableRequest as exc:
-            self.core.stats.count("uncacheable")
-            log.debug("dspy_tiered_cache: request not cacheable, calling upstream uncached: %s", exc)
-            return UNCACHEABLE_KEY
+        return request
 
     @staticmethod
     def _may_regroup_model(kwargs: Mapping[str, Any]) -> bool:
@@ -548,9 +560,11 @@ class TieredCache(Cache):
     def get_cache(self, dynamic_cache_object: BaseCache | None = None, **kwargs: Any) -> Any:
         self._looked_up(kwargs)
         with self._trace(kwargs) as call:
-            lookup, saved = _LOOKUP.set(None), _SAVED.set(0)
+            lookup, saved, similarity = _LOOKUP.set(None), _SAVED.set(0), _SIMILARITY.set(None)
             try:
                 result = super().get_cache(dynamic_cache_object, **kwargs)
+                if result is None and self._semantic is not None and self._exact_missed():
+                    result = self._semantic_answered(self._semantic_find(kwargs))
                 if result is None and (led := self._join_or_lead(kwargs)) is not None:
                     key, flight, leader = led
                     if leader:  # lead in this process; across processes, take the lease or wait for its holder
@@ -563,13 +577,17 @@ class TieredCache(Cache):
             finally:
                 _LOOKUP.reset(lookup)
                 _SAVED.reset(saved)
+                _SIMILARITY.reset(similarity)
 
     async def async_get_cache(self, dynamic_cache_object: BaseCache | None = None, **kwargs: Any) -> Any:
         self._looked_up(kwargs)
         with self._trace(kwargs) as call:
-            lookup, saved = _LOOKUP.set(None), _SAVED.set(0)
+            lookup, saved, similarity = _LOOKUP.set(None), _SAVED.set(0), _SIMILARITY.set(None)
             try:
                 result = await super().async_get_cache(dynamic_cache_object, **kwargs)
+                if result is None and self._semantic is not None and self._exact_missed():
+                    found = await asyncio.get_running_loop().run_in_executor(None, self._semantic_find, kwargs)
+                    result = self._semantic_answered(found)
                 if result is None and (led := self._join_or_lead(kwargs)) is not None:
                     key, flight, leader = led
                     if leader:
@@ -582,6 +600,37 @@ class TieredCache(Cache):
             finally:
                 _LOOKUP.reset(lookup)
                 _SAVED.reset(saved)
+                _SIMILARITY.reset(similarity)
+
+    # -- the opt-in semantic tier: only after an exact miss ---------------------------------------------
+    @staticmethod
+    def _exact_missed() -> bool:
+        lookup = _LOOKUP.get()
+        return lookup is not None and lookup[0] == "miss"
+
+    def _semantic_find(self, kwargs: Mapping[str, Any]) -> tuple[Hit, float] | None:
+        """Shared by sync and async lookups (the async one runs it in a thread: it may embed over HTTP).
+
+        Streamed calls take part: LiteLLM replays any hit as a stream, a semantic one included."""
+        return self._semantic.lookup(self._request(kwargs), self._namespace_of(kwargs))  # type: ignore[no-any-return]
+
+    def _semantic_answered(self, found: tuple[Hit, float] | None) -> Any:
+        if found is None:
+            return None
+        hit, similarity = found
+        result = self.get_cache_logic(cached_result=from_stored(hit), max_age=None)
+        if result is not None:
+            key = (_LOOKUP.get() or ("", ""))[1]
+            _LOOKUP.set(("semantic", key))
+            _SIMILARITY.set(similarity)
+        return result
+
+    def _semantic_store(self, kwargs: Mapping[str, Any]) -> None:
+        if "messages" not in kwargs:
+            return
+        key = self.get_cache_key(**kwargs)
+        if key != UNCACHEABLE_KEY:
+            self._semantic.store(self._request(kwargs), key, self._namespace_of(kwargs))
 
     # -- single-flight: concurrent identical misses make one upstream call -------------------------------
     def _join_or_lead(self, kwargs: Mapping[str, Any]) -> tuple[str, Flight, bool] | None:
@@ -658,7 +707,12 @@ class TieredCache(Cache):
             call.record("bypass")
             return
         level, key = lookup
-        call.record(level if result is not None else "miss", key=key, tokens_saved=_SAVED.get() or None)
+        call.record(
+            level if result is not None else "miss",
+            key=key,
+            tokens_saved=_SAVED.get() or None,
+            similarity=_SIMILARITY.get() if level == "semantic" else None,
+        )
 
     def _bypass_span_if_not_looked_up(self, kwargs: Mapping[str, Any]) -> None:
         """``cache={"no-cache": True}`` skips the lookup entirely (LiteLLM never calls get_cache), but the call is
@@ -678,6 +732,8 @@ class TieredCache(Cache):
             super().add_cache(result, **kwargs)  # type: ignore[no-untyped-call]
         finally:
             self._end_flight(kwargs)
+        if self._semantic is not None:
+            self._semantic_store(kwargs)
 
     async def async_add_cache(self, result: Any, dynamic_cache_object: BaseCache | None = None, **kwargs: Any) -> None:
         self._bypass_span_if_not_looked_up(kwargs)
@@ -685,6 +741,8 @@ class TieredCache(Cache):
             await super().async_add_cache(result, dynamic_cache_object, **kwargs)
         finally:
             self._end_flight(kwargs)
+        if self._semantic is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._semantic_store, kwargs)
 
     # -- management ----------------------------------------------------------------------------------
     def invalidate_namespace(self, namespace: str | None = None) -> int:
@@ -692,18 +750,25 @@ class TieredCache(Cache):
         return self.core.invalidate_namespace(namespace_name(namespace) if namespace else None)
 
     def stats(self) -> dict[str, Any]:
-        return self.core.stats.snapshot()
+        snapshot = self.core.stats.snapshot()
+        if self._semantic is not None:
+            snapshot["semantic"] = self._semantic.snapshot()
+        return snapshot
 
     def flush(self, timeout: float = 5.0) -> bool:
         return self.core.flush(timeout)
 
     def clear(self) -> int:
+        if self._semantic is not None:
+            self._semantic.clear()
         return self.core.clear()
 
     def close(self) -> None:
         for key, flight in list(self._leading.values()):
             self.core.singleflight.finish(key, flight, None)
         self._leading.clear()
+        if self._semantic is not None:
+            self._semantic.close()
         self.core.close()
 
     def __repr__(self) -> str:

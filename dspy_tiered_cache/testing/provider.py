@@ -21,6 +21,8 @@ What it answers:
 * ``POST /v1/completions`` - text completions (``prompt`` a string or a list; ``n``; streaming).
 * ``POST /v1/embeddings`` - ``input`` a string or a list; unit-length float vectors of ``embedding_dim``
   (or the request's ``dimensions``), returned as floats or as base64 float32 (the OpenAI SDK asks for base64).
+  The model ``bag-of-words`` answers with :func:`bag_of_words_vector` (256 dimensions unless ``dimensions``):
+  texts sharing words are close, as the semantic tier's tests and benchmark need.
 * ``GET /v1/models`` and ``GET /health``.
 
 Determinism: the *content* of an answer is a function of the request's messages (plus tools and
@@ -67,7 +69,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, cast
 
-__all__ = ["TOOL_CALL_MARKER", "StandInProvider", "main"]
+__all__ = ["BAG_OF_WORDS_MODEL", "TOOL_CALL_MARKER", "StandInProvider", "bag_of_words_vector", "main"]
 
 #: Put this text in the last user message (with ``tools`` in the request) to get a tool call back.
 TOOL_CALL_MARKER = "CALL_TOOL"
@@ -987,7 +989,10 @@ class StandInProvider:
         for index, item in enumerate(inputs):
             text = item if isinstance(item, str) else _canonical(item)
             tokens += len(item) if isinstance(item, list) else _rough_tokens(text)
-            vector = _embedding_vector(text, dim, self.salt)
+            if str(body.get("model") or "").startswith(BAG_OF_WORDS_MODEL):
+                vector = bag_of_words_vector(text, dims if isinstance(dims, int) and dims > 0 else 256)
+            else:
+                vector = _embedding_vector(text, dim, self.salt)
             embedding: Any = base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode("ascii") if as_base64 else vector
             data.append({"object": "embedding", "index": index, "embedding": embedding})
         prompt = self.prompt_tokens if self.prompt_tokens is not None else tokens
@@ -997,6 +1002,29 @@ class StandInProvider:
             "model": str(body.get("model") or "text-embedding-3-small"),
             "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
         }
+
+
+#: Embedding model name (``openai/bag-of-words`` through LiteLLM) answered with :func:`bag_of_words_vector`.
+BAG_OF_WORDS_MODEL = "bag-of-words"
+_BOW_TOKEN_RE = re.compile(r"[a-z0-9]+")
+_BOW_STOPWORDS = frozenset("a an the is are was were be do does did i me my you your to of in on for and or it".split())  # noqa: SIM905
+
+
+def bag_of_words_vector(text: str, dim: int = 256) -> list[float]:
+    """A unit-length bag-of-words vector: lower-cased words (minus a few stopwords), each hashed to a signed
+    bucket. Texts sharing words are close, whatever their meaning: "enable 2FA" sits next to "disable 2FA",
+    which is what the semantic tier's verifier must survive. Deterministic across processes and machines."""
+    values = [0.0] * dim
+    for word in _BOW_TOKEN_RE.findall(text.lower()):
+        if word in _BOW_STOPWORDS:
+            continue
+        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        bucket = int.from_bytes(digest[:4], "little") % dim
+        values[bucket] += 1.0 if digest[4] & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in values))
+    if norm == 0.0:
+        values[0], norm = 1.0, 1.0
+    return [struct.unpack("<f", struct.pack("<f", v / norm))[0] for v in values]
 
 
 def _embedding_vector(text: str, dim: int, salt: str = "") -> list[float]:
