@@ -813,9 +813,8 @@ class TieredCache(Cache):
         return self.core.clear()
 
     def close(self) -> None:
-        for key, flight in list(self._leading.values()):
-            self.core.singleflight.finish(key, flight, None)
-        self._leading.clear()
+        for call_id in list(self._leading):  # their followers go upstream; their leases are given back
+            self._end_flight({"litellm_call_id": call_id}, failed=True)
         if self._semantic is not None:
             self._semantic.close()
         self.core.close()
