@@ -307,7 +307,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
             else:
                 contents.append(redis_contents(tier, s.key_prefix, args.scan_limit))
     data = {
-        "settings": _settings_summary(s),
+        # The user's settings, what `config` shows: this admin process runs without a memory tier of its own.
+        "settings": _settings_summary(settings_from_args(args)),
         "health": [_health_dict(h) for h in healths],
         "tiers": contents,
         "note": "hit/miss counters are per process: read core.stats / dspy_tiered_cache.report.report(core)",
@@ -984,7 +985,10 @@ def _config_message(message: str) -> str:
     lines = [line.strip().removeprefix("- ") for line in message.splitlines() if line.strip()]
     text = lines[0].rstrip(":") + ": " + "; ".join(lines[1:]) if len(lines) > 1 else message
     for field in ("redis_url", "disk_path", "namespace"):
-        text = text.replace(f"argument {field}=", f"--{field.replace('_', '-')} / env {ENV_PREFIX}{field.upper()}=")
+        env = f"env {ENV_PREFIX}{field.upper()}"
+        option = f"--{field.replace('_', '-')}"
+        text = text.replace(f"{env} / argument {field}=", f"{option} / {env}=")  # name the variable once
+        text = text.replace(f"argument {field}=", f"{option} / {env}=")
     return text
 
 

@@ -6,15 +6,14 @@ line; a disk tier that cannot be created makes ``health`` exit 1 and ``warm`` / 
 
 from __future__ import annotations
 
-import socket
-import sqlite3
-import time
-from pathlib import Path
-
 import io
 import json
 import os
+import socket
+import sqlite3
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest

@@ -794,6 +794,15 @@ class TieredCache(Cache):
             await asyncio.get_running_loop().run_in_executor(None, self._semantic_store, kwargs)
 
     # -- management ----------------------------------------------------------------------------------
+    def delete(self, **request: Any) -> str:
+        """Forget the cached answer of one request, given as the call's own keyword arguments
+        (``cache.delete(model=..., messages=[...])``); returns the key it removed. Credentials, ``api_base`` and
+        other transport options may be passed or not: they are not part of the key."""
+        key = self._build_key(dict(request))
+        if key != UNCACHEABLE_KEY:
+            self.core.delete(key)
+        return key
+
     def invalidate_namespace(self, namespace: str | None = None) -> int:
         """Make every entry of a namespace unreachable in O(1) (LiteLLM namespaces of any spelling)."""
         return self.core.invalidate_namespace(namespace_name(namespace) if namespace else None)

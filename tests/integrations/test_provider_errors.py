@@ -241,7 +241,9 @@ def test_litellm_issue_scenario_default_sdk_retries(provider: StandInProvider, t
         cache.close()
 
 
-def test_litellm_followers_of_a_failed_leader_get_the_failure_at_once(provider: StandInProvider, tmp_path: Path) -> None:
+def test_litellm_followers_of_a_failed_leader_get_the_failure_at_once(
+    provider: StandInProvider, tmp_path: Path
+) -> None:
     """Threads that joined a leader whose call fails go upstream at once (and fail as they would uncached)."""
     request = litellm_request(provider, "500", 1, "followers")
     provider.latency = 0.2  # the leader's attempt is still running when the followers join it
@@ -392,7 +394,8 @@ def test_cached_decorator_sync_and_async(provider: StandInProvider, tmp_path: Pa
 
         litellm.cache = None
         wrapped, awrapped = cached(core=core)(ask), cached(core=core)(aask)
-        compare("@cached sync   500", run(provider, "500", lambda: ask("d")), run(provider, "500", lambda: wrapped("d")))
+        bare = run(provider, "500", lambda: ask("d"))
+        compare("@cached sync   500", bare, run(provider, "500", lambda: wrapped("d")))
         bare = run(provider, "500", lambda: asyncio.run(aask("a")))
         ours = run(provider, "500", lambda: asyncio.run(awrapped("a")))
         compare("@cached async  500", bare, ours)
