@@ -163,8 +163,19 @@ def make_tiered(tmp_path: Path, **settings: Any) -> TieredCache:
     return TieredCache(single_flight_timeout=30, **settings)
 
 
-@pytest.mark.parametrize("retries", [0, 2])
-@pytest.mark.parametrize("kind", list(KINDS))
+#: Cells whose uncached call alone takes seconds (client timeouts / connection backoff, times five attempts).
+SLOW = {("timeout", 2), ("refused", 2)}
+
+
+def cells() -> list[Any]:
+    return [
+        pytest.param(kind, retries, marks=[pytest.mark.slow] if (kind, retries) in SLOW else [])
+        for kind in KINDS
+        for retries in (0, 2)
+    ]
+
+
+@pytest.mark.parametrize(("kind", "retries"), cells())
 def test_litellm_sync(provider: StandInProvider, tmp_path: Path, kind: str, retries: int) -> None:
     text = f"sync {kind} {retries}"
     request = litellm_request(provider, kind, retries, text)
@@ -185,8 +196,7 @@ def test_litellm_sync(provider: StandInProvider, tmp_path: Path, kind: str, retr
         cache.close()
 
 
-@pytest.mark.parametrize("retries", [0, 2])
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize(("kind", "retries"), cells())
 async def test_litellm_async(provider: StandInProvider, tmp_path: Path, kind: str, retries: int) -> None:
     text = f"async {kind} {retries}"
     request = litellm_request(provider, kind, retries, text)
@@ -280,6 +290,49 @@ def test_litellm_followers_of_a_failed_leader_get_the_failure_at_once(
         assert provider.request_count == 1
     finally:
         provider.recover()
+        cache.close()
+
+
+async def test_litellm_async_followers_of_a_failed_leader_get_the_failure_at_once(
+    provider: StandInProvider, tmp_path: Path
+) -> None:
+    request = litellm_request(provider, "500", 1, "async followers")
+    provider.latency = 0.2
+    cache = litellm.cache = make_tiered(tmp_path)
+    fail(provider, "500")
+    try:
+        started = time.monotonic()
+        results = await asyncio.gather(*(litellm.acompletion(**request) for _ in range(4)), return_exceptions=True)
+        assert [type(r) for r in results] == [litellm.InternalServerError] * 4
+        assert time.monotonic() - started < 3 * 0.2 + SLACK_S + 1.0
+        assert_no_leftovers(cache)
+        provider.recover()
+        provider.latency = 0.0
+        provider.reset()
+        await litellm.acompletion(**request)
+        assert provider.request_count == 1
+    finally:
+        provider.recover()
+        cache.close()
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_litellm_embeddings(provider: StandInProvider, tmp_path: Path, retries: int) -> None:
+    request = {"model": "openai/text-embedding-3-small", "input": ["a", "b"], "api_base": provider.base_url,
+               "api_key": API_KEY, "num_retries": retries, "max_retries": 0}  # fmt: skip
+    litellm.cache = None
+    bare = run(provider, "500", lambda: litellm.embedding(**request))
+    cache = litellm.cache = make_tiered(tmp_path)
+    try:
+        compare(f"litellm embed  500       num_retries={retries}", bare,
+                run(provider, "500", lambda: litellm.embedding(**request)))  # fmt: skip
+        litellm.cache = None
+        abare = run(provider, "500", lambda: asyncio.run(litellm.aembedding(**request)))
+        litellm.cache = cache
+        compare(f"litellm aembed 500       num_retries={retries}", abare,
+                run(provider, "500", lambda: asyncio.run(litellm.aembedding(**request))))  # fmt: skip
+        assert_no_leftovers(cache)
+    finally:
         cache.close()
 
 
