@@ -28,6 +28,7 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sqlite3
 import sys
 import tempfile
@@ -38,12 +39,14 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dspy_tiered_cache import __version__
 from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.report import format_table
 from dspy_tiered_cache.settings import ENV_PREFIX, CacheSettings, ConfigError, load_settings, mask_url
 from dspy_tiered_cache.tiers.base import Tier, TierHealth
+from dspy_tiered_cache.tiers.disk import DiskTier
 
 PROG = "dspy-tiered-cache"
 #: Keys a ``stats`` SCAN of Redis looks at before it stops and says so (SCAN is O(N) over the whole keyspace).
@@ -121,8 +124,10 @@ def _where(tier: Tier) -> str:
 
 def _health(tier: Tier) -> TierHealth:
     """The tier's health, without creating a disk file that does not exist yet (a read must not write)."""
-    path = getattr(tier, "path", None)
-    if isinstance(path, Path) and not path.exists():
+    if isinstance(tier, DiskTier) and not tier.path.exists():
+        problem = tier.unusable()
+        if problem is not None:  # nothing could ever be saved there: that is not "ok"
+            return TierHealth(tier.name, False, None, None, detail=problem)
         return TierHealth(tier.name, True, None, f"sqlite {sqlite3.sqlite_version}", detail="no file yet")
     return tier.health()
 
@@ -302,7 +307,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
             else:
                 contents.append(redis_contents(tier, s.key_prefix, args.scan_limit))
     data = {
-        "settings": _settings_summary(s),
+        # The user's settings, what `config` shows: this admin process runs without a memory tier of its own.
+        "settings": _settings_summary(settings_from_args(args)),
         "health": [_health_dict(h) for h in healths],
         "tiers": contents,
         "note": "hit/miss counters are per process: read core.stats / dspy_tiered_cache.report.report(core)",
@@ -522,14 +528,18 @@ class Progress:
 def cmd_warm(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise CliError("--concurrency must be at least 1", 2)
+    if args.max_failures < 1:
+        raise CliError("--max-failures must be at least 1", 2)
     requests = load_requests(args.file, args.model)
     settings = settings_from_args(args, memory=False)
+    _preflight(requests, args.api_base, None)  # before LiteLLM's import (seconds on a busy machine)
     _setdefault_litellm_env()
     import litellm
 
     from dspy_tiered_cache.integrations.litellm import TieredCache
 
     litellm.suppress_debug_info = True
+    _preflight(requests, args.api_base, litellm)
     core = CacheCore(settings)
     try:
         _require_healthy(core, "warm the cache")
@@ -542,6 +552,83 @@ def cmd_warm(args: argparse.Namespace) -> int:
             core.flush(30.0)
     finally:
         core.close()
+
+
+#: Where a provider answers when a request names no api_base (only those whose default we know).
+_DEFAULT_ENDPOINTS = {"openai": "https://api.openai.com", "anthropic": "https://api.anthropic.com"}
+_CONNECT_TIMEOUT_S = 3.0
+#: Endpoints this process already reached (the check runs before and after LiteLLM's import).
+_REACHED: set[str] = set()
+
+
+#: The key variable of the providers most warm runs use, checked before LiteLLM is imported (the others are
+#: checked with LiteLLM's own ``validate_environment`` once it is).
+_KEY_VARIABLES = {"openai/": "OPENAI_API_KEY", "anthropic/": "ANTHROPIC_API_KEY"}
+
+
+def _check_keys(requests: list[tuple[int, dict[str, Any]]], api_base: str | None, litellm: Any) -> None:
+    """Without a key every call fails the same way, each after LiteLLM's retries: that used to take minutes and
+    print the same error five times. A self-hosted endpoint (``api_base``) may need no key at all."""
+    checked: set[str] = set()
+    for lineno, request in requests:
+        model = str(request["model"])
+        if model in checked or request.get("api_base") or api_base or request.get("api_key"):
+            continue
+        checked.add(model)
+        known = next((var for prefix, var in _KEY_VARIABLES.items() if model.startswith(prefix)), None)
+        if known is not None:
+            missing = None if os.environ.get(known) else known
+        elif litellm is not None:
+            check = litellm.validate_environment(model=model)
+            missing = None if check.get("keys_in_environment") else (
+                ", ".join(check.get("missing_keys") or []) or "the provider's API key"
+            )  # fmt: skip
+        else:
+            continue
+        if missing:
+            raise CliError(f"line {lineno}: model {model} needs {missing} in the environment (or pass --api-base)")
+
+
+def _preflight(requests: list[tuple[int, dict[str, Any]]], api_base: str | None, litellm: Any) -> None:
+    """Check credentials and endpoints before the first paid call."""
+    _check_keys(requests, api_base, litellm)
+    endpoints: dict[str, str] = {}
+    checked: set[tuple[str, str | None]] = set()
+    for _, request in requests:
+        model = str(request["model"])
+        base = request.get("api_base") or api_base
+        if (model, base) in checked:
+            continue
+        checked.add((model, base))
+        if not base:
+            provider = model.split("/", 1)[0] if "/" in model else None
+            if provider not in _DEFAULT_ENDPOINTS and litellm is not None:
+                try:
+                    provider = litellm.get_llm_provider(model=model)[1]
+                except Exception:
+                    provider = None
+            base = _DEFAULT_ENDPOINTS.get(str(provider))
+        if base and str(base) not in _REACHED:
+            endpoints.setdefault(str(base), model)
+    for base in endpoints:
+        problem = _unreachable(base)
+        if problem:
+            raise CliError(f"cannot warm: endpoint {mask_url(base)} is unreachable ({problem})")
+        _REACHED.add(base)
+
+
+def _unreachable(url: str) -> str | None:
+    """Why a TCP connection to ``url``'s host cannot be opened within a few seconds (None: it can)."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    host = parts.hostname
+    if not host:
+        return "no host in the URL"
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((host, port), timeout=_CONNECT_TIMEOUT_S):
+            return None
+    except (OSError, ValueError) as exc:
+        return _one_line(str(exc)) or type(exc).__name__
 
 
 def _warm(
@@ -572,16 +659,28 @@ def _warm(
             litellm.completion(**{**options, **call})
 
     progress.update(skipped, skipped, 0, 0)
+    consecutive = 0
+    stopped: str | None = None
     with ThreadPoolExecutor(max_workers=args.concurrency, thread_name_prefix="dtc-warm") as pool:
         futures = {pool.submit(one, call): lineno for lineno, call in todo}
         for future in as_completed(futures):
+            if future.cancelled():
+                continue
             exc = future.exception()
             if exc is None:
                 warmed += 1
+                consecutive = 0
             else:
                 failed += 1
+                consecutive += 1
+                line = f"line {futures[future]}: {type(exc).__name__}: {_one_line(str(exc))[:300]}"
                 if len(errors) < 5:
-                    errors.append(f"line {futures[future]}: {type(exc).__name__}: {_one_line(str(exc))[:300]}")
+                    errors.append(line)
+                if stopped is None and consecutive >= args.max_failures:
+                    # The same error N times in a row is the provider or the credentials, not the requests.
+                    stopped = f"stopped after {consecutive} consecutive failures (last: {line})"
+                    for pending in futures:
+                        pending.cancel()
             progress.update(skipped + warmed + failed, skipped, warmed, failed)
     core.flush(30.0)
     progress.update(skipped + warmed + failed, skipped, warmed, failed, final=True)
@@ -589,6 +688,9 @@ def _warm(
     _out(
         f"warmed {warmed} new, {skipped} already cached, {failed} failed of {len(requests)} requests in {elapsed:.1f} s"
     )
+    if stopped is not None:
+        print(f"{PROG}: error: warm {stopped}", file=sys.stderr)
+        return 1
     for line in errors:
         print(f"{PROG}: warm: {line}", file=sys.stderr)
     if failed:
@@ -829,6 +931,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=4, metavar="N", help="calls in flight at once (default 4)")
     p.add_argument("--retries", type=int, default=2, metavar="N", help="retries per failed call (default 2)")
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="seconds per call")
+    p.add_argument(
+        "--max-failures", type=int, default=3, metavar="N", help="stop after N consecutive failed calls (default 3)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress line")
 
     p = command("benchmark", "hit, miss and write latency of each tier on this machine", cmd_benchmark)
@@ -880,7 +985,10 @@ def _config_message(message: str) -> str:
     lines = [line.strip().removeprefix("- ") for line in message.splitlines() if line.strip()]
     text = lines[0].rstrip(":") + ": " + "; ".join(lines[1:]) if len(lines) > 1 else message
     for field in ("redis_url", "disk_path", "namespace"):
-        text = text.replace(f"argument {field}=", f"--{field.replace('_', '-')} / env {ENV_PREFIX}{field.upper()}=")
+        env = f"env {ENV_PREFIX}{field.upper()}"
+        option = f"--{field.replace('_', '-')}"
+        text = text.replace(f"{env} / argument {field}=", f"{option} / {env}=")  # name the variable once
+        text = text.replace(f"argument {field}=", f"{option} / {env}=")
     return text
 
 

@@ -9,10 +9,14 @@ upstream call per distinct question (single-flight), a program copy sharing the 
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 import warnings
 from pathlib import Path
+
+# Before LiteLLM's import (DSPy imports it): offline, it would otherwise try to download its price map.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dspy
 from _common import endpoint, parse_args, upstream

@@ -10,9 +10,13 @@ refresh, ``no-store``), embeddings, and the stats report.
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
+
+# Before LiteLLM's import (DSPy imports it): offline, it would otherwise try to download its price map.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm
 from _common import endpoint, parse_args, upstream

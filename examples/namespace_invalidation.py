@@ -15,11 +15,15 @@ the cache keeps serving the old answers until told otherwise. Two ways to tell i
 
 from __future__ import annotations
 
+import os
 import tempfile
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+
+# Before LiteLLM's import (DSPy imports it): offline, it would otherwise try to download its price map.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dspy
 from _common import LATENCY, Endpoint, endpoint, parse_args

@@ -224,6 +224,11 @@ class TieredBackend(BaseCache):
         self._awaiting: OrderedDict[str, None] = OrderedDict()
         self._awaiting_lock = threading.Lock()  # event loops in several threads may share one backend
 
+    def forget_awaiting(self, key: str) -> None:
+        """A call whose lookup missed failed: no write of it is coming, so later lookups must not wait for one."""
+        with self._awaiting_lock:
+            self._awaiting.pop(key, None)
+
     # -- writes --------------------------------------------------------------------------------------
     def _store(self, key: str, value: Any, kwargs: Mapping[str, Any]) -> bool:
         if key == UNCACHEABLE_KEY:
@@ -437,6 +442,11 @@ class TieredCache(Cache):
         self._looked_up_lock = threading.Lock()
         #: litellm_call_id -> (key, flight) of misses this process is answering (single-flight leaders).
         self._leading: dict[str, tuple[str, Flight]] = {}
+        #: thread id -> the call id whose flight that thread's current sync call leads.
+        self._thread_leading: dict[int, str] = {}
+        #: call ids that already took part in single-flight: a second lookup is a retry (see _retrying).
+        self._attempted: OrderedDict[str, None] = OrderedDict()
+        self.backend = backend
         #: key -> token of the cross-process lease our leader holds; the backend's store gives it back.
         self._leases: dict[str, str] = backend.leases
         # Registered now, not when a flight starts: LiteLLM binds a call's callbacks before its cache lookup.
@@ -565,11 +575,11 @@ class TieredCache(Cache):
                 result = super().get_cache(dynamic_cache_object, **kwargs)
                 if result is None and self._semantic is not None and self._exact_missed():
                     result = self._semantic_answered(self._semantic_find(kwargs))
-                if result is None and (led := self._join_or_lead(kwargs)) is not None:
+                if result is None and (led := self._join_or_lead(kwargs, sync=True)) is not None:
                     key, flight, leader = led
                     if leader:  # lead in this process; across processes, take the lease or wait for its holder
                         token, entry, level = self.core.acquire_or_wait(key)
-                        result = self._lead(kwargs, key, flight, token, entry, level)
+                        result = self._lead(kwargs, key, flight, token, entry, level, sync=True)
                     else:
                         result = self._joined(flight.wait(self.core.settings.single_flight_timeout))
                 self._record_lookup(call, result, kwargs)
@@ -588,11 +598,11 @@ class TieredCache(Cache):
                 if result is None and self._semantic is not None and self._exact_missed():
                     found = await asyncio.get_running_loop().run_in_executor(None, self._semantic_find, kwargs)
                     result = self._semantic_answered(found)
-                if result is None and (led := self._join_or_lead(kwargs)) is not None:
+                if result is None and (led := self._join_or_lead(kwargs, sync=False)) is not None:
                     key, flight, leader = led
                     if leader:
                         token, entry, level = await self.core.aacquire_or_wait(key)
-                        result = self._lead(kwargs, key, flight, token, entry, level)
+                        result = self._lead(kwargs, key, flight, token, entry, level, sync=False)
                     else:
                         result = self._joined(await flight.wait_async(self.core.settings.single_flight_timeout))
                 self._record_lookup(call, result, kwargs)
@@ -633,7 +643,7 @@ class TieredCache(Cache):
             self._semantic.store(self._request(kwargs), key, self._namespace_of(kwargs))
 
     # -- single-flight: concurrent identical misses make one upstream call -------------------------------
-    def _join_or_lead(self, kwargs: Mapping[str, Any]) -> tuple[str, Flight, bool] | None:
+    def _join_or_lead(self, kwargs: Mapping[str, Any], *, sync: bool) -> tuple[str, Flight, bool] | None:
         """After a miss: ``(key, flight, leader)`` for the in-process flight of this request, or None when the
         call takes no part in single-flight. A leader's write ends the flight (and its cross-process lease).
 
@@ -653,10 +663,43 @@ class TieredCache(Cache):
         ):
             return None
         key = lookup[1]
+        if self._retrying(call_id, sync):
+            return None
         flight, leader = self.core.singleflight.begin(key)
         return key, flight, leader
 
-    def _lead(self, kwargs: Mapping[str, Any], key: str, flight: Flight, token: str, entry: Any, level: str) -> Any:
+    def _retrying(self, call_id: str, sync: bool) -> bool:
+        """Whether this lookup is a retry of a call that already took part in single-flight.
+
+        LiteLLM's ``num_retries`` runs every attempt through the cache lookup again under the same call id, and the
+        sync wrapper calls no failure callback between attempts (nor for any attempt after the first logged
+        failure: LiteLLM logs one failure per call). So a second lookup by a call id is the only sure sign that
+        its previous attempt failed: end the flight that attempt led (its followers go upstream at once, its lease
+        is given back) and let the retry go upstream on its own, leading nothing that could be stranded.
+
+        A sync caller's thread runs one LiteLLM call at a time: a new call in a thread whose previous call still
+        leads a flight means that call ended without a store and without a failure callback (``no-log``, a
+        ``BaseException``): end that flight too."""
+        ended: list[str] = []
+        thread = threading.get_ident() if sync else None
+        with self._looked_up_lock:
+            retry = call_id in self._attempted
+            if call_id in self._leading:
+                ended.append(call_id)
+            if thread is not None:
+                previous = self._thread_leading.get(thread)
+                if previous is not None and previous != call_id and previous in self._leading:
+                    ended.append(previous)
+            self._attempted[call_id] = None
+            if len(self._attempted) > _LOOKED_UP_MAX:
+                self._attempted.popitem(last=False)
+        for ended_id in ended:
+            self._end_flight({"litellm_call_id": ended_id}, failed=True)
+        return retry
+
+    def _lead(
+        self, kwargs: Mapping[str, Any], key: str, flight: Flight, token: str, entry: Any, level: str, *, sync: bool
+    ) -> Any:
         """The in-process leader: answer from what another leader (here or in another process) just stored,
         or register the flight (and lease) for our upstream call's write to end."""
         registry = self.core.singleflight
@@ -669,12 +712,13 @@ class TieredCache(Cache):
         call_id = str(kwargs.get("litellm_call_id"))
         with self._looked_up_lock:
             self._leading[call_id] = (key, flight)
+            if sync:
+                self._thread_leading[threading.get_ident()] = call_id
             if token:
                 self._leases[key] = token
-            if len(self._leading) > _LOOKED_UP_MAX:
-                stale_id = next(iter(self._leading))
-                stale_key, stale_flight = self._leading.pop(stale_id)
-                registry.finish(stale_key, stale_flight, None)
+            stale_id = next(iter(self._leading)) if len(self._leading) > _LOOKED_UP_MAX else None
+        if stale_id is not None:
+            self._end_flight({"litellm_call_id": stale_id}, failed=True)
         return None
 
     def _joined(self, payload: bytes | None, level: str = "joined") -> Any:
@@ -694,6 +738,11 @@ class TieredCache(Cache):
             return
         with self._looked_up_lock:
             led = self._leading.pop(call_id, None)
+            for thread, leading_id in list(self._thread_leading.items()):
+                if leading_id == call_id:
+                    del self._thread_leading[thread]
+            if led is not None and failed:
+                self.backend.forget_awaiting(led[0])
         if led is not None:
             key, flight = led
             token = self._leases.pop(key, None)
@@ -745,6 +794,15 @@ class TieredCache(Cache):
             await asyncio.get_running_loop().run_in_executor(None, self._semantic_store, kwargs)
 
     # -- management ----------------------------------------------------------------------------------
+    def delete(self, **request: Any) -> str:
+        """Forget the cached answer of one request, given as the call's own keyword arguments
+        (``cache.delete(model=..., messages=[...])``); returns the key it removed. Credentials, ``api_base`` and
+        other transport options may be passed or not: they are not part of the key."""
+        key = self._build_key(dict(request))
+        if key != UNCACHEABLE_KEY:
+            self.core.delete(key)
+        return key
+
     def invalidate_namespace(self, namespace: str | None = None) -> int:
         """Make every entry of a namespace unreachable in O(1) (LiteLLM namespaces of any spelling)."""
         return self.core.invalidate_namespace(namespace_name(namespace) if namespace else None)
@@ -764,9 +822,8 @@ class TieredCache(Cache):
         return self.core.clear()
 
     def close(self) -> None:
-        for key, flight in list(self._leading.values()):
-            self.core.singleflight.finish(key, flight, None)
-        self._leading.clear()
+        for call_id in list(self._leading):  # their followers go upstream; their leases are given back
+            self._end_flight({"litellm_call_id": call_id}, failed=True)
         if self._semantic is not None:
             self._semantic.close()
         self.core.close()

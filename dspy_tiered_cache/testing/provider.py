@@ -33,8 +33,10 @@ filled the cache.
 
 Instrumentation (thread-safe): ``request_count``, ``endpoint_counts``, ``requests`` (parsed JSON bodies;
 headers are never recorded, so an API key never lands in a test log), ``in_flight`` / ``max_in_flight``
-(for single-flight tests), ``fail_next(n, status)`` to inject errors, ``latency`` / ``chunk_delay`` to
-simulate a slow model, ``reset()``.
+(for single-flight tests), ``fail_next(n, status)`` to inject errors, ``set_failure(mode)`` / ``recover()`` to
+fail every request until told otherwise (HTTP 500/429, a hang, connection refused, an answer cut off midway;
+also ``POST /control/failure`` and ``POST /control/recover`` for a provider in another process),
+``latency`` / ``chunk_delay`` to simulate a slow model, ``reset()``.
 
 Use::
 
@@ -464,9 +466,75 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_error(404, f"no route for GET {path}", "not_found_error")
 
+    def _control(self, path: str) -> None:
+        """``POST /control/failure {"mode": ..., "status": ..., "retry_after_ms": ...}`` and ``POST /control/recover``:
+        switch a provider running in another process (``refuse`` needs the object: nobody would hear "recover")."""
+        provider = self.server.provider
+        try:
+            body = self._read_body()
+            if path == "/control/recover":
+                provider.recover()
+            elif path == "/control/failure":
+                mode = body.get("mode")
+                if mode == "refuse" or not isinstance(mode, str):
+                    raise _HTTPError(400, "mode must be one of: status, hang, midstream")
+                provider.set_failure(
+                    mode,
+                    status=int(body.get("status", 500)),
+                    retry_after_ms=body.get("retry_after_ms"),
+                    hang_s=float(body.get("hang_s", 30.0)),
+                )
+            else:
+                raise _HTTPError(404, f"no control {path}", "not_found_error")
+        except (_HTTPError, ValueError, TypeError) as exc:
+            status = exc.status if isinstance(exc, _HTTPError) else 400
+            self._send_error(status, str(exc), "invalid_request_error")
+            return
+        self._send_json(200, {"failure": provider.failure_mode})
+
+    def _fail(self, mode: str, status: int, retry_after_ms: int | None, body: _JSON) -> None:
+        """Answer as a failing provider would: an error status, no answer at all, or an answer cut off midway."""
+        provider = self.server.provider
+        if mode == "hang":
+            provider._recovered.wait(provider._hang_s)
+            self.close_connection = True
+            return
+        if mode == "midstream":
+            self.close_connection = True
+            payload = {"id": "chatcmpl-cut", "object": "chat.completion.chunk", "created": int(time.time()),
+                       "model": str(body.get("model") or "gpt-4o-mini"),
+                       "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Half an ans"},
+                                    "finish_reason": None}]}  # fmt: skip
+            if body.get("stream"):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                data = f"data: {json.dumps(payload)}\n\n".encode()
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            else:
+                text = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(text) * 2))
+                self.end_headers()
+                self.wfile.write(text[: len(text) // 2])
+            self.wfile.flush()
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        message = f"stand-in provider: failing with {status} until recovered"
+        error = {"error": {"message": message, "type": "server_error" if status >= 500 else "rate_limit_error",
+                           "param": None, "code": str(status)}}  # fmt: skip
+        headers = {"retry-after-ms": str(retry_after_ms), "Retry-After": "0"} if retry_after_ms is not None else None
+        self._send_json(status, error, headers)
+
     def do_POST(self) -> None:
         provider = self.server.provider
         path = self.path.split("?", 1)[0].rstrip("/")
+        if path.startswith("/control/"):
+            self._control(path)
+            return
         if path.startswith("/v1/"):
             path = path[3:]
         endpoint = {"/chat/completions": "chat", "/completions": "completions", "/embeddings": "embeddings"}.get(path)
@@ -480,6 +548,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         failure = provider._begin(endpoint, body)
         try:
+            mode = provider._mode
+            if mode is not None and failure is None:
+                self._fail(mode[0], mode[1], mode[2], body)
+                return
             if provider.latency > 0:
                 time.sleep(provider.latency)
             if failure is not None:
@@ -695,6 +767,11 @@ class StandInProvider:
         self._in_flight = 0
         self._max_in_flight = 0
         self._changed = threading.Condition(self._lock)
+        #: the switchable failure mode: (mode, status, retry_after_ms) or None when healthy.
+        self._mode: tuple[str, int, int | None] | None = None
+        self._refusing = False
+        self._hang_s = 30.0
+        self._recovered = threading.Event()
 
     # --- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> StandInProvider:
@@ -713,6 +790,7 @@ class StandInProvider:
 
     def stop(self) -> None:
         """Stop serving and drop open keep-alive connections (clients then reconnect and fail fast)."""
+        self._recovered.set()  # hanging handlers end now
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is None:
@@ -816,6 +894,50 @@ class StandInProvider:
         text = message or f"stand-in provider: injected error {status}"
         with self._lock:
             self._failures.extend([(status, text)] * n)
+
+    #: What :meth:`set_failure` can switch on.
+    FAILURE_MODES = ("status", "hang", "refuse", "midstream")
+
+    def set_failure(
+        self, mode: str, *, status: int = 500, retry_after_ms: int | None = None, hang_s: float = 30.0
+    ) -> None:
+        """Fail every API request until :meth:`recover` (unlike :meth:`fail_next`, which fails a counted few).
+
+        ``mode``: ``"status"`` answers HTTP ``status`` (500, 429, 503, ...) with an OpenAI-style error body, and a
+        ``retry-after-ms`` header when ``retry_after_ms`` is given (the OpenAI SDK honours it, so tests can keep
+        its retries fast and deterministic); ``"hang"`` accepts the request and never answers (until
+        :meth:`recover` or ``hang_s``), for client timeouts; ``"refuse"`` stops listening on the port (connection
+        refused) and keeps the port for :meth:`recover`; ``"midstream"`` starts a 200 answer and cuts the
+        connection after the first chunk (a stream) or half the body. Requests are counted in every mode but
+        ``"refuse"`` (nothing reaches the server). Also reachable over HTTP: ``POST /control/failure``.
+        """
+        if mode not in self.FAILURE_MODES:
+            raise ValueError(f"failure mode must be one of {', '.join(self.FAILURE_MODES)}, not {mode!r}")
+        if mode == "status" and not 400 <= status <= 599:
+            raise ValueError("status must be an HTTP error status (400-599)")
+        self.recover()
+        self._recovered.clear()
+        self._hang_s = hang_s
+        if mode == "refuse":
+            self._refusing = True
+            self.stop()
+            return
+        self._mode = (mode, status, int(retry_after_ms) if retry_after_ms is not None else None)
+
+    def recover(self) -> None:
+        """Answer normally again (hanging requests are released; a refusing provider listens again)."""
+        self._mode = None
+        self._recovered.set()
+        if self._refusing:
+            self._refusing = False
+            self.start()
+
+    @property
+    def failure_mode(self) -> str | None:
+        """The current failure mode, or None when healthy."""
+        if self._refusing:
+            return "refuse"
+        return self._mode[0] if self._mode else None
 
     def reset(self) -> None:
         """Forget counters, recorded requests and pending injected failures."""

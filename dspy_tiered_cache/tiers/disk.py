@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -175,10 +176,42 @@ class DiskTier(Tier):
     def release_lock(self, name: str, token: str) -> None:
         self._conn().execute("DELETE FROM locks WHERE name = ? AND token = ?", (name, token))
 
+    def unusable(self) -> str | None:
+        """Why the file cannot be created or written (None: it can), found without creating it.
+
+        A path that cannot be created (``/proc/nope/cache.sqlite3``) or a read-only file would otherwise make every
+        write a silent miss: ``health``, ``warm`` and ``clear`` ask this first and say so. The probe for a missing
+        file creates and removes one temporary file in the nearest existing directory, and nothing else."""
+        path = self.path
+        fix = "set DSPY_TIERED_CACHE_DISK_PATH to a writable file or DSPY_TIERED_CACHE_DISK=false"
+        if path.exists():
+            if not path.is_file():
+                return f"disk tier path {path} is not a file; {fix}"
+            if not os.access(path, os.R_OK | os.W_OK):
+                return f"disk tier file {path} is not writable; {fix}"
+            return None
+        ancestor = path.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            return f"disk tier cannot create {path}: {ancestor} is not a directory; {fix}"
+        try:
+            fd, probe = tempfile.mkstemp(dir=ancestor, prefix=".dspy-tiered-cache-probe-")
+        except OSError as exc:
+            return f"disk tier cannot create {path}: {exc.strerror or exc} in {ancestor}; {fix}"
+        os.close(fd)
+        os.unlink(probe)
+        return None
+
     def health(self) -> TierHealth:
         started = time.perf_counter()
         try:
+            problem = self.unusable()
+            if problem is not None:
+                return TierHealth(self.name, False, None, None, detail=problem)
             conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")  # a file we can read but not write is not a working tier
+            conn.execute("ROLLBACK")
             count, size = conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries").fetchone()
             latency = (time.perf_counter() - started) * 1000
             return TierHealth(
