@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from dspy_tiered_cache.errors import CacheError
+
 #: Options that change how a request travels, not what it asks; never part of a key.
 TRANSPORT_KEYS: frozenset[str] = frozenset(
     {
@@ -51,7 +53,7 @@ TRANSPORT_KEYS: frozenset[str] = frozenset(
 )
 
 
-class UncacheableRequest(ValueError):
+class UncacheableRequest(CacheError, ValueError):
     """The request holds a value with no stable canonical form; the caller should bypass the cache."""
 
 
