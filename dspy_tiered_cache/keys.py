@@ -104,7 +104,9 @@ def _normalize_float(value: float) -> Any:
         return "Infinity" if value > 0 else "-Infinity"
     if value.is_integer() and abs(value) <= 2**53:  # 1.0 == 1 for every sampling parameter; -0.0 becomes 0
         return int(value)
-    return float(repr(value))
+    # A plain float (subclasses such as numpy.float64 lose their type); repr round-trips every finite float
+    # exactly, so this is the number the caller gave, serialized by orjson in its shortest form.
+    return float(value)
 
 
 def _default(value: Any) -> Any:
@@ -135,11 +137,11 @@ def canonical_request(request: Mapping[str, Any], ignore: Iterable[str] = ()) ->
     the full Python walk, which either normalizes it or names the offending field.
     """
     dropped = TRANSPORT_KEYS.union(ignore) if ignore else TRANSPORT_KEYS
-    body: dict[str, Any] = {}
-    for k, v in request.items():
-        if v is None or k in dropped:
-            continue
-        body[k] = _normalize_float(v) if type(v) is float else v
+    body = {
+        k: _normalize_float(v) if type(v) is float else v
+        for k, v in request.items()
+        if v is not None and k not in dropped
+    }
     try:
         return orjson.dumps(body, default=_default, option=_FAST_OPTIONS)
     except TypeError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import dspy_tiered_cache
-from dspy_tiered_cache import CacheError, CacheCore, ConfigError, UncacheableRequest
+from dspy_tiered_cache import CacheCore, CacheError, ConfigError, UncacheableRequest
 from dspy_tiered_cache.codec import CodecError, CorruptEntry, FrameCodec
 
 
