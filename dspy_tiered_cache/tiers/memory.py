@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Mapping
 
 from dspy_tiered_cache import forksafe
 from dspy_tiered_cache.codec import Entry
@@ -79,28 +80,26 @@ class FrequencySketch:
             self._rows = [row.translate(_HALVE) for row in self._rows]
             self._additions //= 2
 
-    def increment_all(self, keys: list[str]) -> None:
-        """:meth:`increment` for a batch of reads, with the small-row index inlined: the memory tier replays its
-        read buffer through here, so this loop is most of what a hit costs."""
+    def increment_all(self, counts: Mapping[str, int]) -> None:
+        """Count each key ``n`` times (capped at 15 per counter like :meth:`increment`), with the small-row index
+        inlined: the memory tier replays its read buffer through here, so this loop is most of what a hit costs.
+        Popular keys repeat within a buffer, so counting per distinct key saves most of the work."""
         if self._index != self._indexes_small:
-            for key in keys:
-                self.increment(key)
+            for key, n in counts.items():
+                for _ in range(n):
+                    self.increment(key)
             return
         m = self._mask
         r0, r1, r2, r3 = self._rows
         additions, sample = self._additions, self._sample
-        for key in keys:
+        for key, n in counts.items():
             x = hash(key)
             a, b, c, d = x & m, x >> 16 & m, x >> 32 & m, x >> 48 & m
-            if r0[a] < 15:
-                r0[a] += 1
-            if r1[b] < 15:
-                r1[b] += 1
-            if r2[c] < 15:
-                r2[c] += 1
-            if r3[d] < 15:
-                r3[d] += 1
-            additions += 1
+            r0[a] = min(r0[a] + n, 15)
+            r1[b] = min(r1[b] + n, 15)
+            r2[c] = min(r2[c] + n, 15)
+            r3[d] = min(r3[d] + n, 15)
+            additions += n
             if additions >= sample:
                 self._rows = [row.translate(_HALVE) for row in self._rows]
                 r0, r1, r2, r3 = self._rows
@@ -163,7 +162,10 @@ class MemoryTier(Tier):
         reads.append(key)
         if len(reads) >= _READ_BATCH:
             self._try_drain()
-        if entry is not None and entry.expires_at is not None and entry.expires_at <= time.time():
+        if entry is None:
+            return None
+        expires_at = entry.expires_at
+        if expires_at is not None and expires_at <= time.time():
             with self._lock:
                 if self._data.get(key) is entry:
                     self._remove(key)
@@ -187,10 +189,20 @@ class MemoryTier(Tier):
         if not reads:
             return
         self._reads = []
-        self._sketch.increment_all(reads)
+        order: Iterable[str]
+        if len(reads) < 16:  # a write after a few reads (the miss path): one by one is cheaper than grouping
+            increment = self._sketch.increment
+            for key in reads:
+                increment(key)
+            order = reads
+        else:
+            self._sketch.increment_all(Counter(reads))
+            # Recency: only each key's last read in the batch decides its place, so replay distinct keys in the
+            # order of their last read (the same final order as replaying every read).
+            order = reversed(dict.fromkeys(reversed(reads)))
         protected, probation, window = self._protected, self._probation, self._window
         cap = self._protected_cap
-        for key in reads:
+        for key in order:
             if key in protected:
                 protected.move_to_end(key)
             elif key in probation:
