@@ -137,11 +137,11 @@ def canonical_request(request: Mapping[str, Any], ignore: Iterable[str] = ()) ->
     the full Python walk, which either normalizes it or names the offending field.
     """
     dropped = TRANSPORT_KEYS.union(ignore) if ignore else TRANSPORT_KEYS
-    body = {
-        k: _normalize_float(v) if type(v) is float else v
-        for k, v in request.items()
-        if v is not None and k not in dropped
-    }
+    body: dict[str, Any] = {}
+    for k, v in request.items():
+        if v is None or k in dropped:
+            continue
+        body[k] = _normalize_float(v) if type(v) is float else v
     try:
         return orjson.dumps(body, default=_default, option=_FAST_OPTIONS)
     except TypeError:
