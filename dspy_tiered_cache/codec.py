@@ -21,6 +21,8 @@ from typing import Any
 import orjson
 import zstandard
 
+from dspy_tiered_cache.errors import CacheError
+
 MAGIC = 0xD7
 VERSION = 1
 FLAG_ZSTD = 0x01
@@ -32,11 +34,11 @@ _PREFIX_LEN = _HEADER.size + _MAC_LEN
 ENTRY_OVERHEAD = 160
 
 
-class CodecError(ValueError):
+class CodecError(CacheError, ValueError):
     """A value cannot be stored: it is not plain JSON data or it is too large."""
 
 
-class CorruptEntry(ValueError):
+class CorruptEntry(CacheError, ValueError):
     """Bytes under our key are not a valid frame: truncated, tampered, foreign, or from another secret."""
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from dspy_tiered_cache.errors import CacheError
+
 #: Options that change how a request travels, not what it asks; never part of a key.
 TRANSPORT_KEYS: frozenset[str] = frozenset(
     {
@@ -51,7 +53,7 @@ TRANSPORT_KEYS: frozenset[str] = frozenset(
 )
 
 
-class UncacheableRequest(ValueError):
+class UncacheableRequest(CacheError, ValueError):
     """The request holds a value with no stable canonical form; the caller should bypass the cache."""
 
 
@@ -102,7 +104,9 @@ def _normalize_float(value: float) -> Any:
         return "Infinity" if value > 0 else "-Infinity"
     if value.is_integer() and abs(value) <= 2**53:  # 1.0 == 1 for every sampling parameter; -0.0 becomes 0
         return int(value)
-    return float(repr(value))
+    # A plain float (subclasses such as numpy.float64 lose their type); repr round-trips every finite float
+    # exactly, so this is the number the caller gave, serialized by orjson in its shortest form.
+    return float(value)
 
 
 def _default(value: Any) -> Any:

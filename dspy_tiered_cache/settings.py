@@ -15,12 +15,14 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from dspy_tiered_cache.errors import CacheError
+
 ENV_PREFIX = "DSPY_TIERED_CACHE_"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys", "redis+sentinel", "redis+cluster")
 
 
-class ConfigError(ValueError):
+class ConfigError(CacheError, ValueError):
     """A setting a user gave is wrong; the message names the setting, its env var and how to fix it."""
 
 

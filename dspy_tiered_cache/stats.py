@@ -1,6 +1,10 @@
 """Counters a user reads to decide whether the cache pays: hits per tier, errors, latency, money saved.
 
-Updates take one uncontended lock (a fraction of a microsecond) so counts stay exact under ``Parallel`` threads.
+Updates take one uncontended lock (a fraction of a microsecond) so counts stay exact under ``Parallel`` threads,
+with one exception: on a memory-tier lookup the core bumps that tier's hits/misses and the total ``hits`` without
+the lock (``CacheCore._l1_get``). That lookup is a few microseconds and the lock would be a visible part of it; the
+price is that a thread switch between reading and writing a counter can drop an increment, so under many threads
+those counts may read slightly low, never high. Everything else here is exact.
 Latency keeps a sum and a bounded ring of recent samples per tier, enough for p50/p99 without unbounded memory.
 """
 

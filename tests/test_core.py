@@ -5,6 +5,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,21 @@ REQUEST = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content
 ANSWER = {"choices": [{"message": {"role": "assistant", "content": "4"}}], "usage": {"prompt_tokens": 9}}
 
 
+_OPEN: list[CacheCore] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_cores() -> Iterator[None]:
+    """Every core a test builds with :func:`core_with` is closed after it: no writer or bus thread outlives it."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def core_with(redis_url: str | None, disk_path: Path | None = None, **kw: Any) -> CacheCore:
-    return CacheCore(redis_url=redis_url, disk=disk_path is not None, disk_path=disk_path or Path("unused"), **kw)
+    core = CacheCore(redis_url=redis_url, disk=disk_path is not None, disk_path=disk_path or Path("unused"), **kw)
+    _OPEN.append(core)
+    return core
 
 
 # -- the cascade -------------------------------------------------------------------------------------
@@ -218,7 +232,7 @@ def test_killed_redis_is_a_miss_within_the_timeout(private_redis: RedisServer) -
         started = time.perf_counter()
         assert core.get(key) is None
         timings.append(time.perf_counter() - started)
-    assert max(timings) < 0.35
+    assert max(timings) < 1.0  # one refused connect at most, never a retry loop (redis-py's default takes seconds)
     assert sorted(timings)[-5] < 0.001  # the breaker is open: no more network waits
     assert core.stats.tiers["l2"].errors >= 1
     assert core.set(key, ANSWER) and core.get(key).level == "l1"  # type: ignore[union-attr]
@@ -234,8 +248,8 @@ def test_paused_redis_costs_at_most_the_operation_timeout(private_redis: RedisSe
             started = time.perf_counter()
             assert core.get(key) is None
             timings.append(time.perf_counter() - started)
-        assert max(timings) < 0.3
-        assert sum(timings) < 0.6  # two timeouts open the breaker, the rest are free
+        assert max(timings) < 1.0  # one 100 ms timeout, not a retry loop
+        assert sum(t >= 0.09 for t in timings) <= 2  # two timeouts open the breaker, the rest are free
     finally:
         private_redis.resume()
 
@@ -268,7 +282,7 @@ def test_async_lookups_fail_open(private_redis: RedisServer) -> None:
         core.memory.clear()  # type: ignore[union-attr]
         started = time.perf_counter()
         assert await core.aget(key) is None
-        assert time.perf_counter() - started < 0.35
+        assert time.perf_counter() - started < 1.0  # one 100 ms timeout at most, not a retry loop
 
     asyncio.run(main())
 

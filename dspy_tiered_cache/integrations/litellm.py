@@ -57,6 +57,7 @@ from litellm.types.utils import is_litellm_owned_kwarg
 
 from dspy_tiered_cache.codec import decode_value
 from dspy_tiered_cache.core import CacheCore, CallOptions, Hit
+from dspy_tiered_cache.errors import CacheError
 from dspy_tiered_cache.integrations._values import UnsupportedValue, dump_value, load_value
 from dspy_tiered_cache.keys import UncacheableRequest
 from dspy_tiered_cache.settings import NAME_PATTERN, CacheSettings
@@ -110,7 +111,7 @@ _SIMILARITY: contextvars.ContextVar[float | None] = contextvars.ContextVar("dtc_
 _LOOKED_UP_MAX: Final = 4096
 
 
-class MissingLiteLLMDependency(ImportError):
+class MissingLiteLLMDependency(CacheError, ImportError):
     """LiteLLM would crash on every cache hit in this environment (a proxy-only package is missing)."""
 
 

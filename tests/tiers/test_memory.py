@@ -96,3 +96,61 @@ def test_drop_namespace() -> None:
     tier.set("dtc:e:b:0:1", entry())
     assert tier.drop_namespace("dtc:e:a:") == 1
     assert tier.get("dtc:e:a:0:1") is None and tier.get("dtc:e:b:0:1") is not None
+
+
+def test_hits_without_writes_keep_the_read_buffer_bounded() -> None:
+    """Hits take no lock and only queue their key for the policy; a long run of hits must not grow that queue."""
+    tier = MemoryTier(max_entries=100, max_bytes=10**9)
+    tier.set("k", entry())
+    for _ in range(10_000):
+        assert tier.get("k") is not None
+    assert len(tier._reads) < 1000
+
+
+def test_reads_queued_before_a_write_count_for_its_eviction_decision() -> None:
+    """Hits are queued, not applied; every write replays the queue first, so the policy decides with every read
+    that happened before it, as if each had been applied at once."""
+    tier = MemoryTier(max_entries=100, max_bytes=10**9)
+    tier.set("k0", entry())
+    tier.set("k1", entry())  # pushes k0 from the window into probation
+    for _ in range(10):  # fewer reads than a batch: all still queued
+        assert tier.get("k0") is not None
+    tier.set("k2", entry())
+    assert tier._sketch.frequency("k0") >= 10
+    assert "k0" in tier._protected  # read again while on probation: protected before the write evicts anything
+
+
+def test_concurrent_hits_and_writes_keep_both_bounds_and_a_consistent_index() -> None:
+    import threading
+
+    tier = MemoryTier(max_entries=200, max_bytes=200 * 400)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def reader(offset: int) -> None:
+        try:
+            i = offset
+            while not stop.is_set():
+                got = tier.get(f"k{i % 300}")
+                assert got is None or got.payload == b"v" * 100
+                i += 7
+        except BaseException as exc:  # surfaced to the test thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for round_ in range(20):
+            for i in range(300):
+                tier.set(f"k{(i * 13 + round_) % 300}", entry(b"v" * 100))
+            tier.delete(f"k{round_}")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+    assert not errors
+    assert tier.entries <= 200 and tier.bytes <= 200 * 400
+    segments = set(tier._window) | set(tier._probation) | set(tier._protected)
+    assert segments == set(tier._data)
+    assert tier.bytes == sum(e.size for e in tier._data.values())

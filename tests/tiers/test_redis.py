@@ -55,7 +55,7 @@ def test_refused_port_fails_fast() -> None:
     started = time.perf_counter()
     with pytest.raises(redis.ConnectionError):
         tier.get("k")
-    assert time.perf_counter() - started < 0.5  # no hidden retries with backoff
+    assert time.perf_counter() - started < 1.5  # no hidden retries with backoff (those take seconds)
 
 
 def test_paused_server_times_out_within_operation_timeout(private_redis: RedisServer) -> None:
@@ -66,7 +66,7 @@ def test_paused_server_times_out_within_operation_timeout(private_redis: RedisSe
         started = time.perf_counter()
         with pytest.raises(redis.TimeoutError):
             tier.get("dtc:e:default:0:p")
-        assert time.perf_counter() - started < 0.4
+        assert time.perf_counter() - started < 1.0  # one 100 ms timeout, not a retry loop
     finally:
         private_redis.resume()
 
