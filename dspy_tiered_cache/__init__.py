@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from dspy_tiered_cache.core import UNSET, CacheCore, CallOptions, Hit
 from dspy_tiered_cache.decorator import cached
+from dspy_tiered_cache.errors import CacheError
 from dspy_tiered_cache.keys import UncacheableRequest
+from dspy_tiered_cache.modes import ReplayMiss
+from dspy_tiered_cache.portable import RecordingError, replay
 from dspy_tiered_cache.report import StatsReport, report
 from dspy_tiered_cache.settings import CacheSettings, ConfigError
 
@@ -22,16 +25,20 @@ __version__ = "0.1.0"
 __all__ = [
     "UNSET",
     "CacheCore",
+    "CacheError",
     "CacheSettings",
     "CachedLM",
     "CallOptions",
     "ConfigError",
     "Hit",
+    "RecordingError",
+    "ReplayMiss",
     "StatsReport",
     "TieredCache",
     "UncacheableRequest",
     "__version__",
     "cached",
+    "replay",
     "report",
 ]
 
