@@ -58,6 +58,7 @@ class ReplayMiss(CacheError):
         difference: str | None = None,
         key: str | None = None,
         reason: str = "was never recorded",
+        prompt_label: str = "last user message",
     ) -> None:
         self.model = model
         self.namespace = namespace
@@ -66,7 +67,7 @@ class ReplayMiss(CacheError):
         self.key = key
         parts = [
             f"replay mode: this request {reason} (model {model or '?'}, namespace {namespace!r}"
-            + (f", last user message {abbreviate(prompt)!r})" if prompt is not None else ")")
+            + (f", {prompt_label} {abbreviate(prompt)!r})" if prompt is not None else ")")
         ]
         if difference:
             parts.append(f"closest recorded request differs in {difference}")
@@ -194,21 +195,34 @@ def _text_change(new: str, old: str) -> str:
     return f"{stretch(new)!r} (recorded: {stretch(old)!r})"
 
 
+def _distance(new: Any, old: Any) -> float:
+    """How far apart two differing values are, 0..1: texts by what they share at both ends, the rest as 1."""
+    if not (isinstance(new, str) and isinstance(old, str)):
+        return 1.0
+    longest = max(len(new), len(old)) or 1
+    start = 0
+    while start < min(len(new), len(old)) and new[start] == old[start]:
+        start += 1
+    end = 0
+    while end < min(len(new), len(old)) - start and new[-1 - end] == old[-1 - end]:
+        end += 1
+    return 1.0 - (start + end) / longest
+
+
 def describe_difference(request: Mapping[str, Any], recorded: Iterable[Mapping[str, Any]]) -> str | None:
     """How the recorded request closest to ``request`` differs from it (fewest differing fields), or None when
     nothing was recorded to compare with."""
     mine = _flat(request)
-    best: tuple[list[str], dict[str, Any]] | None = None
+    best: tuple[tuple[int, float], list[str], dict[str, Any]] | None = None
     for other in recorded:
         theirs = _flat(other)
         changed = sorted(p for p in mine.keys() | theirs.keys() if mine.get(p, _ABSENT) != theirs.get(p, _ABSENT))
-        if best is None or len(changed) < len(best[0]):
-            best = (changed, theirs)
-            if len(changed) <= 1:
-                break
+        score = (len(changed), sum(_distance(mine.get(p, _ABSENT), theirs.get(p, _ABSENT)) for p in changed))
+        if best is None or score < best[0]:
+            best = (score, changed, theirs)
     if best is None:
         return None
-    changed, theirs = best
+    _, changed, theirs = best
     if not changed:
         return "nothing (the same request under another key: recorded with another key_secret?)"
     shown = []

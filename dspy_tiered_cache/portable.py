@@ -551,6 +551,7 @@ def replay_miss(core: CacheCore, key: str, options: CallOptions, reason: str) ->
         difference=difference,
         key=key,
         reason=reason,
+        prompt_label="arguments" if "__dtc_fn__" in request else "last user message",
     )
 
 
