@@ -20,8 +20,9 @@ This module imports neither LiteLLM nor DSPy: loading the plugin costs nothing t
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,7 +92,7 @@ def llm_cache(_llm_cache_module: CacheCore) -> CacheCore:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     """A test failing on a replay miss is told which recording it replayed and how to add the call to it."""
     outcome = yield
     excinfo = call.excinfo

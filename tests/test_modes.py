@@ -120,7 +120,7 @@ async def test_async_replay_raises_the_same(disk_path: Path) -> None:
             await asyncio.sleep(0)
             raise AssertionError("replay must not call the function")
 
-        with pytest.raises(ReplayMiss, match='arguments .*"question":"never seen"'):
+        with pytest.raises(ReplayMiss, match=r'arguments .*"question":"never seen"'):
             await ask("never seen")
 
 
