@@ -96,7 +96,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """A test failing on a replay miss is told which recording it replayed and how to add the call to it."""
     outcome = yield
     excinfo = call.excinfo
-    if excinfo is None or item.config.getoption("--llm-cache", None) == "off":
+    uses_fixture = "llm_cache" in getattr(item, "fixturenames", ())
+    if excinfo is None or not uses_fixture or item.config.getoption("--llm-cache", None) == "off":
         return
     from dspy_tiered_cache.modes import ReplayMiss
 

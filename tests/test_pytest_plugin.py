@@ -59,4 +59,3 @@ def test_a_changed_prompt_fails_in_replay_and_record_adds_it(tmp_path: Path) -> 
 
     again = run_pytest(folder)
     assert again.returncode == 0, again.stdout[-3000:]
-

@@ -146,8 +146,8 @@ def test_recording_replays_identically_in_another_process(
         assert miss["seconds"] < 1.0, miss  # at once: no upstream attempt, no retries
         assert "namespace 'default'" in miss["message"] and "openai/gpt-4o-mini" in miss["message"]
     assert "avalanche" in dspy_miss["message"] and "stampede" in dspy_miss["message"]  # asked vs recorded
-    assert "'Name two cache eviction policies.' (recorded: 'Name one cache eviction policy.')" in (
-        litellm_miss["message"]
+    assert (
+        "'Name two cache eviction policies.' (recorded: 'Name one cache eviction policy.')" in (litellm_miss["message"])
     )
     assert provider.request_count == 2  # the replaying process never reached the (recording) provider
 
