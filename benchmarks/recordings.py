@@ -26,14 +26,52 @@ from typing import Any
 from dspy_tiered_cache import CacheCore
 from dspy_tiered_cache.portable import collect
 
-WORDS = (
-    "cache tier memory redis disk latency prompt model answer token request namespace generation eviction "
-    "stampede lease replica cluster sentinel timeout breaker payload frame checksum compression replay record "
-    "export import program module signature predictor optimizer metric example dataset evaluation trace span"
-).split()
-SYSTEM = ("Your input fields are: 1. `question` (str). Your output fields are: 1. `reasoning` (str) 2. `answer` "
-          "(str). All interactions will be structured in the following way, with the appropriate values filled in. "
-          ) * 6
+WORDS = [
+    "cache",
+    "tier",
+    "memory",
+    "redis",
+    "disk",
+    "latency",
+    "prompt",
+    "model",
+    "answer",
+    "token",
+    "request",
+    "namespace",
+    "generation",
+    "eviction",
+    "stampede",
+    "lease",
+    "replica",
+    "cluster",
+    "sentinel",
+    "timeout",
+    "breaker",
+    "payload",
+    "frame",
+    "checksum",
+    "compression",
+    "replay",
+    "record",
+    "export",
+    "import",
+    "program",
+    "module",
+    "signature",
+    "predictor",
+    "optimizer",
+    "metric",
+    "example",
+    "dataset",
+    "evaluation",
+    "trace",
+    "span",
+]
+SYSTEM = (
+    "Your input fields are: 1. `question` (str). Your output fields are: 1. `reasoning` (str) 2. `answer` "
+    "(str). All interactions will be structured in the following way, with the appropriate values filled in. "
+) * 6
 
 
 def typical(rng: random.Random, i: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -120,19 +158,27 @@ def main() -> None:
     per10k = 10_000 / r["entries"]
     print(f"{r['entries']:,} typical entries ({r['with_requests']:,} with their request)")
     print(f"  recording size       {r['bytes_per_1000'] / 1000:8.1f} kB per 1,000 entries (gzip'd JSON lines)")
-    print(f"  plain JSON lines     {r['jsonl_bytes_per_1000'] / 1000:8.1f} kB per 1,000  "
-          f"(recording is {r['jsonl_bytes_per_1000'] / r['bytes_per_1000']:.1f}x smaller)")
-    print(f"  pickle of a dict     {r['pickle_bytes_per_1000'] / 1000:8.1f} kB per 1,000  "
-          f"(recording is {r['pickle_bytes_per_1000'] / r['bytes_per_1000']:.1f}x smaller)")
-    print(f"  the SQLite tier      {r['sqlite_bytes_per_1000'] / 1000:8.1f} kB per 1,000  "
-          f"(recording is {r['sqlite_bytes_per_1000'] / r['bytes_per_1000']:.1f}x smaller)")
+    print(
+        f"  plain JSON lines     {r['jsonl_bytes_per_1000'] / 1000:8.1f} kB per 1,000  "
+        f"(recording is {r['jsonl_bytes_per_1000'] / r['bytes_per_1000']:.1f}x smaller)"
+    )
+    print(
+        f"  pickle of a dict     {r['pickle_bytes_per_1000'] / 1000:8.1f} kB per 1,000  "
+        f"(recording is {r['pickle_bytes_per_1000'] / r['bytes_per_1000']:.1f}x smaller)"
+    )
+    print(
+        f"  the SQLite tier      {r['sqlite_bytes_per_1000'] / 1000:8.1f} kB per 1,000  "
+        f"(recording is {r['sqlite_bytes_per_1000'] / r['bytes_per_1000']:.1f}x smaller)"
+    )
     print(f"  export from disk     {r['export_s'] * per10k:8.2f} s per 10,000 entries")
     print(f"  import into disk     {r['import_disk_s'] * per10k:8.2f} s per 10,000 entries")
     print(f"  import into memory   {r['import_memory_s'] * per10k:8.2f} s per 10,000 entries")
     if "import_redis_s" in r:
         print(f"  import into Redis    {r['import_redis_s'] * per10k:8.2f} s per 10,000 entries")
-        print(f"  export from Redis    {r['export_redis_s'] * per10k:8.2f} s per 10,000 entries "
-              f"(byte-identical to the disk export: {r['redis_export_identical']})")
+        print(
+            f"  export from Redis    {r['export_redis_s'] * per10k:8.2f} s per 10,000 entries "
+            f"(byte-identical to the disk export: {r['redis_export_identical']})"
+        )
 
 
 if __name__ == "__main__":

@@ -409,6 +409,11 @@ class TieredCache(Cache):
 
     LiteLLM's own options keep their meaning: ``mode`` ("default_on" or "default_off", opt in per call with
     ``cache={"use-cache": True}``), ``supported_call_types``, ``max_messages`` (default None here: no limit).
+
+    ``mode`` also takes our cache modes, ``"read-write"``, ``"replay"`` or ``"refresh"`` (see
+    :mod:`dspy_tiered_cache.modes`). In replay, ``completion`` raises ``ReplayMiss`` at once; ``acompletion`` with
+    ``num_retries`` > 0 does too, but LiteLLM's async wrapper first retries through the uncached function, so
+    those retries reach the provider: use ``num_retries=0`` when replaying.
     """
 
     def __init__(
