@@ -141,7 +141,7 @@ class DSPyCacheAdapter:
         """Whether concurrent identical misses are collapsed into one upstream call."""
         s = self.core.settings
         wanted = s.single_flight if self.single_flight is None else self.single_flight
-        return wanted and s.enabled
+        return wanted and s.enabled and self.core.mode_of(self.options) != "refresh"  # refresh: never served
 
     # -- the dspy.cache protocol ---------------------------------------------------------------------------
     def cache_key(self, request: Mapping[str, Any], ignored_args_for_cache_key: list[str] | None = None) -> str:

@@ -454,6 +454,7 @@ class TieredCache(Cache):
         )
         if door_mode is not None:
             backend.options = CallOptions(mode=door_mode)
+        self._tiered_backend = backend
         # Cache.__init__ records the ttl/namespace LiteLLM applies itself; ours live in the core's settings
         # (per-tier caps, jitter and generations apply), so LiteLLM's copies stay None unless a user sets them.
         self.type = None
@@ -689,6 +690,7 @@ class TieredCache(Cache):
         if (
             lookup is None
             or not (s.single_flight and s.enabled)
+            or self.core.mode_of(self._tiered_backend.options) == "refresh"  # re-recording: never served
             or not isinstance(call_id, str)
             or kwargs.get("stream")
             or "input" in kwargs  # embeddings are cached per input by LiteLLM's pipeline: not one flight
@@ -797,6 +799,14 @@ class TieredCache(Cache):
         if self._semantic is not None:
             snapshot["semantic"] = self._semantic.snapshot()
         return snapshot
+
+    def export(self, path: Any, **options: Any) -> Any:
+        """Write this cache's entries to a portable recording (see :meth:`CacheCore.export`)."""
+        return self.core.export(path, **options)
+
+    def import_(self, path: Any, **options: Any) -> Any:
+        """Load a recording into this cache's tiers (see :meth:`CacheCore.import_`)."""
+        return self.core.import_(path, **options)
 
     def flush(self, timeout: float = 5.0) -> bool:
         return self.core.flush(timeout)

@@ -17,6 +17,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import dspy
 import litellm
@@ -202,3 +203,47 @@ def test_replay_context_manager_in_this_process(
         )
         assert response.choices[0].message.content == outputs["completion"]
     assert litellm.cache is previous
+
+
+def test_litellm_door_modes_and_replay_miss_spans(provider: StandInProvider, tmp_path: Path, otel_spans: Any) -> None:
+    """``TieredCache(mode=...)`` takes our modes beside LiteLLM's own; replay misses are spans of their own."""
+    call = {"model": MODEL, "api_base": provider.base_url, "api_key": KEY}
+    previous = litellm.cache
+    try:
+        with CacheCore(disk_path=tmp_path / "c.sqlite3") as core:
+            litellm.cache = TieredCache(core=core)
+            first = litellm.completion(**call, messages=[{"role": "user", "content": "one"}])
+            litellm.cache = TieredCache(core=core, mode="replay")
+            again = litellm.completion(**call, messages=[{"role": "user", "content": "one"}])
+            assert again.choices[0].message.content == first.choices[0].message.content
+            with pytest.raises(ReplayMiss, match="'two'"):
+                litellm.completion(**call, messages=[{"role": "user", "content": "two"}])
+            assert provider.request_count == 1
+            litellm.cache = TieredCache(core=core, mode="refresh")
+            litellm.completion(**call, messages=[{"role": "user", "content": "one"}])
+            assert provider.request_count == 2  # refresh never reads
+        built = TieredCache(mode="replay", disk=False)
+        assert built.core.settings.mode == "replay" and built.mode.value == "default_on"
+        built.close()
+    finally:
+        litellm.cache = previous
+    levels = [s.attributes["cache.level"] for s in otel_spans.get_finished_spans() if "cache.level" in s.attributes]
+    assert "replay-miss" in levels
+
+
+def test_dspy_door_modes(provider: StandInProvider, tmp_path: Path) -> None:
+    """``CachedLM(lm, mode=...)``: refresh calls upstream and re-records; replay serves it and raises on the rest."""
+    lm = dspy.LM(MODEL, api_base=provider.base_url, api_key=KEY, num_retries=0)
+    with CacheCore(disk_path=tmp_path / "d.sqlite3") as core:
+        with dspy.context(lm=CachedLM(lm, cache=core)):
+            dspy.Predict("question -> answer")(question="one")
+        with dspy.context(lm=CachedLM(lm, cache=core, mode="refresh")):
+            refreshed = dspy.Predict("question -> answer")(question="one")
+        assert provider.request_count == 2
+        replaying = CachedLM(lm, cache=core, mode="replay")
+        assert replaying.dump_state()["tiered_cache"] == {"mode": "replay"}
+        with dspy.context(lm=replaying):
+            assert dspy.Predict("question -> answer")(question="one").answer == refreshed.answer
+            with pytest.raises(ReplayMiss, match="question ## ]] two"):
+                dspy.Predict("question -> answer")(question="two")
+        assert provider.request_count == 2
