@@ -12,6 +12,8 @@ from dspy_tiered_cache.core import UNSET, CacheCore, CallOptions, Hit
 from dspy_tiered_cache.decorator import cached
 from dspy_tiered_cache.errors import CacheError
 from dspy_tiered_cache.keys import UncacheableRequest
+from dspy_tiered_cache.modes import ReplayMiss
+from dspy_tiered_cache.portable import RecordingError, replay
 from dspy_tiered_cache.report import StatsReport, report
 from dspy_tiered_cache.settings import CacheSettings, ConfigError
 
@@ -29,11 +31,14 @@ __all__ = [
     "CallOptions",
     "ConfigError",
     "Hit",
+    "RecordingError",
+    "ReplayMiss",
     "StatsReport",
     "TieredCache",
     "UncacheableRequest",
     "__version__",
     "cached",
+    "replay",
     "report",
 ]
 

@@ -30,7 +30,9 @@ from dspy_tiered_cache.keys import (
     canonical_request,
     entry_key,
     request_digest,
+    request_key,
 )
+from dspy_tiered_cache.modes import REFRESH, REPLAY, ReplayMiss
 from dspy_tiered_cache.settings import CacheSettings, ConfigError, check_namespace, load_settings
 from dspy_tiered_cache.singleflight import SingleFlight
 from dspy_tiered_cache.stats import Stats
@@ -65,6 +67,7 @@ class CallOptions:
     ttl: float | _Unset | None = UNSET  # None = no expiry; UNSET = the configured default
     max_age: float | None = None  # entries older than this many seconds are misses
     namespace: str | None = None
+    mode: str | None = None  # read-write | replay | refresh; None = the configured mode (see modes.py)
 
 
 DEFAULT_OPTIONS: Final = CallOptions()
@@ -148,6 +151,10 @@ class CacheCore:
         self.writer = BackgroundWriter(s.write_queue_size)
         self._generations: dict[str, tuple[int, float]] = {}
         self._digests: dict[bytes, str] = {}
+        #: digest -> canonical request of recently keyed requests: what a replay miss or ``record_requests`` shows.
+        self._requests: dict[str, bytes] = {}
+        self._requests_bytes = 0
+        self._mode = s.mode
         self._warned: dict[str, float] = {}
         if s.telemetry:
             telemetry.register(self)
@@ -179,11 +186,28 @@ class CacheCore:
             # Hits repeat requests: remembering digests trades a SHA-256 (~3 us for 2 KB here) for a dict
             # lookup. Bounded by entries and by size of what is remembered.
             digest = request_digest(canonical, self._secret)
+            self._remember_request(digest, canonical)
             if len(canonical) <= 16_384:
                 if len(self._digests) >= 2048:
                     self._digests.clear()
                 self._digests[canonical] = digest
         return entry_key(self.settings.key_prefix, ns, self.generation(ns), digest)
+
+    def _remember_request(self, digest: str, canonical: bytes) -> None:
+        """Keep the request a digest was made from until its answer is stored (bounded by entries and bytes)."""
+        if len(self._requests) >= 2048 or self._requests_bytes > 32 * 1024 * 1024:
+            self._requests.clear()
+            self._requests_bytes = 0
+        self._requests[digest] = canonical
+        self._requests_bytes += len(canonical)
+
+    def request_of(self, key: str) -> bytes | None:
+        """The canonical request this process keyed as ``key`` recently, if it still remembers it."""
+        return self._requests.get(key.rsplit(":", 1)[-1])
+
+    def mode_of(self, options: CallOptions | None) -> str:
+        """The effective mode of a call: its own, else the configured one."""
+        return (options.mode if options is not None and options.mode else None) or self._mode
 
     def _namespace(self, namespace: str | None) -> str:
         if namespace is None:
@@ -252,6 +276,8 @@ class CacheCore:
             if entry is not None and self._fresh(entry, opts, now):
                 return self._hit(index, key, entry, now)
         self.stats.count("misses")
+        if opts.mode == REPLAY or (opts.mode is None and self._mode == REPLAY):
+            raise self._replay_miss(key, opts)
         return None
 
     async def aget(self, key: str, *, options: CallOptions | None = None) -> Hit | None:
@@ -268,18 +294,29 @@ class CacheCore:
             if entry is not None and self._fresh(entry, opts, now):
                 return self._hit(index, key, entry, now)
         self.stats.count("misses")
+        if opts.mode == REPLAY or (opts.mode is None and self._mode == REPLAY):
+            raise self._replay_miss(key, opts)
         return None
 
     def _begin_lookup(self, key: str, opts: CallOptions) -> tuple[Hit | None, int, float]:
         """What sync and async lookups share before any I/O: ``(hit, next tier index, now)``; index -1 is a
         bypass. The memory tier is read here: the hot path, no breaker, no lock beyond the tier's own."""
-        if not self._enabled or opts.bypass_read:
+        mode = opts.mode or self._mode
+        if not self._enabled or opts.bypass_read or mode == REFRESH:
+            if mode == REPLAY:  # replay never goes upstream, even for a call that asks not to read the cache
+                raise self._replay_miss(key, opts, reason="bypasses the cache (cache disabled or a no-cache call)")
             self.stats.count("bypasses")
             return None, -1, 0.0
         now = time.time()
         if self._l1 is None:
             return None, 0, now
         return self._l1_get(self._l1, key, opts, now), 1, now
+
+    def _replay_miss(self, key: str, opts: CallOptions, reason: str = "was never recorded") -> ReplayMiss:
+        """The error of a replay-mode miss: what was asked, and how the closest recorded request differs."""
+        from dspy_tiered_cache.portable import replay_miss
+
+        return replay_miss(self, key, opts, reason)
 
     def _l1_get(self, l1: MemoryTier, key: str, opts: CallOptions, now: float) -> Hit | None:
         tstats = self._l1_stats
@@ -381,6 +418,8 @@ class CacheCore:
         """Payload bytes of a value, or None (logged and counted) when it cannot or should not be stored."""
         if not self.settings.enabled or (options is not None and options.bypass_write):
             return None
+        if self.mode_of(options) == REPLAY:  # replay is read-only: nothing recorded in it may change
+            return None
         try:
             return encode_value(value, self.settings.max_value_bytes)
         except CodecError as exc:
@@ -400,6 +439,11 @@ class CacheCore:
                 self._tier_set(tier, key, entry.capped(tier.ttl, now))
             else:
                 self._store_in(tier, key, entry.capped(tier.ttl, now))
+        if self.settings.record_requests and self._authority is not None:
+            canonical = self.request_of(key)
+            if canonical is not None:  # beside the answer, for exports and replay-miss diagnoses (portable.py)
+                tier = self._authority
+                self._store_in(tier, request_key(key), Entry(canonical, now, entry.expires_at).capped(tier.ttl, now))
 
     def _expiry(self, options: CallOptions | None, now: float) -> float | None:
         ttl = self.settings.ttl if options is None or isinstance(options.ttl, _Unset) else options.ttl
@@ -527,10 +571,11 @@ class CacheCore:
             self.singleflight.finish(key, flight, payload)
 
     def _may_share(self, options: CallOptions | None) -> bool:
-        return self.settings.single_flight and self._enabled and not (options and options.bypass_read)
+        return self.settings.single_flight and self._miss_level(options) == "miss"
 
     def _miss_level(self, options: CallOptions | None) -> str:
-        return "bypass" if not self._enabled or (options and options.bypass_read) else "miss"
+        reads = self._enabled and not (options and options.bypass_read) and self.mode_of(options) != REFRESH
+        return "miss" if reads else "bypass"
 
     def _store_computed(
         self, key: str, value: T, options: CallOptions | None, encode: Callable[[T], Any], *, landed: bool = False
@@ -765,6 +810,24 @@ class CacheCore:
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait for background writes to land (tests, batch jobs before exit, ``clear``)."""
         return self.writer.flush(timeout)
+
+    def export(self, path: Any, *, namespaces: Iterable[str] | None = None, all_namespaces: bool = False) -> Any:
+        """Write this cache's entries (the configured namespace, ``namespaces`` or all) to a portable recording
+        file; see :mod:`dspy_tiered_cache.portable`. Returns an ``ExportSummary``."""
+        from dspy_tiered_cache.portable import export_recording
+
+        return export_recording(self, path, namespaces=namespaces, all_namespaces=all_namespaces)
+
+    def import_(self, path: Any, *, namespace: str | None = None) -> Any:
+        """Load a recording file into every tier (its namespace, or ``namespace``). Returns an ``ImportSummary``."""
+        from dspy_tiered_cache.portable import import_recording
+
+        return import_recording(self, path, namespace=namespace)
+
+    @property
+    def shared_tier(self) -> Tier | None:
+        """The most shared tier: it holds namespace generations, and exports read from it."""
+        return self._authority
 
     def report(self) -> Any:
         """A :class:`~dspy_tiered_cache.report.StatsReport`: a table in a terminal, HTML in a notebook."""

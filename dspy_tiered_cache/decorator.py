@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, Protocol, TypeVar, over
 from dspy_tiered_cache.core import UNSET, CacheCore, CallOptions
 from dspy_tiered_cache.integrations._values import UnsupportedValue, dump_value, load_value, register_model
 from dspy_tiered_cache.keys import TRANSPORT_KEYS, UncacheableRequest
+from dspy_tiered_cache.modes import ReplayMiss, check_mode
 from dspy_tiered_cache.settings import NAME_PATTERN
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ class FunctionCache:
         include: Iterable[str],
         version: str | None,
         max_age: float | None,
+        mode: str | None = None,
     ) -> None:
         if namespace is not None and not NAME_PATTERN.match(namespace):
             raise ValueError(f"namespace {namespace!r} is not valid: use 1-64 characters from letters, digits, '_.-'")
@@ -127,7 +129,7 @@ class FunctionCache:
         has_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in self.signature.parameters.values())
         if unknown and not has_var_kw:
             raise ValueError(f"ignore=/include= name no parameter of {self.name}: {sorted(unknown)}")
-        self.options = CallOptions(ttl=ttl, max_age=max_age, namespace=namespace)
+        self.options = CallOptions(ttl=ttl, max_age=max_age, namespace=namespace, mode=check_mode(mode))
         #: After an unreadable entry: compute and overwrite without reading again (a write of the bad value
         #: still queued for a remote tier could otherwise be read back).
         self._refresh = dataclasses.replace(self.options, bypass_read=True)
@@ -225,6 +227,9 @@ class FunctionCache:
                 value, level = core.get_or_compute(
                     key, lambda: self.fn(*args, **kwargs), options=self.options, encode=_dump, decode=_load
                 )
+            except ReplayMiss:
+                trace.record("replay-miss", key=key)
+                raise
             except _Unreadable as exc:
                 self._drop_unreadable(core, key, exc)
                 value, level = core.get_or_compute(
@@ -245,6 +250,9 @@ class FunctionCache:
                 value, level = await core.aget_or_compute(
                     key, lambda: self.fn(*args, **kwargs), options=self.options, encode=_dump, decode=_load
                 )
+            except ReplayMiss:
+                trace.record("replay-miss", key=key)
+                raise
             except _Unreadable as exc:
                 self._drop_unreadable(core, key, exc)
                 value, level = await core.aget_or_compute(
@@ -295,6 +303,7 @@ def cached(
     include: Iterable[str] = ...,
     version: str | None = ...,
     max_age: float | None = ...,
+    mode: str | None = ...,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
 
@@ -309,6 +318,7 @@ def cached(
     include: Iterable[str] = (),
     version: str | None = None,
     max_age: float | None = None,
+    mode: str | None = None,
 ) -> Any:
     """Cache a sync or async function's results in the tiered cache (use as ``@cached`` or ``@cached(...)``).
 
@@ -323,6 +333,8 @@ def cached(
             argument ``metadata`` that does change the result). Never list a credential here.
         version: part of the key: bump it when the function's prompt or logic changes.
         max_age: results older than this many seconds are recomputed.
+        mode: ``"replay"`` (a result that was never stored raises ``ReplayMiss`` instead of calling the function),
+            ``"refresh"`` (always call and store) or ``"read-write"``; default: the settings' ``mode``.
 
     The wrapper keeps the function's signature and adds ``f.cache`` (:class:`FunctionCache`: ``key(...)``,
     ``delete(...)``, ``clear()``, ``report()``, ``core``), ``f.cache_clear()`` and ``f.cache_info()``.
@@ -340,6 +352,7 @@ def cached(
             include=include,
             version=version,
             max_age=max_age,
+            mode=mode,
         )
         _register_return_models(fn)
         wrapper: Callable[..., Any]

@@ -168,6 +168,12 @@ def entry_key(prefix: str, namespace: str, generation: int, digest: str) -> str:
     return f"{prefix}:e:{namespace}:{generation}:{digest}"
 
 
+def request_key(key: str) -> str:
+    """Where the canonical request of the entry under ``key`` is kept (``record_requests``): beside it, outside
+    the ``prefix:e:`` space so entry counts and ``clear`` patterns are unchanged."""
+    return key.replace(":e:", ":q:", 1)
+
+
 def generation_key(prefix: str, namespace: str) -> str:
     return f"{prefix}:gen:{namespace}"
 

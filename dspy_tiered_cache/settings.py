@@ -111,6 +111,16 @@ class CacheSettings(BaseSettings):
     semantic_max_chars: int = Field(2000, gt=0, description="Longer last user turns are matched exactly only.")
     semantic_max_messages: int = Field(6, gt=0, description="Longer conversations are matched exactly only.")
     semantic_allow_tools: bool = Field(False, description="Also match requests carrying tools/functions.")
+    mode: Literal["read-write", "replay", "refresh"] = Field(
+        "read-write",
+        description="read-write (default); replay: answers only from the cache, a miss raises ReplayMiss and never "
+        "goes upstream; refresh: never read, always write (re-record).",
+    )
+    record_requests: bool = Field(
+        False,
+        description="Also keep each request's canonical form beside its answer in the shared tier, so exports show "
+        "prompts and a replay miss can say how it differs from the closest recorded request.",
+    )
 
     @field_validator("namespace", "key_prefix")
     @classmethod
@@ -118,6 +128,13 @@ class CacheSettings(BaseSettings):
         if not NAME_PATTERN.match(value):
             raise ValueError("use 1-64 characters from letters, digits, '_', '.', '-'")
         return value
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _check_mode(cls, value: Any) -> Any:
+        from dspy_tiered_cache.modes import check_mode
+
+        return check_mode(value) if isinstance(value, str) else value
 
     @field_validator("encryption_keys", mode="before")
     @classmethod

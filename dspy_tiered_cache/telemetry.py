@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from dspy_tiered_cache.core import CacheCore
 
 SCOPE = "dspy_tiered_cache"
-LEVELS = ("l1", "l2", "disk", "miss", "bypass", "joined")
+LEVELS = ("l1", "l2", "disk", "miss", "bypass", "joined", "replay-miss")
 
 _MISSING = object()
 _PROVIDER_FROM_ENV = bool(os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"))

@@ -49,6 +49,9 @@ def test_walkthrough_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert "warm: 4 questions" in text and "same answers as the cold run: True" in text
     assert "new generation: 1" in text and "after invalidation: 4 questions" in text
     assert "warm run" in text and "faster than cold" in text
+    assert "exported 4 entries (4 with their request)" in text
+    assert "fresh kernel, provider unreachable, same answers: True" in text
+    assert "ReplayMiss: replay mode: this request was never recorded" in text and "Austria" in text
     html = [d["text/html"] for _, d in cells if "text/html" in d]
     assert html and "<table" in html[0] and "memory (l1)" in html[0]
     assert sum("image/png" in d for _, d in cells) == 2  # hits per tier, cold vs warm times

@@ -36,6 +36,7 @@ from dspy_tiered_cache.codec import decode_value
 from dspy_tiered_cache.core import UNSET, CacheCore, CallOptions, default_core
 from dspy_tiered_cache.integrations._values import TYPE_TAG, UnsupportedValue, dump_value, load_value
 from dspy_tiered_cache.keys import UncacheableRequest
+from dspy_tiered_cache.modes import ReplayMiss, check_mode
 from dspy_tiered_cache.settings import CacheSettings, ConfigError, check_namespace
 from dspy_tiered_cache.singleflight import Flight
 
@@ -102,7 +103,12 @@ class DSPyCacheAdapter:
         ttl: Any = UNSET,
         max_age: float | None = None,
         single_flight: bool | None = None,
+        mode: str | None = None,
     ) -> None:
+        try:
+            mode = check_mode(mode)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if namespace is not None:  # fail now, not by silently skipping the cache on every call
             try:
                 check_namespace(namespace)
@@ -113,7 +119,8 @@ class DSPyCacheAdapter:
         self.ttl = ttl
         self.max_age = max_age
         self.single_flight = single_flight
-        self.options = CallOptions(ttl=ttl, max_age=max_age, namespace=namespace)
+        self.mode = mode
+        self.options = CallOptions(ttl=ttl, max_age=max_age, namespace=namespace, mode=mode)
         self._warned: set[str] = set()
 
     def __repr__(self) -> str:
@@ -134,7 +141,7 @@ class DSPyCacheAdapter:
         """Whether concurrent identical misses are collapsed into one upstream call."""
         s = self.core.settings
         wanted = s.single_flight if self.single_flight is None else self.single_flight
-        return wanted and s.enabled
+        return wanted and s.enabled and self.core.mode_of(self.options) != "refresh"  # refresh: never served
 
     # -- the dspy.cache protocol ---------------------------------------------------------------------------
     def cache_key(self, request: Mapping[str, Any], ignored_args_for_cache_key: list[str] | None = None) -> str:
@@ -152,6 +159,10 @@ class DSPyCacheAdapter:
         """The cached value (a fresh object marked as a hit) or None. Never raises."""
         try:
             return self._get(request, ignored_args_for_cache_key, scope)
+        except ReplayMiss:  # replay mode: the caller must hear of it (DSPy does not retry or convert it)
+            if scope is not None:
+                scope.level = "replay-miss"
+            raise
         except Exception as exc:
             self._warn("get", "dspy_tiered_cache: cache lookup failed (%s: %s); calling the LM", exc)
             return None
@@ -410,6 +421,7 @@ def _adapter_spec(adapter: DSPyCacheAdapter) -> dict[str, Any]:
         "ttl": "unset" if adapter.ttl is UNSET else adapter.ttl,
         "max_age": adapter.max_age,
         "single_flight": adapter.single_flight,
+        "mode": adapter.mode,
     }
 
 
@@ -439,6 +451,7 @@ def _restore_adapter(spec: dict[str, Any]) -> DSPyCacheAdapter:
         ttl=UNSET if ttl == "unset" else ttl,
         max_age=spec.get("max_age"),
         single_flight=spec.get("single_flight"),
+        mode=spec.get("mode"),
     )
 
 

@@ -53,7 +53,7 @@ __all__ = [
 #: Key of our options in ``dump_state()``: per-LM options only, never a URL, a secret or a setting.
 STATE_KEY = "tiered_cache"
 _LM_CLASS_STATE_KEY = "_dspy_lm_class"
-_PER_LM_OPTIONS = ("namespace", "ttl", "max_age", "single_flight")
+_PER_LM_OPTIONS = ("namespace", "ttl", "max_age", "single_flight", "mode")
 
 
 class CachedLM(dspy.LM):  # type: ignore[misc]
@@ -68,6 +68,8 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
         ttl: lifetime of this LM's entries in seconds (``None``: no expiry; default: the settings' ``ttl``).
         max_age: entries older than this many seconds are treated as misses.
         single_flight: override the settings' ``single_flight`` for this LM.
+        mode: ``"read-write"``, ``"replay"`` (a miss raises ``ReplayMiss``, never goes upstream) or ``"refresh"``
+            (never read, always write) for this LM; default: the settings' ``mode``.
         **overrides: ``CacheSettings`` fields; they build a core of this LM's own (only with ``cache=None`` or
             a ``CacheSettings``).
     """
@@ -81,6 +83,7 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
         ttl: Any = UNSET,
         max_age: float | None = None,
         single_flight: bool | None = None,
+        mode: str | None = None,
         **overrides: Any,
     ) -> None:
         if not isinstance(lm, dspy.LM):
@@ -107,7 +110,7 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
             core = resolve_core(cache, overrides)
         _adopt_state(self, lm)
         self._dtc_adapter = DSPyCacheAdapter(
-            core, namespace=namespace, ttl=ttl, max_age=max_age, single_flight=single_flight
+            core, namespace=namespace, ttl=ttl, max_age=max_age, single_flight=single_flight, mode=mode
         )
         ensure_installed()
 
@@ -187,6 +190,8 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
             options["max_age"] = adapter.max_age
         if adapter.single_flight is not None:
             options["single_flight"] = adapter.single_flight
+        if adapter.mode is not None:
+            options["mode"] = adapter.mode
         if options:
             state[STATE_KEY] = options
         return state

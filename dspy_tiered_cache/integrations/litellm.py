@@ -60,6 +60,7 @@ from dspy_tiered_cache.core import CacheCore, CallOptions, Hit
 from dspy_tiered_cache.errors import CacheError
 from dspy_tiered_cache.integrations._values import UnsupportedValue, dump_value, load_value
 from dspy_tiered_cache.keys import UncacheableRequest
+from dspy_tiered_cache.modes import ReplayMiss
 from dspy_tiered_cache.settings import NAME_PATTERN, CacheSettings
 from dspy_tiered_cache.singleflight import Flight
 
@@ -109,6 +110,11 @@ _SAVED: contextvars.ContextVar[int] = contextvars.ContextVar("dtc_litellm_saved"
 #: Similarity of the neighbour a semantic hit came from, for the call's span.
 _SIMILARITY: contextvars.ContextVar[float | None] = contextvars.ContextVar("dtc_litellm_similarity", default=None)
 _LOOKED_UP_MAX: Final = 4096
+#: A replay-mode miss seen by the backend: LiteLLM's ``Cache.get_cache`` swallows every exception of its
+#: backend, so TieredCache raises it again once LiteLLM hands the (empty) lookup back.
+_REPLAY_MISS: contextvars.ContextVar[ReplayMiss | None] = contextvars.ContextVar("dtc_replay_miss", default=None)
+#: Our cache modes, told apart from LiteLLM's own ``mode`` values (default_on / default_off) by name.
+_OUR_MODES: Final = frozenset({"read-write", "replay", "refresh"})
 
 
 class MissingLiteLLMDependency(CacheError, ImportError):
@@ -219,6 +225,8 @@ class TieredBackend(BaseCache):
     def __init__(self, core: CacheCore) -> None:
         super().__init__(default_ttl=0)
         self.core = core
+        #: This door's own mode (``TieredCache(core=..., mode="replay")``); None: the core's.
+        self.options: CallOptions | None = None
         #: key -> lease token held by this process's single-flight leader for that key (see TieredCache._lead).
         self.leases: dict[str, str] = {}
         #: keys whose async lookup missed and that have not been written since (bounded, oldest dropped).
@@ -273,7 +281,11 @@ class TieredBackend(BaseCache):
     def get_cache(self, key: str, **kwargs: Any) -> Any:
         if key == UNCACHEABLE_KEY:
             return None
-        hit = self.core.get(key)
+        try:
+            hit = self.core.get(key, options=self.options)
+        except ReplayMiss as exc:
+            _REPLAY_MISS.set(exc)
+            raise
         _LOOKUP.set((hit.level if hit is not None else "miss", key))
         return from_stored(hit) if hit is not None else None
 
@@ -285,7 +297,11 @@ class TieredBackend(BaseCache):
             # LiteLLM stores from tasks it creates just before returning a response and does not await: a write
             # (a first answer, a refresh) may still be queued. Join it, so a read right after a write hits.
             await self._join_pending_writes(registry, expect_write=key in self._awaiting)
-        hit = await self.core.aget(key)
+        try:
+            hit = await self.core.aget(key, options=self.options)
+        except ReplayMiss as exc:
+            _REPLAY_MISS.set(exc)
+            raise
         _LOOKUP.set((hit.level if hit is not None else "miss", key))
         if hit is None:
             with self._awaiting_lock:
@@ -399,6 +415,11 @@ class TieredCache(Cache):
 
     LiteLLM's own options keep their meaning: ``mode`` ("default_on" or "default_off", opt in per call with
     ``cache={"use-cache": True}``), ``supported_call_types``, ``max_messages`` (default None here: no limit).
+
+    ``mode`` also takes our cache modes, ``"read-write"``, ``"replay"`` or ``"refresh"`` (see
+    :mod:`dspy_tiered_cache.modes`). In replay, ``completion`` raises ``ReplayMiss`` at once; ``acompletion`` with
+    ``num_retries`` > 0 does too, but LiteLLM's async wrapper first retries through the uncached function, so
+    those retries reach the provider: use ``num_retries=0`` when replaying.
     """
 
     def __init__(
@@ -415,6 +436,11 @@ class TieredCache(Cache):
         **overrides: Any,
     ) -> None:
         _check_hit_path_imports()
+        door_mode = None
+        if str(getattr(mode, "value", mode)) in _OUR_MODES:  # ours (replay...), not LiteLLM's default_on/off
+            door_mode, mode = str(mode), CacheMode.default_on
+            if core is None:
+                overrides["mode"] = door_mode
         if core is None:
             if redis_url is not None:
                 overrides["redis_url"] = redis_url
@@ -432,6 +458,9 @@ class TieredCache(Cache):
             max_messages=max_messages,
             _backend=(backend := TieredBackend(core)),
         )
+        if door_mode is not None:
+            backend.options = CallOptions(mode=door_mode)
+        self._tiered_backend = backend
         # Cache.__init__ records the ttl/namespace LiteLLM applies itself; ours live in the core's settings
         # (per-tier caps, jitter and generations apply), so LiteLLM's copies stay None unless a user sets them.
         self.type = None
@@ -572,8 +601,10 @@ class TieredCache(Cache):
         self._looked_up(kwargs)
         with self._trace(kwargs) as call:
             lookup, saved, similarity = _LOOKUP.set(None), _SAVED.set(0), _SIMILARITY.set(None)
+            replay = _REPLAY_MISS.set(None)
             try:
                 result = super().get_cache(dynamic_cache_object, **kwargs)
+                self._raise_replay_miss(call)  # replay answers exact recordings only: before semantic
                 if result is None and self._semantic is not None and self._exact_missed():
                     result = self._semantic_answered(self._semantic_find(kwargs))
                 if result is None and (led := self._join_or_lead(kwargs, sync=True)) is not None:
@@ -589,13 +620,16 @@ class TieredCache(Cache):
                 _LOOKUP.reset(lookup)
                 _SAVED.reset(saved)
                 _SIMILARITY.reset(similarity)
+                _REPLAY_MISS.reset(replay)
 
     async def async_get_cache(self, dynamic_cache_object: BaseCache | None = None, **kwargs: Any) -> Any:
         self._looked_up(kwargs)
         with self._trace(kwargs) as call:
             lookup, saved, similarity = _LOOKUP.set(None), _SAVED.set(0), _SIMILARITY.set(None)
+            replay = _REPLAY_MISS.set(None)
             try:
                 result = await super().async_get_cache(dynamic_cache_object, **kwargs)
+                self._raise_replay_miss(call)  # replay answers exact recordings only: before semantic
                 if result is None and self._semantic is not None and self._exact_missed():
                     found = await asyncio.get_running_loop().run_in_executor(None, self._semantic_find, kwargs)
                     result = self._semantic_answered(found)
@@ -612,6 +646,16 @@ class TieredCache(Cache):
                 _LOOKUP.reset(lookup)
                 _SAVED.reset(saved)
                 _SIMILARITY.reset(similarity)
+                _REPLAY_MISS.reset(replay)
+
+    @staticmethod
+    def _raise_replay_miss(call: Any) -> None:
+        """Raise the replay miss LiteLLM swallowed. LiteLLM's client wrapper re-raises it unchanged: it retries
+        only provider errors (openai.APIError and kin), so the caller gets it at once, never after retries."""
+        miss = _REPLAY_MISS.get()
+        if miss is not None:
+            call.record("replay-miss", key=miss.key)
+            raise miss
 
     # -- the opt-in semantic tier: only after an exact miss ---------------------------------------------
     @staticmethod
@@ -657,6 +701,7 @@ class TieredCache(Cache):
         if (
             lookup is None
             or not (s.single_flight and s.enabled)
+            or self.core.mode_of(self._tiered_backend.options) == "refresh"  # re-recording: never served
             or not isinstance(call_id, str)
             or kwargs.get("stream")
             or "input" in kwargs  # embeddings are cached per input by LiteLLM's pipeline: not one flight
@@ -813,6 +858,14 @@ class TieredCache(Cache):
         if self._semantic is not None:
             snapshot["semantic"] = self._semantic.snapshot()
         return snapshot
+
+    def export(self, path: Any, **options: Any) -> Any:
+        """Write this cache's entries to a portable recording (see :meth:`CacheCore.export`)."""
+        return self.core.export(path, **options)
+
+    def import_(self, path: Any, **options: Any) -> Any:
+        """Load a recording into this cache's tiers (see :meth:`CacheCore.import_`)."""
+        return self.core.import_(path, **options)
 
     def flush(self, timeout: float = 5.0) -> bool:
         return self.core.flush(timeout)

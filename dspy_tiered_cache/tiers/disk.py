@@ -12,10 +12,11 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from dspy_tiered_cache import forksafe
-from dspy_tiered_cache.codec import Entry, FrameCodec
+from dspy_tiered_cache.codec import CorruptEntry, Entry, FrameCodec
 from dspy_tiered_cache.tiers.base import Tier, TierHealth
 
 _SCHEMA = """
@@ -137,6 +138,44 @@ class DiskTier(Tier):
 
     def clear(self) -> int:
         return int(self._conn().execute("DELETE FROM entries").rowcount)
+
+    def scan_prefix(self, prefix: str) -> Iterator[tuple[str, Entry | None]]:
+        """Live entries whose keys start with ``prefix``, in key order (an index range, not a full scan); None for
+        a value that does not decode. For exports: read in one snapshot, never on a call's path."""
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT key, value FROM entries WHERE key >= ? AND key < ? AND (expires_at IS NULL OR expires_at > ?)"
+                " ORDER BY key",
+                (prefix, upper, time.time()),
+            )
+            .fetchall()
+        )
+        for key, blob in rows:
+            try:
+                yield key, self.codec.loads(bytes(blob))
+            except CorruptEntry:
+                yield key, None
+
+    def set_many(self, items: Iterable[tuple[str, Entry]]) -> None:
+        """Write many entries in one transaction (imports): all land, or none do."""
+        now = time.time()
+        rows = []
+        for key, entry in items:
+            if not entry.expired(now):
+                blob = self.codec.dumps(entry)
+                rows.append((key, blob, entry.expires_at, len(blob) + len(key), now))
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT OR REPLACE INTO entries (key, value, expires_at, size, stored_at) VALUES (?, ?, ?, ?, ?)", rows
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def get_generation(self, namespace: str) -> int:
         row = self._conn().execute("SELECT generation FROM generations WHERE namespace = ?", (namespace,)).fetchone()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from dspy_tiered_cache import forksafe
 from dspy_tiered_cache.codec import Entry
@@ -301,6 +301,15 @@ class MemoryTier(Tier):
                     del self._data[k]
                 dropped += len(doomed)
             return dropped
+
+    def scan_prefix(self, prefix: str) -> Iterator[tuple[str, Entry | None]]:
+        """Live entries whose keys start with ``prefix`` (a snapshot; for exports, never on a call's path)."""
+        now = time.time()
+        with self._lock:
+            found = [(k, e) for seg in (self._protected, self._probation, self._window) for k, e in seg.items()]
+        for key, entry in found:
+            if key.startswith(prefix) and not entry.expired(now):
+                yield key, entry
 
     def get_generation(self, namespace: str) -> int:
         return self._generations.get(namespace, 0)

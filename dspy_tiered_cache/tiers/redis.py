@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +26,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from dspy_tiered_cache import forksafe
-from dspy_tiered_cache.codec import Entry, FrameCodec
+from dspy_tiered_cache.codec import CorruptEntry, Entry, FrameCodec
 from dspy_tiered_cache.keys import entry_pattern, generation_key
 from dspy_tiered_cache.settings import mask_url
 from dspy_tiered_cache.tiers.base import Tier, TierHealth
@@ -214,14 +215,48 @@ class RedisTier(Tier):
         client = self.client
         removed = 0
         batch: list[bytes] = []
-        for key in client.scan_iter(match=entry_pattern(self.prefix), count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                removed += self._unlink(batch)
-                batch = []
+        for pattern in (entry_pattern(self.prefix), f"{self.prefix}:q:*"):  # entries, then recorded requests
+            for key in client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    removed += self._unlink(batch)
+                    batch = []
         if batch:
             removed += self._unlink(batch)
         return removed
+
+    def scan_prefix(self, prefix: str, batch: int = 500) -> Iterator[tuple[str, Entry | None]]:
+        """Live entries whose keys start with ``prefix`` (SCAN MATCH, then GETs in pipelined batches); None for a
+        value that does not decode. For exports, never on a call's path: SCAN walks the whole keyspace."""
+        client = self.client
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
+        keys = [k.decode() if isinstance(k, bytes) else str(k) for k in client.scan_iter(match=pattern, count=1000)]
+        for start in range(0, len(keys), batch):
+            chunk = keys[start : start + batch]
+            pipe = client.pipeline(transaction=False)
+            for key in chunk:
+                pipe.get(key)
+            for key, raw in zip(chunk, pipe.execute(), strict=True):
+                if raw is None:
+                    continue
+                try:
+                    entry = self._decode(raw)
+                except CorruptEntry:
+                    yield key, None
+                    continue
+                if entry is not None:
+                    yield key, entry
+
+    def set_many(self, items: Iterable[tuple[str, Entry]], batch: int = 500) -> None:
+        """Write many entries with pipelined SETs (imports): one round trip per ``batch``, not per entry."""
+        pending = list(items)
+        for start in range(0, len(pending), batch):
+            pipe = self.client.pipeline(transaction=False)
+            for key, entry in pending[start : start + batch]:
+                encoded = self._encode(entry)
+                if encoded is not None:
+                    pipe.set(key, encoded[0], px=encoded[1])
+            pipe.execute()
 
     def _unlink(self, keys: list[bytes]) -> int:
         if self.cluster:  # keys of one batch live in many slots: one command per key, never CROSSSLOT

@@ -117,3 +117,15 @@ class TierContract:
         assert tier.raise_generation("mono", 3) == 5
         assert tier.get_generation("mono") == 5
         assert tier.bump_generation("mono") == 6
+
+    def test_scan_prefix_lists_live_entries_of_one_prefix(self, tier: Tier) -> None:
+        """Exports read a namespace's generation with ``scan_prefix``: its live entries only, nothing else."""
+        tier.set("dtc:e:scan:1:a", entry(b'{"a": 1}'))
+        tier.set("dtc:e:scan:1:b", entry(b'{"b": 2}', ttl=60))
+        tier.set("dtc:e:scan:1:gone", entry(ttl=0.05))
+        tier.set("dtc:e:scan:2:a", entry())  # another generation
+        tier.set("dtc:e:scan_x:1:a", entry())  # a namespace sharing the first letters
+        time.sleep(0.1)
+        found = dict(tier.scan_prefix("dtc:e:scan:1:"))  # type: ignore[attr-defined]
+        assert sorted(found) == ["dtc:e:scan:1:a", "dtc:e:scan:1:b"]
+        assert found["dtc:e:scan:1:a"].payload == b'{"a": 1}'  # type: ignore[union-attr]
