@@ -1,9 +1,16 @@
-"""The shared tier (L2) on Redis or Valkey: standalone, TLS (``rediss://``), unix socket or Cluster.
+"""The shared tier (L2) on Redis or Valkey: standalone, TLS (``rediss://``), unix socket, Sentinel or Cluster.
 
 We own the clients so we own their failure behaviour: redis-py 8 retries with backoff by default, which makes a
 refused port cost seconds per command. Here every command has explicit connect and operation timeouts in
 milliseconds and no retries; the core's circuit breaker decides when to try again. Only single-key commands are
 used (GET, SET PX, DEL, INCR), so Cluster needs no hash tags and never sees CROSSSLOT.
+
+Constructing a tier never touches the network, in any topology: clients are built on first use, inside a tier
+operation, so a Cluster or Sentinel that is down when the application starts is a counted tier failure (a miss),
+never an exception out of ``TieredCache()``. Failures are classified for the breaker here, because only this
+module knows what redis-py's errors mean per topology: a failed discovery (no sentinel, no cluster node
+answering, CLUSTERDOWN) trips it at once, while one dead Cluster node (its slots refuse connections, the other
+nodes answer) is a miss for those keys only.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from urllib.parse import urlsplit
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.asyncio.sentinel
 import redis.cluster
+import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -39,6 +48,20 @@ _RAISE = (
     "return v"
 )
 log = logging.getLogger("dspy_tiered_cache")
+
+
+class ClientBuildError(redis.ConnectionError):
+    """No client could be built (no seed node or sentinel answered): a tier failure like any other."""
+
+
+#: Failures that mean the whole deployment could not be reached or used, whatever the key.
+_DISCOVERY_FAILED: tuple[type[BaseException], ...] = (
+    ClientBuildError,
+    redis.exceptions.RedisClusterException,  # RedisClusterUnreachableError, SlotNotCoveredError, ...
+    redis.exceptions.ClusterDownError,
+    redis.sentinel.MasterNotFoundError,
+    redis.asyncio.sentinel.MasterNotFoundError,
+)
 
 
 def _generation(raw: bytes | None, namespace: str) -> int:
@@ -80,6 +103,11 @@ class RedisTier(Tier):
         }
         self._client: redis.Redis | redis.cluster.RedisCluster | None = None
         self._stale = False
+        #: How long a caller waits for another thread's client build (e.g. the invalidation subscriber's) before
+        #: it gives up with a miss: a build can take one connect + one operation timeout, never more.
+        self._build_wait_s = (connect_timeout_ms + timeout_ms) / 1000.0
+        self._build_failed_at = -1.0
+        self._build_error = ""
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         forksafe.register(self)
@@ -98,18 +126,48 @@ class RedisTier(Tier):
 
     @property
     def client(self) -> Any:
-        """The sync client, built on first use (so constructing a cache never touches the network)."""
+        """The sync client, built on first use (so constructing a cache never touches the network).
+
+        Building a Cluster client reads the slot map, so it can fail or take a timeout: that happens inside the
+        tier operation that asked for it and is counted as that operation's failure. Concurrent callers do not
+        queue behind a build for longer than it may take, and do not repeat a build that just failed.
+        """
         client = self._client
-        if client is None or self._stale:
-            with self._lock:
-                if self._client is None or self._stale:
-                    old, self._client = self._client, self._build(asyncio_client=False, previous=self._client)
-                    self._stale = False
-                    if old is not None:
-                        with contextlib.suppress(Exception):
-                            old.close()
-                client = self._client
-        return client
+        if client is not None and not self._stale:
+            return client
+        return self._build_sync()
+
+    def probe(self) -> object:
+        """One round trip, for the breaker's background probe: builds the client if needed (Sentinel: finds the
+        master again; Cluster: runs the slot-map refresh redis-py asked for after the outage)."""
+        return self.client.ping()
+
+    def pubsub_client(self) -> Any:
+        """The client invalidations travel on (:class:`~dspy_tiered_cache.coherence.PubSubSource`)."""
+        return self.client
+
+    def _build_sync(self) -> Any:
+        asked = time.monotonic()
+        if not self._lock.acquire(timeout=self._build_wait_s):
+            raise ClientBuildError(f"{self!r}: another thread is still connecting")
+        try:
+            if self._client is not None and not self._stale:
+                return self._client
+            if self._build_failed_at >= asked:  # it failed while we waited: do not pay for it twice
+                raise ClientBuildError(self._build_error)
+            try:
+                built = self._build(asyncio_client=False)
+            except Exception as exc:
+                self._build_failed_at = time.monotonic()
+                self._build_error = f"cannot connect to {mask_url(self.url)}: {type(exc).__name__}: {exc}"
+                raise ClientBuildError(self._build_error) from exc
+            old, self._client, self._stale = self._client, built, False
+        finally:
+            self._lock.release()
+        if old is not None:
+            with contextlib.suppress(Exception):
+                old.close()
+        return built
 
     @property
     def aclient(self) -> Any:
@@ -120,11 +178,12 @@ class RedisTier(Tier):
             client = self._aclients[loop] = self._build(asyncio_client=True)
         return client
 
-    def _build(self, *, asyncio_client: bool, previous: Any = None) -> Any:
+    def _build(self, *, asyncio_client: bool) -> Any:
         """A client with no retries: the breaker, not a backoff loop, decides when to try a dead server again.
 
-        A Cluster client rebuilt after an outage starts from every node the previous one knew, so a dead first
-        node or a slot map read mid-failover cannot pin it to a master that is gone.
+        Cluster: redis-py refreshes the slot map by itself after connection errors (at most once a second), so a
+        client is built once and kept; ``require_full_coverage=False`` lets it start, and keep serving the other
+        slots, while one master without a replica is gone.
         """
         if asyncio_client:
             from redis.asyncio.retry import Retry as AsyncRetry
@@ -136,13 +195,7 @@ class RedisTier(Tier):
             return self._build_sentinel(asyncio_client, retry)
         if self.cluster:
             cls: Any = redis.asyncio.cluster.RedisCluster if asyncio_client else redis.cluster.RedisCluster
-            if previous is not None:
-                nodes = [redis.cluster.ClusterNode(n.host, n.port) for n in previous.get_nodes()]  # type: ignore[no-untyped-call]
-                if nodes:
-                    parts = urlsplit(self._url())
-                    auth = {"username": parts.username, "password": parts.password} if parts.password else {}
-                    return cls(startup_nodes=nodes, retry=retry, **auth, **self._options)
-            return cls.from_url(self._url(), retry=retry, **self._options)
+            return cls.from_url(self._url(), retry=retry, require_full_coverage=False, **self._options)
         cls = redis.asyncio.Redis if asyncio_client else redis.Redis
         return cls.from_url(self._url(), retry=retry, retry_on_timeout=False, **self._options)
 
@@ -162,14 +215,17 @@ class RedisTier(Tier):
         db = int(path[1]) if len(path) > 1 else 0
         opts = {k: v for k, v in self._options.items() if k != "max_connections"}
         auth = {"username": parts.username, "password": parts.password} if parts.password else {}
+        # The sentinels' own connections get the same timeouts and no retries: discovery already moves on to the
+        # next sentinel, and a retry would multiply the timeout of each one that hangs.
+        sentinel_opts = {**opts, "retry": retry}
         if asyncio_client:
             from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 
-            sentinel: Any = AsyncSentinel(sentinels, sentinel_kwargs=opts, **opts)  # type: ignore[no-untyped-call]
+            sentinel: Any = AsyncSentinel(sentinels, sentinel_kwargs=sentinel_opts, **opts)  # type: ignore[no-untyped-call]
         else:
             from redis.sentinel import Sentinel
 
-            sentinel = Sentinel(sentinels, sentinel_kwargs=opts, **opts)  # type: ignore[no-untyped-call]
+            sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_opts, **opts)  # type: ignore[no-untyped-call]
         return sentinel.master_for(master, db=db, retry=retry, **auth)
 
     # -- protocol ------------------------------------------------------------------------------------
@@ -248,14 +304,21 @@ class RedisTier(Tier):
         return int(self.client.eval(_RAISE, 1, generation_key(self.prefix, namespace), at_least))
 
     def is_outage(self, exc: BaseException) -> bool:
+        if isinstance(exc, _DISCOVERY_FAILED):
+            return True
+        if self.cluster and isinstance(exc, redis.ConnectionError) and not isinstance(exc, ClientBuildError):
+            # One node refused us while a slot map could still be read: the cluster is partly up. Keys of that
+            # node's slots are misses (refused connections cost no timeout), keys elsewhere keep hitting; redis-py
+            # re-reads the slot map in the background of the next calls. When no node answers any more, redis-py
+            # says so with RedisClusterUnreachableError, which is an outage.
+            return False
         # A ResponseError (OOM under noeviction, READONLY replica, WRONGTYPE) is an answer: the server is up.
-        outage = not isinstance(exc, redis.ResponseError) or isinstance(exc, redis.exceptions.ReadOnlyError)
-        if outage and self.cluster:
-            self._stale = True  # rediscover the topology on the next call (a failover may be under way)
-        return outage
+        return not isinstance(exc, redis.ResponseError) or isinstance(exc, redis.exceptions.ReadOnlyError)
 
     def is_timeout(self, exc: BaseException) -> bool:
-        return isinstance(exc, (redis.TimeoutError, TimeoutError))
+        """Trip at once on anything the next call would pay for again in full: a timeout, or a failed discovery
+        (every sentinel or seed tried, CLUSTERDOWN after redis-py's fixed 0.25 s wait)."""
+        return isinstance(exc, (redis.TimeoutError, TimeoutError, *_DISCOVERY_FAILED))
 
     # -- cross-process leases (single-flight across processes) -------------------------------------
     def acquire_lock(self, name: str, token: str, lease_s: float) -> bool:
