@@ -4,10 +4,11 @@ Closed: every call goes through. After ``failures`` consecutive failures (or one
 skipped (a miss, in well under a millisecond) until ``reset_s`` has passed. Then it is half-open: one probe is let
 through; a successful probe closes it, a failed one opens it for another ``reset_s``.
 
-When the tier gives a ``probe`` (a cheap round trip such as PING), the probe runs in a background thread and
-callers keep getting misses until it succeeds. Why: in a Cluster or behind Sentinel a probe may pay for a whole
-rediscovery (every node or sentinel tried, each up to a timeout), and no caller should pay that; it also means
-the tier recovers on its own when the servers come back, even if no call happens to be the probe.
+When the tier gives a ``probe`` (a cheap round trip such as PING), the probe runs in a background thread
+``reset_s`` after the breaker opened, and callers keep getting misses until it succeeds. Why: in a Cluster or
+behind Sentinel a probe may pay for a whole rediscovery (every node or sentinel tried, each up to a timeout), and
+no caller should pay that; and the tier recovers on its own when the servers come back, whether or not calls
+happen to arrive then.
 """
 
 from __future__ import annotations
@@ -63,7 +64,16 @@ class CircuitBreaker:
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
-        self._probing = False  # a probe thread of the parent did not survive the fork
+        self._probing = False
+        if self._open_until and self.probe is not None:  # the parent's probe timer did not survive the fork
+            self._schedule_probe()
+
+    def _schedule_probe(self) -> None:
+        delay = max(0.0, self._open_until - time.monotonic())
+        timer = threading.Timer(delay, self._run_probe)
+        timer.name = "dspy-tiered-cache-probe"
+        timer.daemon = True
+        timer.start()
 
     @property
     def state(self) -> str:
@@ -79,14 +89,17 @@ class CircuitBreaker:
                 return True
             if self._probing or time.monotonic() < self._open_until:
                 return False
+            if self.probe is not None:
+                return False  # the background probe decides
             self._probing = True
-            if self.probe is None:
-                return True  # this caller is the probe
-        threading.Thread(target=self._run_probe, name="dspy-tiered-cache-probe", daemon=True).start()
-        return False
+            return True  # this caller is the probe
 
     def _run_probe(self) -> None:
         assert self.probe is not None
+        with self._lock:
+            if self._open_until == 0.0 or self._probing:
+                return
+            self._probing = True
         self.probes += 1
         try:
             self.probe()
@@ -106,10 +119,15 @@ class CircuitBreaker:
 
     def failure(self, *, trip: bool = False) -> None:
         """Count a failure; ``trip`` opens at once (a timeout: the next call would wait just as long)."""
+        schedule = False
         with self._lock:
             self._failures += 1
             if trip or self._probing or self._failures >= self.failures:
                 if self._open_until == 0.0:  # a transition from closed; failures while open are not new openings
                     self.opened += 1
+                    schedule = True
+                schedule = schedule or self._probing  # a failed probe: try again after another reset_s
                 self._open_until = time.monotonic() + self.reset_s
                 self._probing = False
+        if schedule and self.probe is not None:
+            self._schedule_probe()
