@@ -511,6 +511,12 @@ class LocalRedisCluster:
         """``redis://host:port`` of the first node (a cluster client discovers the rest)."""
         return f"redis://{self.nodes[0].host}:{self.nodes[0].port}"
 
+    @property
+    def seeds_url(self) -> str:
+        """``redis://host:port,host:port,...`` naming every node, for a cache that must reach the cluster even
+        when the first node is the one that is down."""
+        return "redis://" + ",".join(f"{node.host}:{node.port}" for node in self.nodes)
+
     def client(self, *, timeout: float = 1.0, **kwargs: Any) -> redis.cluster.RedisCluster:
         """A cluster client with short timeouts and a few immediate retries.
 

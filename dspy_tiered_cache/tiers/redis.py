@@ -57,7 +57,7 @@ class ClientBuildError(redis.ConnectionError):
 #: Failures that mean the whole deployment could not be reached or used, whatever the key.
 _DISCOVERY_FAILED: tuple[type[BaseException], ...] = (
     ClientBuildError,
-    redis.exceptions.RedisClusterException,  # RedisClusterUnreachableError, SlotNotCoveredError, ...
+    redis.exceptions.RedisClusterUnreachableError,  # the slot-map refresh reached no node
     redis.exceptions.ClusterDownError,
     redis.sentinel.MasterNotFoundError,
     redis.asyncio.sentinel.MasterNotFoundError,
@@ -195,9 +195,29 @@ class RedisTier(Tier):
             return self._build_sentinel(asyncio_client, retry)
         if self.cluster:
             cls: Any = redis.asyncio.cluster.RedisCluster if asyncio_client else redis.cluster.RedisCluster
+            seeds = self._cluster_seeds(asyncio_client)
+            if seeds is not None:
+                return cls(startup_nodes=seeds[0], retry=retry, require_full_coverage=False, **seeds[1], **self._options)
             return cls.from_url(self._url(), retry=retry, require_full_coverage=False, **self._options)
         cls = redis.asyncio.Redis if asyncio_client else redis.Redis
         return cls.from_url(self._url(), retry=retry, retry_on_timeout=False, **self._options)
+
+    def _cluster_seeds(self, asyncio_client: bool) -> tuple[list[Any], dict[str, Any]] | None:
+        """``redis://[user:pass@]host:port,host:port,...``: several seed nodes, so that one seed being down when
+        the client is built does not keep the cache away from the rest of the cluster."""
+        parts = urlsplit(self._url())
+        hosts = parts.netloc.rsplit("@", 1)[-1]
+        if "," not in hosts:
+            return None
+        node_cls: Any = redis.asyncio.cluster.ClusterNode if asyncio_client else redis.cluster.ClusterNode
+        nodes = []
+        for hostport in hosts.split(","):
+            host, _, port = hostport.rpartition(":")
+            nodes.append(node_cls(host or hostport, int(port or 6379)))
+        extra: dict[str, Any] = {"ssl": True} if parts.scheme == "rediss" else {}
+        if parts.password:
+            extra.update(username=parts.username or None, password=parts.password)
+        return nodes, extra
 
     def _build_sentinel(self, asyncio_client: bool, retry: Any) -> Any:
         """``redis+sentinel://[user:pass@]host:port[,host:port...]/master_name[/db]``: the master, found through
@@ -306,7 +326,7 @@ class RedisTier(Tier):
     def is_outage(self, exc: BaseException) -> bool:
         if isinstance(exc, _DISCOVERY_FAILED):
             return True
-        if self.cluster and isinstance(exc, redis.ConnectionError) and not isinstance(exc, ClientBuildError):
+        if self.cluster and isinstance(exc, (redis.ConnectionError, redis.exceptions.SlotNotCoveredError)):
             # One node refused us while a slot map could still be read: the cluster is partly up. Keys of that
             # node's slots are misses (refused connections cost no timeout), keys elsewhere keep hitting; redis-py
             # re-reads the slot map in the background of the next calls. When no node answers any more, redis-py
