@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import statistics
 import threading
 import time
@@ -31,7 +32,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dspy_tiered_cache.core import CacheCore
-from dspy_tiered_cache.testing.faults import API_KEY, MODEL, answer_text, ask, prompt_for, reference_answers, request_for
+from dspy_tiered_cache.testing.faults import (
+    API_KEY,
+    MODEL,
+    answer_text,
+    ask,
+    prompt_for,
+    reference_answers,
+    request_for,
+)
 from dspy_tiered_cache.testing.provider import StandInProvider
 from dspy_tiered_cache.testing.redis_server import LocalRedisCluster, LocalSentinel, RedisServer
 
@@ -366,7 +375,7 @@ def run_cell(topology: str, fault: str, provider: StandInProvider, expected: dic
         with CacheCore(**settings, memory=False, invalidation_pubsub=False) as seeder:
             for prompt in warm:
                 request = request_for(prompt)
-                seeder.get_or_compute(seeder.key_for(request), lambda r=request: ask(provider.base_url, r))
+                seeder.get_or_compute(seeder.key_for(request), functools.partial(ask, provider.base_url, request))
             seeder.flush(5.0)
         at_start = fault.endswith("at-start")
         if fault == "refused-at-start":
@@ -399,8 +408,11 @@ def run_cell(topology: str, fault: str, provider: StandInProvider, expected: dic
         async def run_async() -> list[float]:
             return [await callers.call_async(p) for p in sequence]  # type: ignore[union-attr]
 
+        def run_async_loop() -> list[float]:
+            return asyncio.run(run_async())
+
         done_sync, sync_ms = _bounded(run_sync, 30.0)
-        done_async, async_ms = _bounded(lambda: asyncio.run(run_async()), 30.0)
+        done_async, async_ms = _bounded(run_async_loop, 30.0)
         result.lost = planned - (len(sequence) if done_sync else 0) - (len(sequence) if done_async else 0)
         samples = [s for s in (sync_ms, async_ms) if s]
         if samples:
@@ -448,10 +460,7 @@ def _door_call(door: str, mode: str, cache_or_lm: Any, base_url: str, prompt: st
         import litellm
 
         kwargs = {"model": f"openai/{MODEL}", "messages": messages, "api_base": base_url, "api_key": API_KEY}
-        if mode == "sync":
-            response = litellm.completion(**kwargs)
-        else:
-            response = asyncio.run(litellm.acompletion(**kwargs))
+        response = litellm.completion(**kwargs) if mode == "sync" else asyncio.run(litellm.acompletion(**kwargs))
         return answer_text(response.model_dump())
     outputs = cache_or_lm(messages=messages) if mode == "sync" else asyncio.run(cache_or_lm.acall(messages=messages))
     first = outputs[0]
@@ -492,10 +501,10 @@ def _door(door: str, settings: dict[str, Any] | None, base_url: str) -> Iterator
 
 
 def _import_door(door: str) -> None:
-    import dspy_tiered_cache.tiers.redis  # noqa: F401
+    import dspy_tiered_cache.tiers.redis
 
     if door == "litellm":
-        import dspy_tiered_cache.integrations.litellm  # noqa: F401
+        import dspy_tiered_cache.integrations.litellm
     else:
         import dspy_tiered_cache.integrations.dspy  # noqa: F401
 
@@ -534,10 +543,9 @@ def run_door_cell(
                 errors: list[str] = []
                 for prompt in prompts:
                     began = time.perf_counter()
+                    call = functools.partial(_door_call, door, mode, target, provider.base_url, prompt)
                     try:
-                        finished, text = _bounded(
-                            lambda p=prompt: _door_call(door, mode, target, provider.base_url, p), 30.0
-                        )
+                        finished, text = _bounded(call, 30.0)
                     except Exception as exc:  # what the property under test forbids: counted, not raised
                         errors.append(f"{type(exc).__name__}: {exc}")
                         continue

@@ -103,11 +103,12 @@ class RedisTier(Tier):
         }
         self._client: redis.Redis | redis.cluster.RedisCluster | None = None
         self._stale = False
-        #: How long a caller waits for another thread's client build (e.g. the invalidation subscriber's) before
-        #: it gives up with a miss: a build can take one connect + one operation timeout, never more.
-        self._build_wait_s = (connect_timeout_ms + timeout_ms) / 1000.0
-        self._build_failed_at = -1.0
+        #: How long a caller waits for a client build (its own, or the invalidation subscriber's) before it gives
+        #: up with a miss: one timeout, like any other operation. The build itself goes on in the background.
+        self._build_wait_s = max(connect_timeout_ms, timeout_ms) / 1000.0
         self._build_error = ""
+        self._building: threading.Event | None = None  # set when the build in flight ends
+        self._unready: weakref.WeakSet[Any] = weakref.WeakSet()  # asyncio Cluster clients not initialized yet
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         forksafe.register(self)
@@ -116,6 +117,7 @@ class RedisTier(Tier):
         # redis-py's pools notice the new pid themselves; our lazy-build lock and asyncio clients do not.
         self._lock = threading.Lock()
         self._aclients = weakref.WeakKeyDictionary()
+        self._building = None  # a build thread of the parent did not survive the fork
 
     def __repr__(self) -> str:
         return f"RedisTier({mask_url(self.url)!r})"
@@ -147,27 +149,46 @@ class RedisTier(Tier):
         return self.client
 
     def _build_sync(self) -> Any:
-        asked = time.monotonic()
-        if not self._lock.acquire(timeout=self._build_wait_s):
-            raise ClientBuildError(f"{self!r}: another thread is still connecting")
-        try:
+        """Build the client in a thread of its own and wait for it at most one timeout.
+
+        A Cluster build reads the slot map and the command table, trying seed after seed: with every seed hanging
+        that is one timeout per seed. No caller pays for more than one; the build goes on in the background and
+        its client is used as soon as it is ready. A build that failed is not repeated by the callers that were
+        waiting for it (the breaker's probe retries later).
+        """
+        with self._lock:
             if self._client is not None and not self._stale:
                 return self._client
-            if self._build_failed_at >= asked:  # it failed while we waited: do not pay for it twice
-                raise ClientBuildError(self._build_error)
-            try:
-                built = self._build(asyncio_client=False)
-            except Exception as exc:
-                self._build_failed_at = time.monotonic()
-                self._build_error = f"cannot connect to {mask_url(self.url)}: {type(exc).__name__}: {exc}"
-                raise ClientBuildError(self._build_error) from exc
-            old, self._client, self._stale = self._client, built, False
+            done = self._building
+            if done is None:
+                done = self._building = threading.Event()
+                threading.Thread(
+                    target=self._run_build, args=(done,), name="dspy-tiered-cache-connect", daemon=True
+                ).start()
+        if not done.wait(self._build_wait_s):
+            raise ClientBuildError(f"{self!r}: still connecting after {self._build_wait_s * 1000:.0f} ms")
+        client = self._client
+        if client is None or self._stale:
+            raise ClientBuildError(self._build_error)
+        return client
+
+    def _run_build(self, done: threading.Event) -> None:
+        old = None
+        try:
+            built = self._build(asyncio_client=False)
+        except Exception as exc:
+            self._build_error = f"cannot connect to {mask_url(self.url)}: {type(exc).__name__}: {exc}"
+            log.debug("dspy_tiered_cache: %s", self._build_error)
+        else:
+            with self._lock:
+                old, self._client, self._stale = self._client, built, False
         finally:
-            self._lock.release()
+            with self._lock:
+                self._building = None
+            done.set()
         if old is not None:
             with contextlib.suppress(Exception):
                 old.close()
-        return built
 
     @property
     def aclient(self) -> Any:
@@ -176,6 +197,24 @@ class RedisTier(Tier):
         client = self._aclients.get(loop)
         if client is None:
             client = self._aclients[loop] = self._build(asyncio_client=True)
+            if self.cluster:
+                self._unready.add(client)
+        return client
+
+    async def _ac(self) -> Any:
+        """The asyncio client, ready: an asyncio Cluster client reads its slot map on first use, trying seed after
+        seed; a caller waits for that at most one timeout (then it is a miss, and the
+        next call in this loop starts over)."""
+        client = self.aclient
+        if client in self._unready:
+            try:
+                await asyncio.wait_for(client.initialize(), self._build_wait_s)
+            except Exception as exc:
+                self._aclients.pop(asyncio.get_running_loop(), None)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.aclose(), 0.05)
+                raise ClientBuildError(f"cannot connect to {mask_url(self.url)}: {type(exc).__name__}: {exc}") from exc
+            self._unready.discard(client)
         return client
 
     def _build(self, *, asyncio_client: bool) -> Any:
@@ -185,9 +224,9 @@ class RedisTier(Tier):
         client is built once and kept; ``require_full_coverage=False`` lets it start, and keep serving the other
         slots, while one master without a replica is gone.
         """
-        if asyncio_client:
-            from redis.asyncio.retry import Retry as AsyncRetry
+        from redis.asyncio.retry import Retry as AsyncRetry
 
+        if asyncio_client:
             retry: Any = AsyncRetry(NoBackoff(), 0)
         else:
             retry = Retry(NoBackoff(), 0)
@@ -196,9 +235,16 @@ class RedisTier(Tier):
         if self.cluster:
             cls: Any = redis.asyncio.cluster.RedisCluster if asyncio_client else redis.cluster.RedisCluster
             seeds = self._cluster_seeds(asyncio_client)
+            # While it is built, the client reads the command table from one node: let it move on to another node
+            # if that one is dead, then run every command with no retries.
+            building = (AsyncRetry if asyncio_client else Retry)(NoBackoff(), len(seeds[0]) if seeds else 1)
             if seeds is not None:
-                return cls(startup_nodes=seeds[0], retry=retry, require_full_coverage=False, **seeds[1], **self._options)
-            return cls.from_url(self._url(), retry=retry, require_full_coverage=False, **self._options)
+                client = cls(startup_nodes=seeds[0], retry=building, require_full_coverage=False, **seeds[1],
+                             **self._options)  # fmt: skip
+            else:
+                client = cls.from_url(self._url(), retry=building, require_full_coverage=False, **self._options)
+            client.set_retry(retry)
+            return client
         cls = redis.asyncio.Redis if asyncio_client else redis.Redis
         return cls.from_url(self._url(), retry=retry, retry_on_timeout=False, **self._options)
 
@@ -267,7 +313,7 @@ class RedisTier(Tier):
         return self._decode(self.client.get(key))
 
     async def aget(self, key: str) -> Entry | None:
-        return self._decode(await self.aclient.get(key))
+        return self._decode(await (await self._ac()).get(key))
 
     def set(self, key: str, entry: Entry) -> None:
         encoded = self._encode(entry)
@@ -277,13 +323,13 @@ class RedisTier(Tier):
     async def aset(self, key: str, entry: Entry) -> None:
         encoded = self._encode(entry)
         if encoded is not None:
-            await self.aclient.set(key, encoded[0], px=encoded[1])
+            await (await self._ac()).set(key, encoded[0], px=encoded[1])
 
     def delete(self, key: str) -> None:
         self.client.delete(key)
 
     async def adelete(self, key: str) -> None:
-        await self.aclient.delete(key)
+        await (await self._ac()).delete(key)
 
     def clear(self) -> int:
         """SCAN + UNLINK of our prefix only: never FLUSHDB a server other programs may share."""
@@ -308,7 +354,7 @@ class RedisTier(Tier):
         return _generation(self.client.get(generation_key(self.prefix, namespace)), namespace)
 
     async def aget_generation(self, namespace: str) -> int:
-        return _generation(await self.aclient.get(generation_key(self.prefix, namespace)), namespace)
+        return _generation(await (await self._ac()).get(generation_key(self.prefix, namespace)), namespace)
 
     def bump_generation(self, namespace: str) -> int:
         key = generation_key(self.prefix, namespace)
@@ -345,14 +391,14 @@ class RedisTier(Tier):
         return bool(self.client.set(name, token, nx=True, px=max(1, int(lease_s * 1000))))
 
     async def aacquire_lock(self, name: str, token: str, lease_s: float) -> bool:
-        return bool(await self.aclient.set(name, token, nx=True, px=max(1, int(lease_s * 1000))))
+        return bool(await (await self._ac()).set(name, token, nx=True, px=max(1, int(lease_s * 1000))))
 
     def release_lock(self, name: str, token: str) -> None:
         """Delete the lock only if it is still ours (a lease that expired may now belong to another process)."""
         self.client.eval(_RELEASE, 1, name, token)
 
     async def arelease_lock(self, name: str, token: str) -> None:
-        await self.aclient.eval(_RELEASE, 1, name, token)
+        await (await self._ac()).eval(_RELEASE, 1, name, token)
 
     def health(self) -> TierHealth:
         started = time.perf_counter()

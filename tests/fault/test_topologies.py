@@ -69,16 +69,11 @@ def test_at_start_cell(
 
 
 @pytest.mark.parametrize(("topology", "fault"), _cells(False))
-def test_mid_run_cell(
-    topology: str, fault: str, cell_provider: StandInProvider, cell_expected: dict[str, str]
-) -> None:
-    # Known gap (see README): an asyncio caller on a Cluster builds one client per event loop, and a new loop's
-    # first call tries every seed node; while all of them hang that costs one timeout per seed.
-    bound = FIRST_CALL_BOUND_MS * 3 if topology == "cluster" else FIRST_CALL_BOUND_MS
+def test_mid_run_cell(topology: str, fault: str, cell_provider: StandInProvider, cell_expected: dict[str, str]) -> None:
     result = run_cell(topology, fault, cell_provider, cell_expected)
-    if topology == "cluster" and fault in ("partial", "failover"):
-        result.steady_ms = min(result.steady_ms, float(next(
-            (n.split("median ")[1].split(" ")[0] for n in result.notes if n.startswith("sync first")), "0")))  # fmt: skip
+    # Known gap (see README): while a Cluster's nodes answer CLUSTERDOWN (re-forming after a restart), redis-py
+    # sleeps a fixed 0.25 s inside the one call that sees it before raising; the breaker then opens.
+    bound = FIRST_CALL_BOUND_MS + 250 if (topology, fault) == ("cluster", "restarted-empty") else FIRST_CALL_BOUND_MS
     _assert_contract(result, first_bound=bound)
     if fault == "partial":
         assert result.l2_hits_during > 0, result.to_dict()
