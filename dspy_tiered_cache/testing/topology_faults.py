@@ -459,17 +459,18 @@ def _door_call(door: str, mode: str, cache_or_lm: Any, base_url: str, prompt: st
     if door == "litellm":
         import litellm
 
+        litellm.cache = cache_or_lm  # the door under test or its baseline: one global, set before each call
         kwargs = {"model": f"openai/{MODEL}", "messages": messages, "api_base": base_url, "api_key": API_KEY}
         response = litellm.completion(**kwargs) if mode == "sync" else asyncio.run(litellm.acompletion(**kwargs))
         return answer_text(response.model_dump())
-    outputs = cache_or_lm(messages=messages) if mode == "sync" else asyncio.run(cache_or_lm.acall(messages=messages))
+    outputs = cache_or_lm(prompt) if mode == "sync" else asyncio.run(cache_or_lm.acall(prompt))
     first = outputs[0]
     return first if isinstance(first, str) else str(first.get("text"))
 
 
 @contextlib.contextmanager
 def _door(door: str, settings: dict[str, Any] | None, base_url: str) -> Iterator[Any]:
-    """A door configured as a user would, with ``settings`` (None: no cache at all, the baseline)."""
+    """A door configured as a user would, with ``settings`` (None: the bare host, no cache at all)."""
     if door == "litellm":
         import litellm
 
@@ -477,7 +478,6 @@ def _door(door: str, settings: dict[str, Any] | None, base_url: str) -> Iterator
 
         previous = litellm.cache
         cache = TieredCache(**settings) if settings is not None else None
-        litellm.cache = cache
         try:
             yield cache
         finally:
@@ -510,10 +510,15 @@ def _import_door(door: str) -> None:
 
 
 def run_door_cell(
-    topology: str, fault: str, door: str, provider: StandInProvider, *, calls: int = 6
+    topology: str, fault: str, door: str, provider: StandInProvider, *, calls: int = 9
 ) -> list[CellResult]:
-    """An at-start cell through a door, sync and async: construction time and call latency over the same door's
-    call without a cache (the median of a baseline run), with the deployment refused or hung from the start."""
+    """An at-start cell through a door, sync and async, with the deployment refused or hung from the start.
+
+    Added latency is paired: each call through the door configured with the dead deployment is timed right after
+    a call through the same door configured with a memory-only cache (both misses that go upstream), so what is
+    left is what the dead shared tier adds, not HTTP or host noise. First = the first pair; steady = the median
+    of the other pairs.
+    """
     assert fault in ("refused-at-start", "hung-at-start")
     tag = f"{door}-{topology}-{fault}"
     prompts = [prompt_for(i, tag) for i in range(calls)]
@@ -529,39 +534,35 @@ def run_door_cell(
         dep.kill_all() if fault == "refused-at-start" else dep.pause_all()
         for mode in ("sync", "async"):
             result = CellResult(topology, fault, door=f"{door} {mode}")
-            with _door(door, None, provider.base_url) as plain:
-                baseline = []
-                for i, prompt in enumerate(prompts[:3]):
-                    started = time.perf_counter()
-                    _door_call(door, mode, plain, provider.base_url, f"{prompt} baseline {mode} {i}")
-                    baseline.append((time.perf_counter() - started) * 1000)
-            base_ms = statistics.median(baseline)
-            started = time.perf_counter()
-            with _door(door, settings, provider.base_url) as target:
-                result.construct_ms = round((time.perf_counter() - started) * 1000, 2)
-                latencies: list[float] = []
-                errors: list[str] = []
-                for prompt in prompts:
-                    began = time.perf_counter()
-                    call = functools.partial(_door_call, door, mode, target, provider.base_url, prompt)
-                    try:
-                        finished, text = _bounded(call, 30.0)
-                    except Exception as exc:  # what the property under test forbids: counted, not raised
-                        errors.append(f"{type(exc).__name__}: {exc}")
-                        continue
-                    latencies.append((time.perf_counter() - began) * 1000)
-                    result.calls += 1
-                    if not finished:
-                        result.lost += 1
-                    elif text != expected[prompt]:
-                        result.wrong += 1
-                result.exceptions = len(errors)
-                result.error_samples = sorted(set(errors))[:3]
-                if latencies:
-                    result.first_ms = round(max(0.0, latencies[0] - base_ms), 2)
-                    result.steady_ms = round(max(0.0, statistics.median(latencies[1:]) - base_ms), 3)
-                result.notes.append(f"door baseline {base_ms:.1f} ms/call")
-            result.recovered_s = 0.0  # recovery is measured through the core (run_cell); the door shares it
+            errors: list[str] = []
+            pairs: list[float] = []
+            with _door(door, {"disk": False}, provider.base_url) as base:
+                started = time.perf_counter()
+                with _door(door, settings, provider.base_url) as target:
+                    result.construct_ms = round((time.perf_counter() - started) * 1000, 2)
+                    for prompt in prompts:
+                        began = time.perf_counter()
+                        _door_call(door, mode, base, provider.base_url, f"{prompt} baseline {mode}")
+                        base_ms = (time.perf_counter() - began) * 1000
+                        call = functools.partial(_door_call, door, mode, target, provider.base_url, prompt)
+                        began = time.perf_counter()
+                        try:
+                            finished, text = _bounded(call, 30.0)
+                        except Exception as exc:  # what the property under test forbids: counted, not raised
+                            errors.append(f"{type(exc).__name__}: {exc}")
+                            continue
+                        pairs.append((time.perf_counter() - began) * 1000 - base_ms)
+                        result.calls += 1
+                        if not finished:
+                            result.lost += 1
+                        elif text != expected[prompt]:
+                            result.wrong += 1
+            result.exceptions = len(errors)
+            result.error_samples = sorted(set(errors))[:3]
+            if pairs:
+                result.first_ms = round(max(0.0, pairs[0]), 2)
+                result.steady_ms = round(max(0.0, statistics.median(pairs[1:])), 3) if len(pairs) > 1 else 0.0
+            result.recovered_s = 0.0  # recovery is measured through the core (run_cell); the doors share it
             results.append(result.judge())
     finally:
         dep.stop()
@@ -621,7 +622,7 @@ def format_cells(results: Sequence[CellResult]) -> str:
         f"timeouts {TIMEOUT_MS} ms (connect and operation); goals: 0 exc/wrong/lost, construction < "
         f"{CONSTRUCT_GOAL_MS:.0f} ms, first call <= one timeout, steady <= {STEADY_GOAL_MS} ms, recovery.",
         "core: time spent inside the cache per call (lookup + store); doors: call latency over the same door's "
-        "call without a cache.",
+        "call with a memory-only cache, paired call by call.",
     ]
     if missed:
         footer += ["Goals missed:", *missed]
