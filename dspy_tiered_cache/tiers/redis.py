@@ -139,6 +139,13 @@ class RedisTier(Tier):
             return client
         return self._build_sync()
 
+    def _command_table(self) -> dict[str, Any] | None:
+        for client in (self._client, *self._aclients.values()):
+            commands = getattr(getattr(client, "commands_parser", None), "commands", None)
+            if commands:
+                return dict(commands)
+        return None
+
     def probe(self) -> object:
         """One round trip, for the breaker's background probe: builds the client if needed (Sentinel: finds the
         master again; Cluster: runs the slot-map refresh redis-py asked for after the outage)."""
@@ -207,6 +214,12 @@ class RedisTier(Tier):
         next call in this loop starts over)."""
         client = self.aclient
         if client in self._unready:
+            # An asyncio Cluster client reads the command table from the first primary of the slot map, with no
+            # retry on another node: while that master is gone, every new event loop's client would fail to
+            # start. The table is the same on every node, so hand over the one a client of ours already has.
+            known = self._command_table()
+            if known:
+                client.commands_parser.commands = known
             try:
                 await asyncio.wait_for(client.initialize(), self._build_wait_s)
             except Exception as exc:
@@ -214,6 +227,9 @@ class RedisTier(Tier):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.aclose(), 0.05)
                 raise ClientBuildError(f"cannot connect to {mask_url(self.url)}: {type(exc).__name__}: {exc}") from exc
+            from redis.asyncio.retry import Retry as AsyncRetry
+
+            client.set_retry(AsyncRetry(NoBackoff(), 0))  # ready: from now on the breaker decides, not retries
             self._unready.discard(client)
         return client
 
@@ -243,7 +259,8 @@ class RedisTier(Tier):
                              **self._options)  # fmt: skip
             else:
                 client = cls.from_url(self._url(), retry=building, require_full_coverage=False, **self._options)
-            client.set_retry(retry)
+            if not asyncio_client:  # an asyncio client reads its command table on first use: see _ac()
+                client.set_retry(retry)
             return client
         cls = redis.asyncio.Redis if asyncio_client else redis.Redis
         return cls.from_url(self._url(), retry=retry, retry_on_timeout=False, **self._options)

@@ -76,7 +76,7 @@ def test_mid_run_cell(topology: str, fault: str, cell_provider: StandInProvider,
     bound = FIRST_CALL_BOUND_MS + 250 if (topology, fault) == ("cluster", "restarted-empty") else FIRST_CALL_BOUND_MS
     _assert_contract(result, first_bound=bound)
     if fault == "partial":
-        assert result.l2_hits_during > 0, result.to_dict()
+        assert result.l2_hits_during == result.l2_hits_expected > 0, result.to_dict()
 
 
 @pytest.mark.parametrize(
