@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -29,6 +29,14 @@ from dspy_tiered_cache import forksafe
 log = logging.getLogger("dspy_tiered_cache")
 
 Handler = Callable[[dict[str, Any]], None]
+
+
+@runtime_checkable
+class PubSubSource(Protocol):
+    """A tier whose server can carry invalidations. A method, not a property: checking whether a tier is one
+    (``isinstance``) must never build a client or touch the network."""
+
+    def pubsub_client(self) -> Any: ...
 
 
 class InvalidationBus:

@@ -22,9 +22,9 @@ from typing import Any, Final, NamedTuple, TypeVar
 import orjson
 
 from dspy_tiered_cache import telemetry
-from dspy_tiered_cache.breaker import CircuitBreaker
+from dspy_tiered_cache.breaker import CircuitBreaker, breaker_for
 from dspy_tiered_cache.codec import CodecError, CorruptEntry, Entry, FrameCodec, decode_value, encode_value
-from dspy_tiered_cache.coherence import InvalidationBus
+from dspy_tiered_cache.coherence import InvalidationBus, PubSubSource
 from dspy_tiered_cache.keys import (
     UncacheableRequest,
     canonical_request,
@@ -146,7 +146,9 @@ class CacheCore:
         self._authority: Tier | None = self.tiers[-1] if self.tiers else None
         self.stats = Stats(names)
         self._l1_stats = self.stats.tiers[self._l1.name] if self._l1 is not None else None
-        self.breakers = {t.name: CircuitBreaker(s.breaker_failures, s.breaker_reset_s) for t in self.tiers if t.remote}
+        self.breakers: dict[str, CircuitBreaker] = {
+            t.name: breaker_for(t, s.breaker_failures, s.breaker_reset_s) for t in self.tiers if t.remote
+        }
         self.singleflight = SingleFlight()
         self.writer = BackgroundWriter(s.write_queue_size)
         self._generations: dict[str, tuple[int, float]] = {}
@@ -162,10 +164,11 @@ class CacheCore:
         lockable = [t for t in self.tiers if hasattr(t, "acquire_lock")]
         self._lock_tier: Tier | None = lockable[-1] if lockable and s.distributed_single_flight else None
         self._bus: InvalidationBus | None = None
-        redis_tier = next((t for t in reversed(self.tiers) if hasattr(t, "client") and t.remote), None)
-        if redis_tier is not None and s.invalidation_pubsub and self.memory is not None:
+        # Nothing here may touch the network: the subscriber builds its client lazily, in its own thread.
+        source = next((t for t in reversed(self.tiers) if t.remote and isinstance(t, PubSubSource)), None)
+        if source is not None and s.invalidation_pubsub and self.memory is not None:
             self._bus = InvalidationBus(
-                lambda: redis_tier.client,  # type: ignore[attr-defined]
+                source.pubsub_client,
                 f"{s.key_prefix}:inv",
                 self._apply_invalidation,
                 self._generations.clear,

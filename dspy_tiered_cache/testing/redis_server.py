@@ -41,6 +41,7 @@ __all__ = [
     "LocalSentinel",
     "RedisServer",
     "RedisServerNotFoundError",
+    "SilentPort",
     "find_redis_server",
     "free_port",
 ]
@@ -510,6 +511,12 @@ class LocalRedisCluster:
         """``redis://host:port`` of the first node (a cluster client discovers the rest)."""
         return f"redis://{self.nodes[0].host}:{self.nodes[0].port}"
 
+    @property
+    def seeds_url(self) -> str:
+        """``redis://host:port,host:port,...`` naming every node, for a cache that must reach the cluster even
+        when the first node is the one that is down."""
+        return "redis://" + ",".join(f"{node.host}:{node.port}" for node in self.nodes)
+
     def client(self, *, timeout: float = 1.0, **kwargs: Any) -> redis.cluster.RedisCluster:
         """A cluster client with short timeouts and a few immediate retries.
 
@@ -633,3 +640,37 @@ class LocalSentinel:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class SilentPort:
+    """A loopback port that accepts connections and never answers: a hung host, as seen by a client.
+
+    The socket listens but never reads, so the kernel completes each TCP handshake and the client's first command
+    waits for its operation timeout (once the backlog is full, its connect waits for the connect timeout instead).
+    Used as a Cluster seed or a Sentinel that hangs when the application starts.
+    """
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind((_LOOPBACK, 0))
+        self._sock.listen(512)
+        self.host = _LOOPBACK
+        self.port = int(self._sock.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}"
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> SilentPort:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def refused_port() -> int:
+    """A loopback port nothing listens on (connections are refused at once), for "down at start" faults."""
+    return free_port()

@@ -1,9 +1,16 @@
-"""The shared tier (L2) on Redis or Valkey: standalone, TLS (``rediss://``), unix socket or Cluster.
+"""The shared tier (L2) on Redis or Valkey: standalone, TLS (``rediss://``), unix socket, Sentinel or Cluster.
 
 We own the clients so we own their failure behaviour: redis-py 8 retries with backoff by default, which makes a
 refused port cost seconds per command. Here every command has explicit connect and operation timeouts in
 milliseconds and no retries; the core's circuit breaker decides when to try again. Only single-key commands are
 used (GET, SET PX, DEL, INCR), so Cluster needs no hash tags and never sees CROSSSLOT.
+
+Constructing a tier never touches the network, in any topology: clients are built on first use, inside a tier
+operation, so a Cluster or Sentinel that is down when the application starts is a counted tier failure (a miss),
+never an exception out of ``TieredCache()``. Failures are classified for the breaker here, because only this
+module knows what redis-py's errors mean per topology: a failed discovery (no sentinel, no cluster node
+answering, CLUSTERDOWN) trips it at once, while one dead Cluster node (its slots refuse connections, the other
+nodes answer) is a miss for those keys only.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from urllib.parse import urlsplit
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.asyncio.sentinel
 import redis.cluster
+import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -40,6 +49,20 @@ _RAISE = (
     "return v"
 )
 log = logging.getLogger("dspy_tiered_cache")
+
+
+class ClientBuildError(redis.ConnectionError):
+    """No client could be built (no seed node or sentinel answered): a tier failure like any other."""
+
+
+#: Failures that mean the whole deployment could not be reached or used, whatever the key.
+_DISCOVERY_FAILED: tuple[type[BaseException], ...] = (
+    ClientBuildError,
+    redis.exceptions.RedisClusterUnreachableError,  # the slot-map refresh reached no node
+    redis.exceptions.ClusterDownError,
+    redis.sentinel.MasterNotFoundError,
+    redis.asyncio.sentinel.MasterNotFoundError,
+)
 
 
 def _generation(raw: bytes | None, namespace: str) -> int:
@@ -81,6 +104,12 @@ class RedisTier(Tier):
         }
         self._client: redis.Redis | redis.cluster.RedisCluster | None = None
         self._stale = False
+        #: How long a caller waits for a client build (its own, or the invalidation subscriber's) before it gives
+        #: up with a miss: one timeout, like any other operation. The build itself goes on in the background.
+        self._build_wait_s = max(connect_timeout_ms, timeout_ms) / 1000.0
+        self._build_error = ""
+        self._building: threading.Event | None = None  # set when the build in flight ends
+        self._unready: weakref.WeakSet[Any] = weakref.WeakSet()  # asyncio Cluster clients not initialized yet
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         forksafe.register(self)
@@ -89,6 +118,7 @@ class RedisTier(Tier):
         # redis-py's pools notice the new pid themselves; our lazy-build lock and asyncio clients do not.
         self._lock = threading.Lock()
         self._aclients = weakref.WeakKeyDictionary()
+        self._building = None  # a build thread of the parent did not survive the fork
 
     def __repr__(self) -> str:
         return f"RedisTier({mask_url(self.url)!r})"
@@ -99,18 +129,74 @@ class RedisTier(Tier):
 
     @property
     def client(self) -> Any:
-        """The sync client, built on first use (so constructing a cache never touches the network)."""
+        """The sync client, built on first use (so constructing a cache never touches the network).
+
+        Building a Cluster client reads the slot map, so it can fail or take a timeout: that happens inside the
+        tier operation that asked for it and is counted as that operation's failure. Concurrent callers do not
+        queue behind a build for longer than it may take, and do not repeat a build that just failed.
+        """
+        client = self._client
+        if client is not None and not self._stale:
+            return client
+        return self._build_sync()
+
+    def _command_table(self) -> dict[str, Any] | None:
+        for client in (self._client, *self._aclients.values()):
+            commands = getattr(getattr(client, "commands_parser", None), "commands", None)
+            if commands:
+                return dict(commands)
+        return None
+
+    def probe(self) -> object:
+        """One round trip, for the breaker's background probe: builds the client if needed (Sentinel: finds the
+        master again; Cluster: runs the slot-map refresh redis-py asked for after the outage)."""
+        return self.client.ping()
+
+    def pubsub_client(self) -> Any:
+        """The client invalidations travel on (:class:`~dspy_tiered_cache.coherence.PubSubSource`)."""
+        return self.client
+
+    def _build_sync(self) -> Any:
+        """Build the client in a thread of its own and wait for it at most one timeout.
+
+        A Cluster build reads the slot map and the command table, trying seed after seed: with every seed hanging
+        that is one timeout per seed. No caller pays for more than one; the build goes on in the background and
+        its client is used as soon as it is ready. A build that failed is not repeated by the callers that were
+        waiting for it (the breaker's probe retries later).
+        """
+        with self._lock:
+            if self._client is not None and not self._stale:
+                return self._client
+            done = self._building
+            if done is None:
+                done = self._building = threading.Event()
+                threading.Thread(
+                    target=self._run_build, args=(done,), name="dspy-tiered-cache-connect", daemon=True
+                ).start()
+        if not done.wait(self._build_wait_s):
+            raise ClientBuildError(f"{self!r}: still connecting after {self._build_wait_s * 1000:.0f} ms")
         client = self._client
         if client is None or self._stale:
-            with self._lock:
-                if self._client is None or self._stale:
-                    old, self._client = self._client, self._build(asyncio_client=False, previous=self._client)
-                    self._stale = False
-                    if old is not None:
-                        with contextlib.suppress(Exception):
-                            old.close()
-                client = self._client
+            raise ClientBuildError(self._build_error)
         return client
+
+    def _run_build(self, done: threading.Event) -> None:
+        old = None
+        try:
+            built = self._build(asyncio_client=False)
+        except Exception as exc:
+            self._build_error = f"cannot connect to {mask_url(self.url)}: {type(exc).__name__}: {exc}"
+            log.debug("dspy_tiered_cache: %s", self._build_error)
+        else:
+            with self._lock:
+                old, self._client, self._stale = self._client, built, False
+        finally:
+            with self._lock:
+                self._building = None
+            done.set()
+        if old is not None:
+            with contextlib.suppress(Exception):
+                old.close()
 
     @property
     def aclient(self) -> Any:
@@ -119,17 +205,45 @@ class RedisTier(Tier):
         client = self._aclients.get(loop)
         if client is None:
             client = self._aclients[loop] = self._build(asyncio_client=True)
+            if self.cluster:
+                self._unready.add(client)
         return client
 
-    def _build(self, *, asyncio_client: bool, previous: Any = None) -> Any:
-        """A client with no retries: the breaker, not a backoff loop, decides when to try a dead server again.
-
-        A Cluster client rebuilt after an outage starts from every node the previous one knew, so a dead first
-        node or a slot map read mid-failover cannot pin it to a master that is gone.
-        """
-        if asyncio_client:
+    async def _ac(self) -> Any:
+        """The asyncio client, ready: an asyncio Cluster client reads its slot map on first use, trying seed after
+        seed; a caller waits for that at most one timeout (then it is a miss, and the
+        next call in this loop starts over)."""
+        client = self.aclient
+        if client in self._unready:
+            # An asyncio Cluster client reads the command table from the first primary of the slot map, with no
+            # retry on another node: while that master is gone, every new event loop's client would fail to
+            # start. The table is the same on every node, so hand over the one a client of ours already has.
+            known = self._command_table()
+            if known:
+                client.commands_parser.commands = known
+            try:
+                await asyncio.wait_for(client.initialize(), self._build_wait_s)
+            except Exception as exc:
+                self._aclients.pop(asyncio.get_running_loop(), None)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.aclose(), 0.05)
+                raise ClientBuildError(f"cannot connect to {mask_url(self.url)}: {type(exc).__name__}: {exc}") from exc
             from redis.asyncio.retry import Retry as AsyncRetry
 
+            client.set_retry(AsyncRetry(NoBackoff(), 0))  # ready: from now on the breaker decides, not retries
+            self._unready.discard(client)
+        return client
+
+    def _build(self, *, asyncio_client: bool) -> Any:
+        """A client with no retries: the breaker, not a backoff loop, decides when to try a dead server again.
+
+        Cluster: redis-py refreshes the slot map by itself after connection errors (at most once a second), so a
+        client is built once and kept; ``require_full_coverage=False`` lets it start, and keep serving the other
+        slots, while one master without a replica is gone.
+        """
+        from redis.asyncio.retry import Retry as AsyncRetry
+
+        if asyncio_client:
             retry: Any = AsyncRetry(NoBackoff(), 0)
         else:
             retry = Retry(NoBackoff(), 0)
@@ -137,15 +251,37 @@ class RedisTier(Tier):
             return self._build_sentinel(asyncio_client, retry)
         if self.cluster:
             cls: Any = redis.asyncio.cluster.RedisCluster if asyncio_client else redis.cluster.RedisCluster
-            if previous is not None:
-                nodes = [redis.cluster.ClusterNode(n.host, n.port) for n in previous.get_nodes()]  # type: ignore[no-untyped-call]
-                if nodes:
-                    parts = urlsplit(self._url())
-                    auth = {"username": parts.username, "password": parts.password} if parts.password else {}
-                    return cls(startup_nodes=nodes, retry=retry, **auth, **self._options)
-            return cls.from_url(self._url(), retry=retry, **self._options)
+            seeds = self._cluster_seeds(asyncio_client)
+            # While it is built, the client reads the command table from one node: let it move on to another node
+            # if that one is dead, then run every command with no retries.
+            building = (AsyncRetry if asyncio_client else Retry)(NoBackoff(), len(seeds[0]) if seeds else 1)
+            if seeds is not None:
+                client = cls(startup_nodes=seeds[0], retry=building, require_full_coverage=False, **seeds[1],
+                             **self._options)  # fmt: skip
+            else:
+                client = cls.from_url(self._url(), retry=building, require_full_coverage=False, **self._options)
+            if not asyncio_client:  # an asyncio client reads its command table on first use: see _ac()
+                client.set_retry(retry)
+            return client
         cls = redis.asyncio.Redis if asyncio_client else redis.Redis
         return cls.from_url(self._url(), retry=retry, retry_on_timeout=False, **self._options)
+
+    def _cluster_seeds(self, asyncio_client: bool) -> tuple[list[Any], dict[str, Any]] | None:
+        """``redis://[user:pass@]host:port,host:port,...``: several seed nodes, so that one seed being down when
+        the client is built does not keep the cache away from the rest of the cluster."""
+        parts = urlsplit(self._url())
+        hosts = parts.netloc.rsplit("@", 1)[-1]
+        if "," not in hosts:
+            return None
+        node_cls: Any = redis.asyncio.cluster.ClusterNode if asyncio_client else redis.cluster.ClusterNode
+        nodes = []
+        for hostport in hosts.split(","):
+            host, _, port = hostport.rpartition(":")
+            nodes.append(node_cls(host or hostport, int(port or 6379)))
+        extra: dict[str, Any] = {"ssl": True} if parts.scheme == "rediss" else {}
+        if parts.password:
+            extra.update(username=parts.username or None, password=parts.password)
+        return nodes, extra
 
     def _build_sentinel(self, asyncio_client: bool, retry: Any) -> Any:
         """``redis+sentinel://[user:pass@]host:port[,host:port...]/master_name[/db]``: the master, found through
@@ -163,14 +299,17 @@ class RedisTier(Tier):
         db = int(path[1]) if len(path) > 1 else 0
         opts = {k: v for k, v in self._options.items() if k != "max_connections"}
         auth = {"username": parts.username, "password": parts.password} if parts.password else {}
+        # The sentinels' own connections get the same timeouts and no retries: discovery already moves on to the
+        # next sentinel, and a retry would multiply the timeout of each one that hangs.
+        sentinel_opts = {**opts, "retry": retry}
         if asyncio_client:
             from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 
-            sentinel: Any = AsyncSentinel(sentinels, sentinel_kwargs=opts, **opts)  # type: ignore[no-untyped-call]
+            sentinel: Any = AsyncSentinel(sentinels, sentinel_kwargs=sentinel_opts, **opts)  # type: ignore[no-untyped-call]
         else:
             from redis.sentinel import Sentinel
 
-            sentinel = Sentinel(sentinels, sentinel_kwargs=opts, **opts)  # type: ignore[no-untyped-call]
+            sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_opts, **opts)  # type: ignore[no-untyped-call]
         return sentinel.master_for(master, db=db, retry=retry, **auth)
 
     # -- protocol ------------------------------------------------------------------------------------
@@ -192,7 +331,7 @@ class RedisTier(Tier):
         return self._decode(self.client.get(key))
 
     async def aget(self, key: str) -> Entry | None:
-        return self._decode(await self.aclient.get(key))
+        return self._decode(await (await self._ac()).get(key))
 
     def set(self, key: str, entry: Entry) -> None:
         encoded = self._encode(entry)
@@ -202,13 +341,13 @@ class RedisTier(Tier):
     async def aset(self, key: str, entry: Entry) -> None:
         encoded = self._encode(entry)
         if encoded is not None:
-            await self.aclient.set(key, encoded[0], px=encoded[1])
+            await (await self._ac()).set(key, encoded[0], px=encoded[1])
 
     def delete(self, key: str) -> None:
         self.client.delete(key)
 
     async def adelete(self, key: str) -> None:
-        await self.aclient.delete(key)
+        await (await self._ac()).delete(key)
 
     def clear(self) -> int:
         """SCAN + UNLINK of our prefix only: never FLUSHDB a server other programs may share."""
@@ -267,7 +406,7 @@ class RedisTier(Tier):
         return _generation(self.client.get(generation_key(self.prefix, namespace)), namespace)
 
     async def aget_generation(self, namespace: str) -> int:
-        return _generation(await self.aclient.get(generation_key(self.prefix, namespace)), namespace)
+        return _generation(await (await self._ac()).get(generation_key(self.prefix, namespace)), namespace)
 
     def bump_generation(self, namespace: str) -> int:
         key = generation_key(self.prefix, namespace)
@@ -283,28 +422,35 @@ class RedisTier(Tier):
         return int(self.client.eval(_RAISE, 1, generation_key(self.prefix, namespace), at_least))
 
     def is_outage(self, exc: BaseException) -> bool:
+        if isinstance(exc, _DISCOVERY_FAILED):
+            return True
+        if self.cluster and isinstance(exc, (redis.ConnectionError, redis.exceptions.SlotNotCoveredError)):
+            # One node refused us while a slot map could still be read: the cluster is partly up. Keys of that
+            # node's slots are misses (refused connections cost no timeout), keys elsewhere keep hitting; redis-py
+            # re-reads the slot map in the background of the next calls. When no node answers any more, redis-py
+            # says so with RedisClusterUnreachableError, which is an outage.
+            return False
         # A ResponseError (OOM under noeviction, READONLY replica, WRONGTYPE) is an answer: the server is up.
-        outage = not isinstance(exc, redis.ResponseError) or isinstance(exc, redis.exceptions.ReadOnlyError)
-        if outage and self.cluster:
-            self._stale = True  # rediscover the topology on the next call (a failover may be under way)
-        return outage
+        return not isinstance(exc, redis.ResponseError) or isinstance(exc, redis.exceptions.ReadOnlyError)
 
     def is_timeout(self, exc: BaseException) -> bool:
-        return isinstance(exc, (redis.TimeoutError, TimeoutError))
+        """Trip at once on anything the next call would pay for again in full: a timeout, or a failed discovery
+        (every sentinel or seed tried, CLUSTERDOWN after redis-py's fixed 0.25 s wait)."""
+        return isinstance(exc, (redis.TimeoutError, TimeoutError, *_DISCOVERY_FAILED))
 
     # -- cross-process leases (single-flight across processes) -------------------------------------
     def acquire_lock(self, name: str, token: str, lease_s: float) -> bool:
         return bool(self.client.set(name, token, nx=True, px=max(1, int(lease_s * 1000))))
 
     async def aacquire_lock(self, name: str, token: str, lease_s: float) -> bool:
-        return bool(await self.aclient.set(name, token, nx=True, px=max(1, int(lease_s * 1000))))
+        return bool(await (await self._ac()).set(name, token, nx=True, px=max(1, int(lease_s * 1000))))
 
     def release_lock(self, name: str, token: str) -> None:
         """Delete the lock only if it is still ours (a lease that expired may now belong to another process)."""
         self.client.eval(_RELEASE, 1, name, token)
 
     async def arelease_lock(self, name: str, token: str) -> None:
-        await self.aclient.eval(_RELEASE, 1, name, token)
+        await (await self._ac()).eval(_RELEASE, 1, name, token)
 
     def health(self) -> TierHealth:
         started = time.perf_counter()

@@ -102,3 +102,76 @@ class TestRedisSentinelTier(TierContract):
         tier.client.flushall()  # our own private master
         yield tier
         tier.close()
+
+
+# -- failing open in every topology (issue 12) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("topology", ["standalone", "sentinel", "cluster"])
+def test_construction_never_touches_the_network(topology: str) -> None:
+    """A hung deployment at start: building the cache (tier, breaker, invalidation bus) is instant and opens no
+    connection; the first call pays one timeout and is a counted miss, the next ones are skipped by the breaker."""
+    from dspy_tiered_cache.core import CacheCore
+    from dspy_tiered_cache.testing.redis_server import SilentPort
+
+    with SilentPort() as hung:
+        url = f"redis+sentinel://{hung.host}:{hung.port}/mymaster" if topology == "sentinel" else hung.url
+        started = time.perf_counter()
+        core = CacheCore(redis_url=url, redis_cluster=topology == "cluster", disk=False, memory=False,
+                         redis_timeout_ms=100, redis_connect_timeout_ms=100)  # fmt: skip
+        assert time.perf_counter() - started < 0.05
+        tier = core.tiers[-1]
+        assert isinstance(tier, RedisTier) and tier._client is None and tier._building is None
+        try:
+            started = time.perf_counter()
+            assert core.get(core.key_for({"q": 1})) is None
+            first = time.perf_counter() - started
+            started = time.perf_counter()
+            for i in range(20):
+                assert core.get(core.key_for({"q": i})) is None
+            steady = (time.perf_counter() - started) / 20
+            assert first < 0.4  # one 100 ms timeout, generous bound for a loaded machine
+            assert steady < 0.005
+            assert core.breakers["l2"].state in ("open", "half-open")
+            assert core.stats.tiers["l2"].errors >= 1
+        finally:
+            core.close()
+
+
+def test_breaker_probes_in_the_background_until_redis_returns(private_redis: RedisServer) -> None:
+    """No caller is the probe: calls stay misses at once while it is down, and it closes by itself when back."""
+    from dspy_tiered_cache.core import CacheCore
+
+    core = CacheCore(redis_url=private_redis.url, disk=False, memory=False, breaker_reset_s=0.1,
+                     redis_timeout_ms=100, redis_connect_timeout_ms=100)  # fmt: skip
+    try:
+        key = core.key_for({"q": "probe"})
+        private_redis.kill()
+        for _ in range(3):
+            assert core.get(key) is None
+        breaker = core.breakers["l2"]
+        assert breaker.state != "closed"
+        deadline = time.monotonic() + 5
+        while breaker.probes < 2 and time.monotonic() < deadline:  # probes keep failing while it is down
+            time.sleep(0.02)
+        assert breaker.probes >= 2 and breaker.state != "closed"
+        private_redis.start()
+        while breaker.state != "closed" and time.monotonic() < deadline + 5:
+            time.sleep(0.02)
+        assert breaker.state == "closed"
+        core.set(key, {"back": True})
+        core.flush()
+        assert core.get(key) is not None
+    finally:
+        core.close()
+
+
+def test_cluster_url_may_name_several_seed_nodes(redis_cluster: LocalRedisCluster) -> None:
+    redis_cluster.flushall()
+    tier = RedisTier(redis_cluster.seeds_url, codec=CODEC, cluster=True)
+    try:
+        tier.set("dtc:e:default:0:seeds", entry())
+        assert tier.get("dtc:e:default:0:seeds") is not None
+        assert len(tier.client.get_nodes()) == len(redis_cluster.nodes)
+    finally:
+        tier.close()
