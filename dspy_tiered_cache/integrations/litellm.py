@@ -64,6 +64,7 @@ from dspy_tiered_cache.modes import ReplayMiss
 from dspy_tiered_cache.settings import NAME_PATTERN, CacheSettings
 from dspy_tiered_cache.singleflight import Flight
 from dspy_tiered_cache.stats import saved_usd
+from dspy_tiered_cache.tenancy import tenant_of
 
 __all__ = [
     "DEFAULT_CALL_TYPES",
@@ -511,6 +512,8 @@ class TieredCache(Cache):
     def _build_key(self, kwargs: dict[str, Any]) -> str:
         request = self._request(kwargs)
         try:
+            if self.core.settings.tenant_scope != "none" and "__tenant__" not in request:
+                tenant_of(self.core.settings.tenant_scope, kwargs)  # raises UncacheableRequest, saying what is missing
             return self.core.key_for(request, namespace=self._namespace_of(kwargs))
         except UncacheableRequest as exc:
             self.core.stats.count("uncacheable")
@@ -535,6 +538,10 @@ class TieredCache(Cache):
                 request[param] = value
         if self.core.settings.include_api_base and kwargs.get("api_base"):
             request["__api_base__"] = str(kwargs["api_base"])
+        scope = self.core.settings.tenant_scope
+        if scope != "none":  # hashed; the semantic tier partitions on this request too, so tenants stay apart there
+            with contextlib.suppress(UncacheableRequest):  # missing: _build_key refuses to key the request
+                request["__tenant__"] = tenant_of(scope, kwargs)
         return request
 
     @staticmethod
