@@ -195,3 +195,28 @@ _meter.create_observable_counter(
 LATENCY = _meter.create_histogram(
     "dspy_tiered_cache.lookup.duration", unit="ms", description="Tier lookup latency (L1 sampled 1 in 64)"
 )
+
+#: Circuit breaker state per remote tier as a number a dashboard can colour: 0 closed, 1 half-open, 2 open.
+BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+
+
+def _breakers(field: str) -> Any:
+    def read(core: CacheCore) -> list[metrics.Observation]:
+        return [
+            metrics.Observation(
+                BREAKER_STATES.get(b.state, 2) if field == "state" else b.opened, {"tier": name}
+            )
+            for name, b in core.breakers.items()
+        ]
+
+    return _observe(read)
+
+
+_meter.create_observable_gauge(
+    "dspy_tiered_cache.breaker.state",
+    [_breakers("state")],
+    description="Circuit breaker of a remote tier: 0 closed, 1 half-open (probing), 2 open (calls skipped)",
+)
+_meter.create_observable_counter(
+    "dspy_tiered_cache.breaker.opened", [_breakers("opened")], description="Times a tier's circuit breaker opened"
+)
