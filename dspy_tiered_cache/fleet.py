@@ -70,7 +70,7 @@ _APPLY_LUA: Final = """
 local last = tonumber(redis.call('get', KEYS[2]) or '0')
 local seq = tonumber(ARGV[1])
 if seq <= last then return 0 end
-for i = 3, #ARGV, 3 do
+for i = 4, #ARGV, 3 do
   if ARGV[i + 1] == 'f' then
     redis.call('hincrbyfloat', KEYS[1], ARGV[i], ARGV[i + 2])
   else
@@ -78,9 +78,9 @@ for i = 3, #ARGV, 3 do
   end
 end
 redis.call('expire', KEYS[1], ARGV[2])
-redis.call('set', KEYS[2], ARGV[1], 'EX', %d)
+redis.call('set', KEYS[2], ARGV[1], 'EX', ARGV[3])
 return 1
-""" % _SEQ_TTL_S
+"""
 
 
 class RedisFleetStore:
@@ -101,7 +101,7 @@ class RedisFleetStore:
         client = self._client_of()
         if self._script is None or self._script_client is not client:
             self._script, self._script_client = client.register_script(_APPLY_LUA), client
-        args: list[Any] = [seq, RETENTION_S]
+        args: list[Any] = [seq, RETENTION_S, _SEQ_TTL_S]
         for name, value in fields.items():
             args += [name, "f" if isinstance(value, float) else "i", repr(value) if isinstance(value, float) else value]
         return bool(self._script(keys=[self._bucket_key(bucket), f"{self._tag}:seq:{publisher}"], args=args))
@@ -420,8 +420,15 @@ def summarize(fields: Mapping[str, float], *, namespace: str | None = None) -> d
 
     def ns_row(ns: str) -> dict[str, Any]:
         return by_ns.setdefault(
-            ns, {"hits": 0, "misses": 0, "tokens_saved": 0, "prompt_tokens_saved": 0, "completion_tokens_saved": 0,
-                 "dollars_saved": 0.0}
+            ns,
+            {
+                "hits": 0,
+                "misses": 0,
+                "tokens_saved": 0,
+                "prompt_tokens_saved": 0,
+                "completion_tokens_saved": 0,
+                "dollars_saved": 0.0,
+            },
         )
 
     for name, value in fields.items():
@@ -441,8 +448,14 @@ def summarize(fields: Mapping[str, float], *, namespace: str | None = None) -> d
             continue
         model = parts[2] or "(unknown)"
         mrow = by_model.setdefault(
-            model, {"hits": 0, "tokens_saved": 0, "prompt_tokens_saved": 0, "completion_tokens_saved": 0,
-                    "dollars_saved": 0.0}
+            model,
+            {
+                "hits": 0,
+                "tokens_saved": 0,
+                "prompt_tokens_saved": 0,
+                "completion_tokens_saved": 0,
+                "dollars_saved": 0.0,
+            },
         )
         if parts[3] == "h":
             mrow["hits"] += int(value)

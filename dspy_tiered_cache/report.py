@@ -75,6 +75,10 @@ def _rate(value: Any) -> str:
     return f"{value * 100:.1f}%" if isinstance(value, (int, float)) else "-"
 
 
+def _usd(value: Any) -> str:
+    return f"${float(value or 0):.6f}"
+
+
 def _us(value: Any) -> str:
     if not isinstance(value, (int, float)):
         return "-"
@@ -221,7 +225,7 @@ class StatsReport:
             f'<text x="0" y="{i * 22 + 15}" font-size="12">{html.escape(ns)}</text>'
             f'<rect x="140" y="{i * 22 + 4}" width="{max(1.0, 300 * v / top):.1f}" height="14" fill="#4c72b0"/>'
             f'<text x="{146 + 300 * v / top:.1f}" y="{i * 22 + 15}" font-size="12">'
-            f"{'$%.6f' % v if metric == 'dollars_saved' else int(v)}</text>"
+            f"{_usd(v) if metric == 'dollars_saved' else int(v)}</text>"
             for i, (ns, v) in enumerate(values.items())
         )
         svg = (
@@ -270,15 +274,16 @@ class StatsReport:
 
 def fleet_tables(fleet: Mapping[str, Any]) -> str:
     """The fleet totals, per namespace and per model, as text tables (shared by the CLI and reports)."""
+    dollars = float(fleet.get("dollars_saved") or 0)
     lines = [
         f"{_int(fleet.get('hits')):,} hits, {_int(fleet.get('misses')):,} misses ({_rate(fleet.get('hit_rate'))}) · "
-        f"tokens saved: {_int(fleet.get('tokens_saved')):,} · dollars saved: ${float(fleet.get('dollars_saved') or 0):.6f}"
+        f"tokens saved: {_int(fleet.get('tokens_saved')):,} · dollars saved: ${dollars:.6f}"
     ]
     by_ns = fleet.get("by_namespace") or {}
     if by_ns:
         rows = [
             [ns, f"{_int(r.get('hits')):,}", f"{_int(r.get('misses')):,}", _rate(r.get("hit_rate")),
-             f"{_int(r.get('tokens_saved')):,}", f"${float(r.get('dollars_saved') or 0):.6f}"]
+             f"{_int(r.get('tokens_saved')):,}", _usd(r.get("dollars_saved"))]
             for ns, r in by_ns.items()
         ]
         lines += ["", format_table(["namespace", "hits", "misses", "hit rate", "tokens saved", "dollars saved"], rows,
@@ -286,7 +291,7 @@ def fleet_tables(fleet: Mapping[str, Any]) -> str:
     by_model = fleet.get("by_model") or {}
     if by_model:
         rows = [
-            [m, f"{_int(r.get('hits')):,}", f"{_int(r.get('tokens_saved')):,}", f"${float(r.get('dollars_saved') or 0):.6f}"]
+            [m, f"{_int(r.get('hits')):,}", f"{_int(r.get('tokens_saved')):,}", _usd(r.get("dollars_saved"))]
             for m, r in by_model.items()
         ]
         lines += ["", format_table(["model", "hits", "tokens saved", "dollars saved"], rows, align_right={1, 2, 3})]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.util import find_spec
@@ -89,7 +90,7 @@ class Stats:
         self.evictions: dict[str, int] = {}
         #: Per key stem (``prefix:e:namespace:generation``, see :func:`key_stem`): lookups that hit / missed.
         #: The fleet publisher folds them into namespaces off the hit path; a slice and a dict bump on it.
-        self.stem_hits: dict[str, int] = {}
+        self.stem_hits: defaultdict[str, int] = defaultdict(int)
         self.stem_misses: dict[str, int] = {}
         #: (key stem, model) -> [hits credited, prompt tokens, completion tokens] saved.
         self.saved_by_stem: dict[tuple[str, str], list[int]] = {}
@@ -137,7 +138,7 @@ class Stats:
         stem = key_stem(key)
         with self._lock:
             self.hits += 1
-            self.stem_hits[stem] = self.stem_hits.get(stem, 0) + 1
+            self.stem_hits[stem] += 1
 
     def miss(self, key: str) -> None:
         stem = key_stem(key)

@@ -116,13 +116,19 @@ def test_a_request_without_the_tenant_identity_is_not_cached(provider: StandInPr
     litellm.cache = cache
     try:
         for _ in range(2):
-            completion(model=MODEL, messages=[{"role": "user", "content": "anon"}], api_base=provider.base_url,
-                       api_key="sk-x")
+            completion(
+                model=MODEL, messages=[{"role": "user", "content": "anon"}], api_base=provider.base_url, api_key="sk-x"
+            )
         assert provider.request_count == 2
         assert cache.core.stats.uncacheable >= 2
         for _ in range(2):
-            completion(model=MODEL, messages=[{"role": "user", "content": "anon"}], api_base=provider.base_url,
-                       api_key="sk-x", user="alice@example.com")
+            completion(
+                model=MODEL,
+                messages=[{"role": "user", "content": "anon"}],
+                api_base=provider.base_url,
+                api_key="sk-x",
+                user="alice@example.com",
+            )
         assert provider.request_count == 3
     finally:
         litellm.cache = previous
