@@ -104,7 +104,10 @@ def cli_stats(redis_url: str, *extra: str) -> dict[str, Any]:
     return data
 
 
-def test_three_workers_fleet_totals_equal_the_sum_of_their_counters(redis_url: str, provider: StandInProvider) -> None:
+def test_three_workers_fleet_totals_equal_the_sum_of_their_counters(
+    private_redis: RedisServer, provider: StandInProvider
+) -> None:
+    redis_url = private_redis.url  # a server of our own: other tests' cores publish to the session's server
     results = run_workers(3, redis_url, provider)
     own = [r["stats"] for r in results]
     fleet = cli_stats(redis_url)["fleet"]
