@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import multiprocessing.util
 import os
 import sqlite3
 import threading
@@ -245,9 +246,10 @@ class FleetPublisher:
         self._seq = 0
         self._pending = None
         core = self._core()
-        self._last = self._collect(core) if core is not None else {}
+        # The only thread in the child: read without the stats lock (another thread may have held it at fork).
+        self._last = self._collect(core, locked=False) if core is not None else {}
 
-    def _collect(self, core: CacheCore) -> dict[str, Number]:
+    def _collect(self, core: CacheCore, *, locked: bool = True) -> dict[str, Number]:
         """The core's counters now, as fleet fields (cumulative since the process started)."""
         stats = core.stats
         default_ns = core.settings.namespace
@@ -259,7 +261,7 @@ class FleetPublisher:
         for stem, n in dict(stats.stem_hits).items():
             name = f"n{SEP}{ns_of(stem)}{SEP}h"
             out[name] = int(out.get(name, 0)) + n
-        with stats._lock:
+        with stats._lock if locked else contextlib.nullcontext():
             misses = dict(stats.stem_misses)
             saved = [(stem, model, list(v)) for (stem, model), v in stats.saved_by_stem.items()]
             tiers = [(name, t.hits, t.misses, t.errors) for name, t in stats.tiers.items()]
@@ -401,6 +403,14 @@ def _flush_at_exit() -> None:
     for publisher in list(_publishers):
         with contextlib.suppress(Exception):
             publisher.close()
+
+
+def _finalize_in_mp_child(hook: _ForkHook) -> None:
+    """``multiprocessing`` children end with ``os._exit``, which skips ``atexit``: flush from its finalizers."""
+    multiprocessing.util.Finalize(None, _flush_at_exit, exitpriority=0)
+
+
+multiprocessing.util.register_after_fork(_FORK_HOOK, _finalize_in_mp_child)
 
 
 # ----------------------------------------------------------------------------------------------------- reader

@@ -44,6 +44,7 @@ WORKER = textwrap.dedent(
         again = litellm.completion(model=model, messages=[{"role": "user", "content": prompt}],
                                    api_base=base_url, api_key=key)
         assert again._hidden_params.get("cache_hit") is True
+        assert first._hidden_params.get("cache_hit") or "cache" not in first._hidden_params
         info = again._hidden_params["cache"]
         assert info["saved_usage"]["prompt_tokens"] == (first.usage.prompt_tokens if not first._hidden_params.get(
             "cache_hit") else first._hidden_params["cache"]["saved_usage"]["prompt_tokens"])
@@ -57,9 +58,11 @@ WORKER = textwrap.dedent(
     lm = CachedLM(dspy.LM(model, api_base=base_url, api_key=key, num_retries=0), cache=cache, namespace="programs")
     dspy.configure(lm=lm)
     predict = dspy.Predict("question -> answer")
-    for question in (f"dspy {index}", "dspy shared", f"dspy {index}", "dspy shared"):
+    for n, question in enumerate((f"dspy {index}", "dspy shared", f"dspy {index}", "dspy shared")):
         predict(question=question)
         entry = lm.history[-1]
+        assert n != 0 or "cache" not in entry  # a miss carries no cache metadata
+        assert n < 2 or "cache" in entry  # repeats are hits, and say so
         if "cache" in entry:
             assert entry["usage"] == {}  # DSPy's convention kept: a hit bills nothing
             meta.append(entry["cache"])
@@ -217,3 +220,59 @@ def test_redis_keys_expire(redis_url: str) -> None:
     assert keys
     assert all(0 < client.ttl(k) <= 8 * 24 * 3600 for k in keys)
     client.close()
+
+
+def _forked_worker(url: str) -> None:
+    core = _inherited[0]
+    for i in range(3):
+        key = core.key_for({"child": i})
+        core.get(key)
+        core.set(key, {"i": i})
+        core.get(key)
+    # no close(): a multiprocessing child ends with os._exit, which skips atexit
+
+
+_inherited: list[CacheCore] = []
+
+
+def test_forked_worker_publishes_its_own_counts_only(redis_url: str) -> None:
+    """A pre-fork worker (multiprocessing, gunicorn, celery) inherits its parent's counters: it must publish what
+    it counted itself, and its last batch must land although ``os._exit`` skips ``atexit``."""
+    import multiprocessing
+
+    core = CacheCore(redis_url=redis_url, fleet_flush_s=3600, key_prefix="forktest")
+    _inherited[:] = [core]
+    try:
+        parent_key = core.key_for({"parent": 1})
+        core.get(parent_key)  # one miss in the parent, not yet published
+        child = multiprocessing.get_context("fork").Process(target=_forked_worker, args=(redis_url,))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        fleet = read_fleet(core)
+        assert (fleet["hits"], fleet["misses"]) == (3, 3)  # the child's alone
+        assert core.fleet is not None and core.fleet.flush()
+        fleet = read_fleet(core)
+        assert (fleet["hits"], fleet["misses"]) == (3, 4)  # plus the parent's miss, once
+    finally:
+        _inherited.clear()
+        core.close()
+
+
+def test_report_shows_the_fleet_with_a_chart(tmp_path: Path) -> None:
+    from dspy_tiered_cache.report import report
+
+    with CacheCore(disk_path=tmp_path / "c.sqlite3", fleet_flush_s=3600) as core:
+        for ns in ("alpha", "beta"):
+            key = core.key_for({"q": ns}, namespace=ns)
+            core.set(key, {"a": 1})
+            core.get(key)
+            core.stats.record_savings("gpt-4o-mini", {"prompt_tokens": 100, "completion_tokens": 10}, key=key)
+        shown = report(core, fleet=True, since="1h")
+        assert shown.fleet is not None and shown.fleet["hits"] == 2  # this process's counts were published first
+        text = str(shown)
+        assert "fleet (every process, last 1h)" in text and "alpha" in text and "gpt-4o-mini" in text
+        page = shown._repr_html_()
+        assert "<svg" in page and page.count("<rect") == 2 and "dollars saved per namespace" in page
+        only_beta = report(core, fleet=True, namespace="beta")
+        assert only_beta.fleet is not None and list(only_beta.fleet["by_namespace"]) == ["beta"]
