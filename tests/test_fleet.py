@@ -276,3 +276,25 @@ def test_report_shows_the_fleet_with_a_chart(tmp_path: Path) -> None:
         assert "<svg" in page and page.count("<rect") == 2 and "dollars saved per namespace" in page
         only_beta = report(core, fleet=True, namespace="beta")
         assert only_beta.fleet is not None and list(only_beta.fleet["by_namespace"]) == ["beta"]
+
+
+@pytest.mark.parametrize("topology", ["cluster", "sentinel"])
+def test_fleet_counters_on_cluster_and_sentinel(topology: str, request: pytest.FixtureRequest) -> None:
+    """One hash tag keeps a bucket, its batch script and the sequence keys in one Cluster slot."""
+    if topology == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        core = CacheCore(redis_url=cluster.url, redis_cluster=True, fleet_flush_s=3600, key_prefix="fleet-cluster")
+    else:
+        sentinel = request.getfixturevalue("redis_sentinel")
+        core = CacheCore(redis_url=sentinel.sentinel_url, fleet_flush_s=3600, key_prefix="fleet-sentinel")
+    with core:
+        before = read_fleet(core)
+        assert before is not None
+        key = core.key_for({"topology": topology})
+        core.get(key)
+        core.set(key, {"a": 1})
+        core.get(key)
+        assert core.fleet is not None and core.fleet.flush()
+        after = read_fleet(core)
+        assert after is not None
+        assert (after["hits"] - before["hits"], after["misses"] - before["misses"]) == (1, 1)
