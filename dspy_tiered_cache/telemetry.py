@@ -201,15 +201,20 @@ BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 
 
 def _breakers(field: str) -> Any:
-    def read(core: CacheCore) -> list[metrics.Observation]:
-        return [
-            metrics.Observation(
-                BREAKER_STATES.get(b.state, 2) if field == "state" else b.opened, {"tier": name}
-            )
-            for name, b in core.breakers.items()
-        ]
+    """Per tier name across the process's cores: the worst state, the sum of openings (one series per tier, as
+    two cores reporting the same attributes would overwrite each other)."""
 
-    return _observe(read)
+    def callback(options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        per_tier: dict[str, int] = {}
+        for core in list(_cores):
+            for name, breaker in core.breakers.items():
+                if field == "state":
+                    per_tier[name] = max(per_tier.get(name, 0), BREAKER_STATES.get(breaker.state, 2))
+                else:
+                    per_tier[name] = per_tier.get(name, 0) + breaker.opened
+        return [metrics.Observation(value, {"tier": name}) for name, value in per_tier.items()]
+
+    return callback
 
 
 _meter.create_observable_gauge(

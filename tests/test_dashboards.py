@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from dspy_tiered_cache.testing.redis_server import RedisServer, free_port
+from dspy_tiered_cache.testing.redis_server import RedisServer
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "dashboards" / "dspy_tiered_cache.json"
 
@@ -31,7 +32,7 @@ EXPORTER = textwrap.dedent(
     metrics.set_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader()]))
     from dspy_tiered_cache import CacheCore
 
-    redis_url, dead_url, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    redis_url, dead_url = sys.argv[1], sys.argv[2]
     core = CacheCore(redis_url=redis_url, fleet=False)
     for i in range(70):  # L1 latency is sampled 1 in 64
         key = core.key_for({"q": i})
@@ -42,10 +43,12 @@ EXPORTER = textwrap.dedent(
     core.flush()
     core.memory.clear()
     core.get(core.key_for({"q": 1}))  # an L2 hit
-    dead = CacheCore(redis_url=dead_url, fleet=False, redis_connect_timeout_ms=50, breaker_failures=1)
+    dead = CacheCore(
+        redis_url=dead_url, fleet=False, redis_connect_timeout_ms=50, breaker_failures=1, breaker_reset_s=600
+    )
     dead.get(dead.key_for({"q": "x"}))  # a refused connection: an error, and the breaker opens
-    server, thread = start_http_server(port, addr="127.0.0.1")
-    print("ready", flush=True)
+    server, thread = start_http_server(0, addr="127.0.0.1")  # a free port, chosen by the kernel
+    print("ready", server.server_port, flush=True)
     sys.stdin.read()  # serve until the test closes our stdin
     """
 )
@@ -74,11 +77,11 @@ def metric_names(query: str) -> set[str]:
 
 def test_every_dashboard_query_names_an_emitted_metric() -> None:
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    port = free_port()
-    with RedisServer() as server:
-        dead_port = free_port()
+    with RedisServer() as server, socket.socket() as refused:
+        refused.bind(("127.0.0.1", 0))  # bound, never listening: connections to it are refused
+        dead_url = f"redis://127.0.0.1:{refused.getsockname()[1]}/0"
         proc = subprocess.Popen(
-            [sys.executable, "-c", EXPORTER, server.url, f"redis://127.0.0.1:{dead_port}/0", str(port)],
+            [sys.executable, "-c", EXPORTER, server.url, dead_url],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -86,9 +89,9 @@ def test_every_dashboard_query_names_an_emitted_metric() -> None:
         )
         try:
             assert proc.stdout is not None
-            line = proc.stdout.readline()
-            assert line.strip() == "ready", proc.stderr.read() if proc.stderr else ""
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            line = proc.stdout.readline().split()
+            assert line[:1] == ["ready"], proc.stderr.read() if proc.stderr else ""
+            with urllib.request.urlopen(f"http://127.0.0.1:{line[1]}/metrics", timeout=10) as response:
                 scraped = response.read().decode()
         finally:
             proc.communicate(input="", timeout=30)
