@@ -906,18 +906,19 @@ def _mark_hit(response: dict[str, Any], cached: Any, lookup: tuple[str, str] | N
     accounting is untouched: ``usage`` replays the original tokens and ``response_cost`` is 0 on a hit.
     Text completions, embeddings and stream replays are built differently and are not marked.
     """
-    choices = response.get("choices")
-    if not (isinstance(choices, list) and choices and isinstance(choices[0], Mapping) and "message" in choices[0]):
+    choices = response.get("choices")  # plain JSON from our codec: exact type checks are the cheap ones
+    if type(choices) is not list or not choices or type(choices[0]) is not dict or "message" not in choices[0]:
         return
-    usage = response.get("usage") if isinstance(response.get("usage"), Mapping) else None
-    model = response.get("model") if isinstance(response.get("model"), str) else None
-    created = cached.get("timestamp") if isinstance(cached, Mapping) else None
+    usage = response.get("usage")
+    usage = dict(usage) if type(usage) is dict else None
+    model = response.get("model")
+    created = cached.get("timestamp") if type(cached) is dict else None
     response["_hidden_params"] = {
         "cache": {
             "level": lookup[0] if lookup else "hit",
-            "age_s": round(max(0.0, time.time() - created), 3) if isinstance(created, (int, float)) else None,
-            "saved_usage": dict(usage) if usage else None,
-            "saved_usd": saved_usd(model, usage),
+            "age_s": time.time() - created if type(created) is float else None,
+            "saved_usage": usage,
+            "saved_usd": saved_usd(model if type(model) is str else None, usage),
         }
     }
 
