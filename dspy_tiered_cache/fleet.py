@@ -229,6 +229,7 @@ class FleetPublisher:
         self.id = uuid.uuid4().hex
         self._seq = 0
         self._last: dict[str, Number] = {}
+        self._epoch = core.stats.epoch
         self._pending: tuple[int, int, dict[str, Number]] | None = None
         self._lock = threading.Lock()
         self._due = time.monotonic() + self.interval
@@ -278,12 +279,15 @@ class FleetPublisher:
         return out
 
     def _next_batch(self, core: CacheCore) -> dict[str, Number]:
+        epoch = core.stats.epoch
         current = self._collect(core)
+        if epoch != self._epoch:  # the counters were reset: they start over from zero
+            self._epoch, self._last = epoch, {}
         delta: dict[str, Number] = {}
         for name, value in current.items():
             before = self._last.get(name, 0)
             if value != before:
-                delta[name] = value - before if value > before else value  # a reset counter starts over
+                delta[name] = value - before
         self._last = current
         dollars: dict[str, float] = {}
         for name, n in delta.items():

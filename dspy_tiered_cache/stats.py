@@ -94,6 +94,9 @@ class Stats:
         self.stem_misses: dict[str, int] = {}
         #: (key stem, model) -> [hits credited, prompt tokens, completion tokens] saved.
         self.saved_by_stem: dict[tuple[str, str], list[int]] = {}
+        #: Bumped by :meth:`reset`, so the fleet publisher knows counters started over (a lower count alone
+        #: can be a miss taken back).
+        self.epoch = 0
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
@@ -140,11 +143,12 @@ class Stats:
             self.hits += 1
             self.stem_hits[stem] += 1
 
-    def miss(self, key: str) -> None:
+    def miss(self, key: str, n: int = 1) -> None:
+        """``n=-1`` takes back a miss the call's answer later turned into a hit (a semantic hit)."""
         stem = key_stem(key)
         with self._lock:
-            self.misses += 1
-            self.stem_misses[stem] = self.stem_misses.get(stem, 0) + 1
+            self.misses += n
+            self.stem_misses[stem] = self.stem_misses.get(stem, 0) + n
 
     def record_savings(self, model: str | None, usage: Mapping[str, Any] | None, key: str | None = None) -> int:
         """Credit a hit with the tokens the upstream call would have cost; returns how many.
@@ -209,11 +213,13 @@ class Stats:
         with self._lock:
             tiers = self.tiers
             lock = self._lock
+            epoch = self.epoch
             self.__init__(list(tiers))  # type: ignore[misc]
             for name, t in tiers.items():
-                t.__init__()  # type: ignore[misc]
+                t.__init__(name)  # type: ignore[misc]
                 self.tiers[name] = t
             self._lock = lock
+            self.epoch = epoch + 1
 
 
 #: Length of ``:<digest>`` at the end of every entry key (keys.entry_key, keys.request_digest).

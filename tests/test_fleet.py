@@ -298,3 +298,21 @@ def test_fleet_counters_on_cluster_and_sentinel(topology: str, request: pytest.F
         after = read_fleet(core)
         assert after is not None
         assert (after["hits"] - before["hits"], after["misses"] - before["misses"]) == (1, 1)
+
+
+def test_reset_counters_and_misses_taken_back_are_published_exactly(tmp_path: Path) -> None:
+    with CacheCore(disk_path=tmp_path / "c.sqlite3", fleet_flush_s=3600) as core:
+        assert core.fleet is not None
+        key = core.key_for({"q": "reset"})
+        for _ in range(3):
+            core.get(key)
+        assert core.fleet.flush()
+        core.stats.miss(key, -1)  # a semantic hit takes back the exact lookup's miss, one batch later
+        assert core.fleet.flush()
+        fleet = read_fleet(core)
+        assert fleet is not None and fleet["misses"] == core.stats.misses == 2
+        core.stats.reset()
+        core.get(key)
+        assert core.fleet.flush()
+        fleet = read_fleet(core)
+        assert fleet is not None and fleet["misses"] == 3  # 2 before the reset, 1 after
