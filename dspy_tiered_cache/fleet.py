@@ -59,6 +59,7 @@ class FleetStore(Protocol):
     """Where fleet counters are summed. ``apply`` is idempotent per (publisher, seq)."""
 
     kind: str
+    tier: str  # the name of the tier it lives in
 
     def apply(self, publisher: str, seq: int, bucket: int, fields: Mapping[str, Number]) -> bool: ...
 
@@ -88,6 +89,7 @@ class RedisFleetStore:
     """Hourly hashes ``{prefix:fleet}:h:<hour>``; one hash tag so a Cluster keeps them (and the script) in one slot."""
 
     kind = "redis"
+    tier = "l2"
 
     def __init__(self, client_of: Any, prefix: str) -> None:
         self._client_of = client_of  # a callable: the tier rebuilds its client after failures
@@ -135,6 +137,7 @@ class DiskFleetStore:
     """A table in the disk tier's SQLite file: the processes of one machine share it as they share entries."""
 
     kind = "disk"
+    tier = "disk"
 
     def __init__(self, path: Path, prefix: str, busy_timeout_ms: int = 2000) -> None:
         self.path = path
@@ -322,7 +325,7 @@ class FleetPublisher:
                 now = time.monotonic()
                 if now - self._warned >= 60.0:
                     self._warned = now
-                    log.warning(
+                    self._log(core)(
                         "dspy_tiered_cache: cannot add this process's counts to the fleet totals in the %s tier "
                         "(%s: %s); keeping them and retrying every %.0f s",
                         self.store.kind,
@@ -335,13 +338,19 @@ class FleetPublisher:
             self.batches += 1
             return True
 
+    def _log(self, core: CacheCore | None) -> Any:
+        """A warning, unless the tier itself already failed: the core has said so, once is enough."""
+        tier = core.stats.tiers.get(self.store.tier) if core is not None else None
+        return log.debug if tier is not None and tier.errors else log.warning
+
     def close(self) -> None:
         """The last batch (called by ``CacheCore.close`` and at exit); a failure here is a lost batch."""
         if self.closed:
             return
         if not self.flush() or self._pending is not None:
             self.lost_batches += 1
-            log.warning(
+            core = self._core()
+            self._log(core)(
                 "dspy_tiered_cache: the %s tier is unreachable at exit: this process's last fleet batch "
                 "(%d counters) is lost",
                 self.store.kind,
