@@ -206,8 +206,12 @@ def _breakers(field: str) -> Any:
 
     def callback(options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
         per_tier: dict[str, int] = {}
+        seen: set[int] = set()  # cores over one tier share its breaker: count it once
         for core in list(_cores):
             for name, breaker in core.breakers.items():
+                if id(breaker) in seen:
+                    continue
+                seen.add(id(breaker))
                 if field == "state":
                     per_tier[name] = max(per_tier.get(name, 0), BREAKER_STATES.get(breaker.state, 2))
                 else:
