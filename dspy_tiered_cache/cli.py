@@ -306,12 +306,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
                 contents.append(disk_contents(Path(getattr(tier, "path", s.disk_path)), s.key_prefix))
             else:
                 contents.append(redis_contents(tier, s.key_prefix, args.scan_limit))
+        fleet_data = _read_fleet(core, args)
     data = {
         # The user's settings, what `config` shows: this admin process runs without a memory tier of its own.
         "settings": _settings_summary(settings_from_args(args)),
         "health": [_health_dict(h) for h in healths],
         "tiers": contents,
-        "note": "hit/miss counters are per process: read core.stats / dspy_tiered_cache.report.report(core)",
+        "fleet": fleet_data,
+        "note": "fleet: what every process added to the shared tier (hour buckets); one process's own counters: "
+        "core.stats / dspy_tiered_cache.report.report(core)",
     }
     if args.format == "json":
         _json(data)
@@ -352,8 +355,29 @@ def cmd_stats(args: argparse.Namespace) -> int:
             _out(f"(SCAN stopped after {info['scanned']:,} keys: raise --scan-limit to count them all)")
     _out()
     _out(f"* default namespace. 'unreachable' = invalidated or expired entries; `{PROG} clear` reclaims them.")
-    _out("Hit/miss counters live in each process: report(core) / core.stats.snapshot() in your program.")
+    _print_fleet(fleet_data, args.since)
     return 0
+
+
+def _read_fleet(core: CacheCore, args: argparse.Namespace) -> dict[str, Any] | None:
+    from dspy_tiered_cache.fleet import read_fleet
+
+    try:
+        return read_fleet(core, since=args.since, namespace=args.namespace or None)
+    except Exception as exc:
+        raise CliError(f"cannot read the fleet counters: {_one_line(str(exc))}") from None
+
+
+def _print_fleet(fleet: dict[str, Any] | None, since: str) -> None:
+    from dspy_tiered_cache.report import fleet_tables
+
+    _out()
+    if fleet is None:
+        _out("fleet: no shared tier (memory only), so no fleet totals; counters live in each process")
+        return
+    scope = f" · namespace {fleet['namespace']!r}" if fleet.get("namespace") else ""
+    _out(f"fleet · every process, last {since} (hour buckets) · {fleet['store']}{scope}")
+    _out(fleet_tables(fleet))
 
 
 def _health_table(healths: list[TierHealth]) -> str:
@@ -901,8 +925,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = command("stats", "entries and bytes per namespace in the shared tiers, tier health, settings", cmd_stats)
+    p = command(
+        "stats", "fleet hits and savings, entries and bytes per namespace in the shared tiers, health", cmd_stats
+    )
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument(
+        "--since", choices=("1h", "24h", "7d"), default="24h", help="fleet totals over this window (default 24h)"
+    )
     p.add_argument(
         "--scan-limit",
         type=int,

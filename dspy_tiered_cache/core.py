@@ -21,7 +21,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 
 import orjson
 
-from dspy_tiered_cache import telemetry
+from dspy_tiered_cache import fleet, telemetry
 from dspy_tiered_cache.breaker import CircuitBreaker, breaker_for
 from dspy_tiered_cache.codec import CodecError, CorruptEntry, Entry, FrameCodec, decode_value, encode_value
 from dspy_tiered_cache.coherence import InvalidationBus, PubSubSource
@@ -160,6 +160,7 @@ class CacheCore:
         self._warned: dict[str, float] = {}
         if s.telemetry:
             telemetry.register(self)
+        self.fleet = fleet.start_publisher(self) if s.fleet else None
         # Leases live in the most shared tier that can hold them (Redis, else the machine's SQLite file).
         lockable = [t for t in self.tiers if hasattr(t, "acquire_lock")]
         self._lock_tier: Tier | None = lockable[-1] if lockable and s.distributed_single_flight else None
@@ -278,7 +279,7 @@ class CacheCore:
             entry = self._remote_get(tier, key) if tier.remote else self._tier_get(tier, key)
             if entry is not None and self._fresh(entry, opts, now):
                 return self._hit(index, key, entry, now)
-        self.stats.count("misses")
+        self.stats.miss(key)
         if opts.mode == REPLAY or (opts.mode is None and self._mode == REPLAY):
             raise self._replay_miss(key, opts)
         return None
@@ -296,7 +297,7 @@ class CacheCore:
                 entry = self._tier_get(tier, key)
             if entry is not None and self._fresh(entry, opts, now):
                 return self._hit(index, key, entry, now)
-        self.stats.count("misses")
+        self.stats.miss(key)
         if opts.mode == REPLAY or (opts.mode is None and self._mode == REPLAY):
             raise self._replay_miss(key, opts)
         return None
@@ -337,6 +338,7 @@ class CacheCore:
         # Lock-free counters (see stats.py): a rare lost increment is cheaper than a lock on every hit.
         tstats.hits += 1
         self.stats.hits += 1
+        self.stats.stem_hits[key[:-41]] += 1  # per namespace, folded by the fleet publisher off this path
         if started:
             tstats.observe(time.perf_counter() - started)
         return tuple.__new__(Hit, (value, "l1", entry.created_at, entry.expires_at))  # Hit(...) minus a frame
@@ -359,7 +361,7 @@ class CacheCore:
             return None
         if index:  # promote with the remaining lifetime, capped per tier
             self._promote(self.tiers[index], key, entry)
-        self.stats.count("hits")
+        self.stats.hit(key)
         return Hit(value, self.tiers[index].name, entry.created_at, entry.expires_at)
 
     def _tier_get(self, tier: Tier, key: str) -> Entry | None:
@@ -842,6 +844,8 @@ class CacheCore:
         return [tier.health() for tier in self.tiers]
 
     def close(self) -> None:
+        if self.fleet is not None:
+            self.fleet.close()  # the last batch, while the tiers are still open
         if self._bus is not None:
             self._bus.stop()
         self.writer.close()

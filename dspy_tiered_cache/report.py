@@ -19,7 +19,7 @@ from typing import Any
 from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.stats import Stats
 
-__all__ = ["StatsReport", "format_table", "report"]
+__all__ = ["StatsReport", "fleet_tables", "format_table", "report"]
 
 #: Human names of the tier levels the core reports, in cascade order.
 TIER_LABELS: dict[str, str] = {"l1": "memory (l1)", "disk": "disk", "l2": "redis (l2)", "miss": "miss (upstream)"}
@@ -34,12 +34,26 @@ def _core_of(source: Any) -> CacheCore | None:
     return core if isinstance(core, CacheCore) else None
 
 
-def report(source: Any) -> StatsReport:
+def report(source: Any, *, fleet: bool = False, since: str = "24h", namespace: str | None = None) -> StatsReport:
     """A snapshot report of a cache's counters.
 
     ``source`` may be a :class:`CacheCore`, anything exposing one as ``.core`` (LiteLLM's ``TieredCache``, DSPy's
     ``CachedLM``, a ``@cached`` function), a :class:`Stats`, or a ``Stats.snapshot()`` dict.
+
+    ``fleet=True`` adds what every process sharing the cache's shared tier counted over ``since`` (``1h``,
+    ``24h``, ``7d``; one ``namespace`` or all), the same numbers as ``dspy-tiered-cache stats``: a table and a
+    bar chart in a notebook. This process's latest counts are published first, so they are included.
     """
+    if fleet:
+        core = _core_of(source)
+        if core is None:
+            raise TypeError("report(fleet=True) needs a cache (CacheCore, TieredCache, CachedLM, @cached function)")
+        from dspy_tiered_cache.fleet import read_fleet
+
+        if core.fleet is not None:
+            core.fleet.flush()
+        data = read_fleet(core, since=since, namespace=namespace)
+        return StatsReport(core.stats.snapshot(), tiers=[t.name for t in core.tiers], fleet=data)
     if isinstance(source, Mapping):
         return StatsReport(dict(source))
     if isinstance(source, Stats):
@@ -59,6 +73,10 @@ def _int(value: Any) -> int:
 
 def _rate(value: Any) -> str:
     return f"{value * 100:.1f}%" if isinstance(value, (int, float)) else "-"
+
+
+def _usd(value: Any) -> str:
+    return f"${float(value or 0):.6f}"
 
 
 def _us(value: Any) -> str:
@@ -85,6 +103,8 @@ class StatsReport:
 
     snapshot: dict[str, Any]
     tiers: list[str] = field(default_factory=list)
+    #: The ``"fleet"`` object of ``dspy-tiered-cache stats`` when asked for (``report(..., fleet=True)``).
+    fleet: dict[str, Any] | None = None
 
     _HEADERS = ("tier", "hits", "misses", "hit rate", "stores", "errors", "p50", "p99")
 
@@ -161,7 +181,10 @@ class StatsReport:
 
     def __str__(self) -> str:
         table = format_table(list(self._HEADERS), self._rows(), align_right={1, 2, 3, 4, 5, 6, 7})
-        return f"cache stats: {self._summary()}\n{table}\n{self._savings()}"
+        text = f"cache stats: {self._summary()}\n{table}\n{self._savings()}"
+        if self.fleet is not None:
+            text += f"\n\nfleet (every process, last {self.fleet.get('since', '?')}):\n{fleet_tables(self.fleet)}"
+        return text
 
     def __repr__(self) -> str:
         return str(self)
@@ -185,8 +208,48 @@ class StatsReport:
             '<div class="dtc-stats-report">'
             f"<p><b>cache stats</b>: {html.escape(self._summary())}</p>"
             f'<table style="border-collapse:collapse"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-            f"<p>{html.escape(self._savings())}</p></div>"
+            f"<p>{html.escape(self._savings())}</p>{self._fleet_html()}</div>"
         )
+
+    def _fleet_html(self) -> str:
+        """The fleet tables and an inline SVG bar chart of dollars (else hits) per namespace: no matplotlib."""
+        fleet = self.fleet
+        if fleet is None:
+            return ""
+        head = f"<p><b>fleet</b> (every process, last {html.escape(str(fleet.get('since', '?')))})</p>"
+        rows = fleet.get("by_namespace") or {}
+        metric = "dollars_saved" if any(r.get("dollars_saved") for r in rows.values()) else "hits"
+        values = {ns: float(r.get(metric) or 0) for ns, r in rows.items()}
+        top = max([*values.values(), 1e-12])
+        bars = "".join(
+            f'<text x="0" y="{i * 22 + 15}" font-size="12">{html.escape(ns)}</text>'
+            f'<rect x="140" y="{i * 22 + 4}" width="{max(1.0, 300 * v / top):.1f}" height="14" fill="#4c72b0"/>'
+            f'<text x="{146 + 300 * v / top:.1f}" y="{i * 22 + 15}" font-size="12">'
+            f"{_usd(v) if metric == 'dollars_saved' else int(v)}</text>"
+            for i, (ns, v) in enumerate(values.items())
+        )
+        svg = (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="560" height="{22 * len(values) + 8}" '
+            f'role="img" aria-label="{metric} per namespace">{bars}</svg>'
+        )
+        table = html.escape(fleet_tables(fleet))
+        return f"{head}<pre>{table}</pre><p>{metric.replace('_', ' ')} per namespace</p>{svg}"
+
+    def plot_fleet(self, ax: Any = None) -> Any:
+        """Dollars saved (else hits) per namespace across the fleet (needs matplotlib); returns the Axes."""
+        if self.fleet is None:
+            raise ValueError("this report has no fleet data: use report(cache, fleet=True)")
+        import matplotlib.pyplot as plt
+
+        rows = self.fleet.get("by_namespace") or {}
+        metric = "dollars_saved" if any(r.get("dollars_saved") for r in rows.values()) else "hits"
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 3))
+        bars = ax.barh(list(rows), [float(r.get(metric) or 0) for r in rows.values()], color="#4c72b0")
+        ax.bar_label(bars, padding=2)
+        ax.set_xlabel(metric.replace("_", " "))
+        ax.set_title(f"fleet: {metric.replace('_', ' ')} per namespace, last {self.fleet.get('since', '?')}")
+        return ax
 
     def plot(self, ax: Any = None) -> Any:
         """A bar chart of lookups served per tier and sent upstream (needs matplotlib); returns the Axes."""
@@ -207,3 +270,29 @@ class StatsReport:
         ax.set_ylabel("calls")
         ax.set_title("lookups served per tier (miss = sent to the model)")
         return ax
+
+
+def fleet_tables(fleet: Mapping[str, Any]) -> str:
+    """The fleet totals, per namespace and per model, as text tables (shared by the CLI and reports)."""
+    dollars = float(fleet.get("dollars_saved") or 0)
+    lines = [
+        f"{_int(fleet.get('hits')):,} hits, {_int(fleet.get('misses')):,} misses ({_rate(fleet.get('hit_rate'))}) · "
+        f"tokens saved: {_int(fleet.get('tokens_saved')):,} · dollars saved: ${dollars:.6f}"
+    ]
+    by_ns = fleet.get("by_namespace") or {}
+    if by_ns:
+        rows = [
+            [ns, f"{_int(r.get('hits')):,}", f"{_int(r.get('misses')):,}", _rate(r.get("hit_rate")),
+             f"{_int(r.get('tokens_saved')):,}", _usd(r.get("dollars_saved"))]
+            for ns, r in by_ns.items()
+        ]
+        lines += ["", format_table(["namespace", "hits", "misses", "hit rate", "tokens saved", "dollars saved"], rows,
+                                   align_right={1, 2, 3, 4, 5})]
+    by_model = fleet.get("by_model") or {}
+    if by_model:
+        rows = [
+            [m, f"{_int(r.get('hits')):,}", f"{_int(r.get('tokens_saved')):,}", _usd(r.get("dollars_saved"))]
+            for m, r in by_model.items()
+        ]
+        lines += ["", format_table(["model", "hits", "tokens saved", "dollars saved"], rows, align_right={1, 2, 3})]
+    return "\n".join(lines)

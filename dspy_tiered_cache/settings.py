@@ -90,6 +90,13 @@ class CacheSettings(BaseSettings):
     breaker_reset_s: float = Field(2.0, gt=0, description="Seconds before an open breaker lets one probe through.")
     generation_refresh_s: float = Field(1.0, ge=0, description="How often namespace generations are re-read.")
     telemetry: bool = Field(True, description="Emit OpenTelemetry spans and metrics (no-op without an SDK).")
+    fleet: bool = Field(True, description="Add this process's hit/miss/savings counts to the shared tier's totals.")
+    fleet_flush_s: float = Field(5.0, gt=0, le=3600, description="Seconds between batched fleet counter writes.")
+    tenant_scope: Literal["none", "user", "team", "api_key_hash"] = Field(
+        "none",
+        description="LiteLLM door: keep tenants' entries apart by the request's user, its team (metadata), or a "
+        "hash of its API key. A request without that identity is not cached.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
     # -- the opt-in semantic tier (LiteLLM door; see dspy_tiered_cache/semantic/) --
     semantic: bool = Field(False, description="After an exact miss, serve a verified near-identical request's answer.")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.util import find_spec
@@ -87,6 +88,15 @@ class Stats:
         #: model -> [prompt tokens, completion tokens] saved; priced only when read (pricing is slow).
         self.saved_by_model: dict[str, list[int]] = {}
         self.evictions: dict[str, int] = {}
+        #: Per key stem (``prefix:e:namespace:generation``, see :func:`key_stem`): lookups that hit / missed.
+        #: The fleet publisher folds them into namespaces off the hit path; a slice and a dict bump on it.
+        self.stem_hits: defaultdict[str, int] = defaultdict(int)
+        self.stem_misses: dict[str, int] = {}
+        #: (key stem, model) -> [hits credited, prompt tokens, completion tokens] saved.
+        self.saved_by_stem: dict[tuple[str, str], list[int]] = {}
+        #: Bumped by :meth:`reset`, so the fleet publisher knows counters started over (a lower count alone
+        #: can be a miss taken back).
+        self.epoch = 0
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
@@ -126,13 +136,35 @@ class Stats:
         with self._lock:
             setattr(self, name, getattr(self, name) + n)
 
-    def record_savings(self, model: str | None, usage: Mapping[str, Any] | None) -> int:
-        """Credit a hit with the tokens the upstream call would have cost; returns how many."""
-        if not usage:
-            return 0
-        prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
-        completion = _int(usage.get("completion_tokens", usage.get("output_tokens")))
+    def hit(self, key: str) -> None:
+        """One lookup answered by a tier below L1 (L1 hits are counted lock-free by the core)."""
+        stem = key_stem(key)
         with self._lock:
+            self.hits += 1
+            self.stem_hits[stem] += 1
+
+    def miss(self, key: str, n: int = 1) -> None:
+        """``n=-1`` takes back a miss the call's answer later turned into a hit (a semantic hit)."""
+        stem = key_stem(key)
+        with self._lock:
+            self.misses += n
+            self.stem_misses[stem] = self.stem_misses.get(stem, 0) + n
+
+    def record_savings(self, model: str | None, usage: Mapping[str, Any] | None, key: str | None = None) -> int:
+        """Credit a hit with the tokens the upstream call would have cost; returns how many.
+
+        ``key`` (the entry's key) attributes the saving to its namespace in the fleet totals."""
+        prompt = completion = 0
+        if usage:
+            prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
+            completion = _int(usage.get("completion_tokens", usage.get("output_tokens")))
+        with self._lock:
+            by_stem = self.saved_by_stem.setdefault((key_stem(key) if key else "", model or ""), [0, 0, 0])
+            by_stem[0] += 1
+            by_stem[1] += prompt
+            by_stem[2] += completion
+            if not usage:
+                return 0
             self.prompt_tokens_saved += prompt
             self.completion_tokens_saved += completion
             tokens = self.saved_by_model.setdefault(model or "", [0, 0])
@@ -181,11 +213,38 @@ class Stats:
         with self._lock:
             tiers = self.tiers
             lock = self._lock
+            epoch = self.epoch
             self.__init__(list(tiers))  # type: ignore[misc]
             for name, t in tiers.items():
-                t.__init__()  # type: ignore[misc]
+                t.__init__(name)  # type: ignore[misc]
                 self.tiers[name] = t
             self._lock = lock
+            self.epoch = epoch + 1
+
+
+#: Length of ``:<digest>`` at the end of every entry key (keys.entry_key, keys.request_digest).
+_DIGEST_TAIL = 41
+
+
+def key_stem(key: str) -> str:
+    """``prefix:e:namespace:generation`` of an entry key: one slice, cheap enough for the hit path."""
+    return key[:-_DIGEST_TAIL]
+
+
+def namespace_of_stem(stem: str) -> str:
+    """The namespace in a key stem; ``"(other)"`` for keys not built by :func:`keys.entry_key`."""
+    parts = stem.split(":")
+    return parts[2] if len(parts) == 4 and parts[1] == "e" else "(other)"
+
+
+def saved_usd(model: str | None, usage: Mapping[str, Any] | None) -> float:
+    """What ``usage`` would have cost upstream for ``model`` (LiteLLM's price map; 0.0 when unknown)."""
+    if not usage or not model:
+        return 0.0
+    in_price, out_price = _unit_prices(model)
+    prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
+    completion = _int(usage.get("completion_tokens", usage.get("output_tokens")))
+    return prompt * in_price + completion * out_price
 
 
 def _int(value: Any) -> int:

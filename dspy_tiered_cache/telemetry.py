@@ -195,3 +195,37 @@ _meter.create_observable_counter(
 LATENCY = _meter.create_histogram(
     "dspy_tiered_cache.lookup.duration", unit="ms", description="Tier lookup latency (L1 sampled 1 in 64)"
 )
+
+#: Circuit breaker state per remote tier as a number a dashboard can colour: 0 closed, 1 half-open, 2 open.
+BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+
+
+def _breakers(field: str) -> Any:
+    """Per tier name across the process's cores: the worst state, the sum of openings (one series per tier, as
+    two cores reporting the same attributes would overwrite each other)."""
+
+    def callback(options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        per_tier: dict[str, int] = {}
+        seen: set[int] = set()  # cores over one tier share its breaker: count it once
+        for core in list(_cores):
+            for name, breaker in core.breakers.items():
+                if id(breaker) in seen:
+                    continue
+                seen.add(id(breaker))
+                if field == "state":
+                    per_tier[name] = max(per_tier.get(name, 0), BREAKER_STATES.get(breaker.state, 2))
+                else:
+                    per_tier[name] = per_tier.get(name, 0) + breaker.opened
+        return [metrics.Observation(value, {"tier": name}) for name, value in per_tier.items()]
+
+    return callback
+
+
+_meter.create_observable_gauge(
+    "dspy_tiered_cache.breaker.state",
+    [_breakers("state")],
+    description="Circuit breaker of a remote tier: 0 closed, 1 half-open (probing), 2 open (calls skipped)",
+)
+_meter.create_observable_counter(
+    "dspy_tiered_cache.breaker.opened", [_breakers("opened")], description="Times a tier's circuit breaker opened"
+)

@@ -147,7 +147,7 @@ def test_stats_counts_entries_per_namespace(capsys: pytest.CaptureFixture[str], 
     assert data["health"][0]["ok"] is True
     code, out, _ = run(capsys, "stats", "--disk-path", str(disk_path))
     assert code == 0
-    assert "alpha" in out and "(total)" in out and "Hit/miss counters live in each process" in out
+    assert "alpha" in out and "(total)" in out and "fleet · every process" in out
 
 
 def test_stats_on_redis_with_a_scan_limit(capsys: pytest.CaptureFixture[str], redis_url: str) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Mapping
@@ -39,6 +40,7 @@ from dspy_tiered_cache.keys import UncacheableRequest
 from dspy_tiered_cache.modes import ReplayMiss, check_mode
 from dspy_tiered_cache.settings import CacheSettings, ConfigError, check_namespace
 from dspy_tiered_cache.singleflight import Flight
+from dspy_tiered_cache.stats import saved_usd
 
 log = logging.getLogger("dspy_tiered_cache.dspy")
 
@@ -74,6 +76,8 @@ class CallScope:
     level: str = "bypass"
     key: str | None = None
     tokens_saved: int = 0
+    #: What a hit saved, for the history entry DSPy writes for this call (``CachedLM.update_history``).
+    cache: dict[str, Any] | None = None
 
     def finish_all(self, payload: bytes | None) -> None:
         """Hand ``payload`` (None: go upstream yourselves) to the followers of every flight this call leads."""
@@ -259,7 +263,7 @@ class DSPyCacheAdapter:
             # We lead (an async pre-flight) but the answer was stored meanwhile: followers get it too.
             # Encoded before _revive, which takes the usage out of this hit's copy.
             handoff = self.core.encode(hit.value) if scope is not None and scope.leading else None
-            value = self._revive(hit.value, request, key, scope)
+            value = self._revive(hit.value, request, key, scope, created_at=hit.created_at)
             if value is not None:
                 if scope is not None and handoff is not None:
                     scope.finish_all(handoff)
@@ -318,7 +322,15 @@ class DSPyCacheAdapter:
             self.core.set_payload(key, payload, options=self.options)
         return payload
 
-    def _revive(self, plain: Any, request: Mapping[str, Any], key: str, scope: CallScope | None = None) -> Any:
+    def _revive(
+        self,
+        plain: Any,
+        request: Mapping[str, Any],
+        key: str,
+        scope: CallScope | None = None,
+        *,
+        created_at: float | None = None,
+    ) -> Any:
         """A hit as DSPy's own cache returns it: a fresh object, ``usage`` emptied, ``cache_hit`` set."""
         usage, had_usage = _take_usage(plain)
         try:
@@ -331,9 +343,16 @@ class DSPyCacheAdapter:
         if value is None:
             return None
         # Tokens per model; the core prices them from LiteLLM's cost map when stats are read, not per hit.
-        saved = self.core.stats.record_savings(_model_of(request, value), usage)
+        model = _model_of(request, value)
+        saved = self.core.stats.record_savings(model, usage, key=key)
         if scope is not None:
             scope.tokens_saved += saved
+            scope.cache = {
+                "level": scope.level,
+                "age_s": round(max(0.0, time.time() - created_at), 3) if created_at is not None else 0.0,
+                "saved_usage": dict(usage) if usage else None,
+                "saved_usd": saved_usd(model, usage),
+            }
         if not isinstance(value, (dict, list)) and (had_usage or hasattr(value, "usage")):
             # As DSPy's Cache._prepare_cached_response: no LM call was made, so no usage to bill.
             value.usage = {}

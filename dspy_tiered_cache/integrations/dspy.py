@@ -151,6 +151,14 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
             ACTIVE.reset(token)
             scope.release()
 
+    def update_history(self, entry: Any) -> None:
+        """DSPy's history entry of a hit gets ``"cache"`` (level, age_s, saved_usage, saved_usd); its ``usage``
+        stays empty as DSPy makes it for hits, so usage trackers still see no spend."""
+        scope = ACTIVE.get()
+        if scope is not None and scope.cache is not None and isinstance(entry, dict):
+            entry["cache"] = scope.cache
+        super().update_history(entry)
+
     def _trace(self) -> AbstractContextManager[CallTrace]:
         """One span per call, nested under DSPy's and the caller's spans, saying which tier served it."""
         adapter = self._dtc_adapter

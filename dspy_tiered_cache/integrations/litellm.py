@@ -63,6 +63,8 @@ from dspy_tiered_cache.keys import UncacheableRequest
 from dspy_tiered_cache.modes import ReplayMiss
 from dspy_tiered_cache.settings import NAME_PATTERN, CacheSettings
 from dspy_tiered_cache.singleflight import Flight
+from dspy_tiered_cache.stats import saved_usd
+from dspy_tiered_cache.tenancy import tenant_of
 
 __all__ = [
     "DEFAULT_CALL_TYPES",
@@ -510,6 +512,8 @@ class TieredCache(Cache):
     def _build_key(self, kwargs: dict[str, Any]) -> str:
         request = self._request(kwargs)
         try:
+            if self.core.settings.tenant_scope != "none" and "__tenant__" not in request:
+                tenant_of(self.core.settings.tenant_scope, kwargs)  # raises UncacheableRequest, saying what is missing
             return self.core.key_for(request, namespace=self._namespace_of(kwargs))
         except UncacheableRequest as exc:
             self.core.stats.count("uncacheable")
@@ -534,6 +538,10 @@ class TieredCache(Cache):
                 request[param] = value
         if self.core.settings.include_api_base and kwargs.get("api_base"):
             request["__api_base__"] = str(kwargs["api_base"])
+        scope = self.core.settings.tenant_scope
+        if scope != "none":  # hashed; the semantic tier partitions on this request too, so tenants stay apart there
+            with contextlib.suppress(UncacheableRequest):  # missing: _build_key refuses to key the request
+                request["__tenant__"] = tenant_of(scope, kwargs)
         return request
 
     @staticmethod
@@ -564,6 +572,7 @@ class TieredCache(Cache):
         result = super().get_cache_logic(cached_result=cached_result, max_age=max_age)
         if type(result) is dict:
             _SAVED.set(self._record_savings(result))
+            _mark_hit(result, cached_result, _LOOKUP.get())
         elif result is None and cached_result is not None:
             _LOOKUP.set(None)  # found but older than s-maxage: a miss for the span
         return result
@@ -572,10 +581,11 @@ class TieredCache(Cache):
         usage = response.get("usage")
         model = response.get("model")
         model = model if isinstance(model, str) else None
+        key = (_LOOKUP.get() or ("", None))[1]
         if isinstance(usage, Mapping):
-            return self.core.stats.record_savings(model, usage)
+            return self.core.stats.record_savings(model, usage, key=key)
         if "embedding" in response and response.get("prompt_tokens") is not None:  # one CachedEmbedding
-            return self.core.stats.record_savings(model, {"prompt_tokens": response.get("prompt_tokens")})
+            return self.core.stats.record_savings(model, {"prompt_tokens": response.get("prompt_tokens")}, key=key)
         return 0
 
     # -- one span per cached call ---------------------------------------------------------------------
@@ -885,6 +895,32 @@ class TieredCache(Cache):
     def __repr__(self) -> str:
         # LiteLLM formats ``litellm.cache`` into a debug f-string on every call, logging on or off: keep it cheap.
         return f"<TieredCache mode={self.mode.value} tiers={self._tier_names}>"
+
+
+def _mark_hit(response: dict[str, Any], cached: Any, lookup: tuple[str, str] | None) -> None:
+    """Give a chat-completion hit ``_hidden_params["cache"]``: which tier, how old, and what it saved.
+
+    LiteLLM turns the dict we return into the ``ModelResponse`` the caller gets, and sets every key that is not a
+    response field as an attribute (``convert_to_model_response_object``), so ``_hidden_params`` arrives as the
+    response's hidden params; LiteLLM then adds ``cache_hit``/``cache_key`` to that same dict. Its own
+    accounting is untouched: ``usage`` replays the original tokens and ``response_cost`` is 0 on a hit.
+    Text completions, embeddings and stream replays are built differently and are not marked.
+    """
+    choices = response.get("choices")  # plain JSON from our codec: exact type checks are the cheap ones
+    if type(choices) is not list or not choices or type(choices[0]) is not dict or "message" not in choices[0]:
+        return
+    usage = response.get("usage")
+    usage = dict(usage) if type(usage) is dict else None
+    model = response.get("model")
+    created = cached.get("timestamp") if type(cached) is dict else None
+    response["_hidden_params"] = {
+        "cache": {
+            "level": lookup[0] if lookup else "hit",
+            "age_s": time.time() - created if type(created) is float else None,
+            "saved_usage": usage,
+            "saved_usd": saved_usd(model if type(model) is str else None, usage),
+        }
+    }
 
 
 def namespace_name(namespace: str) -> str:

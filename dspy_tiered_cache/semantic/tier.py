@@ -144,7 +144,7 @@ class SemanticTier:
             hit = self.core.get(neighbour.key)
             if hit is not None:
                 # The call's exact lookup counted a miss, the read above a hit: the call was answered from cache.
-                self.core.stats.count("misses", -1)
+                self.core.stats.miss(neighbour.key, -1)  # same namespace: the fleet's count matches ours
                 return hit, neighbour.similarity
             self._count("answer_gone")
         return None
