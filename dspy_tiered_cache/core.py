@@ -8,12 +8,10 @@ but the awaited tier read itself.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -25,10 +23,12 @@ from dspy_tiered_cache import fleet, telemetry
 from dspy_tiered_cache.breaker import CircuitBreaker, breaker_for
 from dspy_tiered_cache.codec import CodecError, CorruptEntry, Entry, FrameCodec, decode_value, encode_value
 from dspy_tiered_cache.coherence import InvalidationBus, PubSubSource
+from dspy_tiered_cache.flights import Claim, Claims, adrive, drive
 from dspy_tiered_cache.keys import (
     UncacheableRequest,
     canonical_request,
     entry_key,
+    namespace_prefix,
     request_digest,
     request_key,
 )
@@ -149,7 +149,7 @@ class CacheCore:
         self.breakers: dict[str, CircuitBreaker] = {
             t.name: breaker_for(t, s.breaker_failures, s.breaker_reset_s) for t in self.tiers if t.remote
         }
-        self.singleflight = SingleFlight()
+        self._flights = SingleFlight()
         self.writer = BackgroundWriter(s.write_queue_size)
         self._generations: dict[str, tuple[int, float]] = {}
         self._digests: dict[bytes, str] = {}
@@ -161,9 +161,8 @@ class CacheCore:
         if s.telemetry:
             telemetry.register(self)
         self.fleet = fleet.start_publisher(self) if s.fleet else None
-        # Leases live in the most shared tier that can hold them (Redis, else the machine's SQLite file).
-        lockable = [t for t in self.tiers if hasattr(t, "acquire_lock")]
-        self._lock_tier: Tier | None = lockable[-1] if lockable and s.distributed_single_flight else None
+        #: Single-flight: in-process flights and cross-process leases, behind one lead/join protocol.
+        self.claims = Claims(self)
         self._bus: InvalidationBus | None = None
         # Nothing here may touch the network: the subscriber builds its client lazily, in its own thread.
         source = next((t for t in reversed(self.tiers) if t.remote and isinstance(t, PubSubSource)), None)
@@ -480,6 +479,46 @@ class CacheCore:
         self.stats.record(tier.name, set_=True)
 
     # -- single-flight -------------------------------------------------------------------------------
+    def claim(self, key: str, options: CallOptions | None = None) -> Claim:
+        """After a miss: join the caller already computing ``key`` (here or in another process) or lead.
+
+        A claim with an ``answer`` needs no computation; otherwise the caller computes and must end the claim
+        with :meth:`fulfil` or :meth:`abandon` (both idempotent). Blocks while following; see :meth:`aclaim`."""
+        if not self._may_share(options):
+            return Claim(key)
+        return drive(self.claims, self.claims.steps(key, options))
+
+    async def aclaim(self, key: str, options: CallOptions | None = None) -> Claim:
+        """:meth:`claim` for the event loop: the same decisions, every wait awaited."""
+        if not self._may_share(options):
+            return Claim(key)
+        return await adrive(self.claims, self.claims.steps(key, options))
+
+    def fulfil(
+        self,
+        claim: Claim,
+        value: T,
+        *,
+        options: CallOptions | None = None,
+        encode: Callable[[T], Any] = _identity,
+    ) -> bytes | None:
+        """Store the value a leader computed, then wake its followers with it and give its lease back.
+
+        With a lease held, the answer is written to the lease tier before the lease goes: the processes polling
+        that tier find the answer before they find the lease gone."""
+        payload = self._store_computed(claim.key, value, options, encode, landed=bool(claim.token))
+        self.claims.end(claim, payload)
+        return payload
+
+    def abandon(self, claim: Claim) -> None:
+        """The leader's computation failed: release the lease; followers wake at once and one of them leads."""
+        self.claims.end(claim, None)
+
+    def holds(self, key: str, *, max_age: float | None = None) -> bool:
+        """Whether this process already holds a fresh answer for ``key`` (memory tier or a write not landed),
+        without counting a lookup."""
+        return self.peek_local(key, max_age=max_age) is not None
+
     def get_or_compute(
         self,
         key: str,
@@ -491,45 +530,23 @@ class CacheCore:
     ) -> tuple[T, str]:
         """The cached value or ``compute()``'s, with concurrent identical misses sharing one ``compute()``.
 
-        Within a process, followers wait for the leader; across processes, the leader holds a short lease in the
-        shared tier while the other processes' leaders poll for its answer. Returns ``(value, level)``: level is
-        the tier that served it, ``"joined"`` when another caller's computation did, ``"miss"`` or ``"bypass"``.
+        Returns ``(value, level)``: level is the tier that served it, ``"joined"`` when another caller's
+        computation did, ``"miss"`` or ``"bypass"``. An exception from ``compute()`` reaches the caller unchanged,
+        and the followers waiting on this call lead at once instead of waiting for a timeout.
         """
         hit = self.get(key, options=options)
         if hit is not None:
             return decode(hit.value), hit.level
-        if not self._may_share(options):
-            value = compute()
-            self._store_computed(key, value, options, encode)
-            return value, self._miss_level(options)
-        flight, leader = self.singleflight.begin(key)
-        if not leader:
-            payload = flight.wait(self.settings.single_flight_timeout)
-            if payload is not None:
-                self.stats.count("joined")
-                return decode(decode_value(payload)), "joined"
-            value = compute()
-            self._store_computed(key, value, options, encode)
-            return value, "miss"
-        payload = None
+        claim = self.claim(key, options)
+        if claim.answer is not None:
+            return decode(decode_value(claim.answer)), claim.level
         try:
-            # A leader that finished between our lookup and begin() has left its answer here: do not repeat it.
-            payload = self.peek_local(key, max_age=options.max_age if options else None)
-            if payload is not None:
-                self.stats.count("joined")
-                return decode(decode_value(payload)), "joined"
-            token, entry, level = self.acquire_or_wait(key)
-            if entry is not None:
-                payload = entry.payload
-                return decode(decode_value(payload)), level
-            try:
-                value = compute()
-                payload = self._store_computed(key, value, options, encode, landed=bool(token))
-            finally:
-                self._release_lease(key, token)
-            return value, "miss"
-        finally:
-            self.singleflight.finish(key, flight, payload)
+            value = compute()
+        except BaseException:
+            self.abandon(claim)
+            raise
+        self.fulfil(claim, value, options=options, encode=encode)
+        return value, self._miss_level(options)
 
     async def aget_or_compute(
         self,
@@ -543,37 +560,16 @@ class CacheCore:
         hit = await self.aget(key, options=options)
         if hit is not None:
             return decode(hit.value), hit.level
-        if not self._may_share(options):
-            value = await compute()
-            self._store_computed(key, value, options, encode)
-            return value, self._miss_level(options)
-        flight, leader = self.singleflight.begin(key)
-        if not leader:
-            payload = await flight.wait_async(self.settings.single_flight_timeout)
-            if payload is not None:
-                self.stats.count("joined")
-                return decode(decode_value(payload)), "joined"
-            value = await compute()
-            self._store_computed(key, value, options, encode)
-            return value, "miss"
-        payload = None
+        claim = await self.aclaim(key, options)
+        if claim.answer is not None:
+            return decode(decode_value(claim.answer)), claim.level
         try:
-            payload = self.peek_local(key, max_age=options.max_age if options else None)
-            if payload is not None:
-                self.stats.count("joined")
-                return decode(decode_value(payload)), "joined"
-            token, entry, level = await self.aacquire_or_wait(key)
-            if entry is not None:
-                payload = entry.payload
-                return decode(decode_value(payload)), level
-            try:
-                value = await compute()
-                payload = self._store_computed(key, value, options, encode, landed=bool(token))
-            finally:
-                await self._arelease_lease(key, token)
-            return value, "miss"
-        finally:
-            self.singleflight.finish(key, flight, payload)
+            value = await compute()
+        except BaseException:
+            self.abandon(claim)
+            raise
+        self.fulfil(claim, value, options=options, encode=encode)
+        return value, self._miss_level(options)
 
     def _may_share(self, options: CallOptions | None) -> bool:
         return self.settings.single_flight and self._miss_level(options) == "miss"
@@ -585,8 +581,7 @@ class CacheCore:
     def _store_computed(
         self, key: str, value: T, options: CallOptions | None, encode: Callable[[T], Any], *, landed: bool = False
     ) -> bytes | None:
-        """Store a fresh answer. ``landed``: write the lease tier before returning, so that the processes
-        polling it find the answer before they find the lease gone."""
+        """Store a fresh answer. ``landed``: write the lease tier before returning (see :meth:`fulfil`)."""
         try:
             plain = encode(value)
         except Exception as exc:  # a door's converter failing must not fail the call
@@ -597,145 +592,8 @@ class CacheCore:
             return None
         payload = self.encode(plain, options)
         if payload is not None:
-            self.set_payload(key, payload, options=options, landed=self._lock_tier if landed else None)
+            self.set_payload(key, payload, options=options, landed=self.claims.tier if landed else None)
         return payload
-
-    # -- cross-process leases ------------------------------------------------------------------------
-    def acquire_or_wait(self, key: str) -> tuple[str, Entry | None, str]:
-        """For an in-process leader: take the cross-process lease on ``key``, or wait for the process holding
-        it to store its answer. Returns ``(token, None, "")`` to go upstream (``token`` is ``""`` when leases
-        are unavailable: compute anyway) or ``("", entry, level)`` when another process answered. A token
-        must be given back with :meth:`release_lease` after the answer was stored with ``landed=``."""
-        token = self._acquire_lease(key)
-        deadline = time.monotonic() + self.settings.single_flight_timeout
-        while token is None:  # another process is computing it: wait for its answer in the shared tier
-            time.sleep(self.settings.lock_poll_s)
-            entry, level = self._peek_shared(key)
-            if entry is not None:
-                self.stats.count("joined")
-                return "", entry, level
-            token = self._acquire_lease(key) if time.monotonic() < deadline else ""
-        if token:  # double-check: the previous holder may have stored the answer just before we took it
-            entry, level = self._peek_shared(key)
-            if entry is not None:
-                self._release_lease(key, token)
-                self.stats.count("joined")
-                return "", entry, level
-        return token, None, ""
-
-    async def aacquire_or_wait(self, key: str) -> tuple[str, Entry | None, str]:
-        token = await self._aacquire_lease(key)
-        deadline = time.monotonic() + self.settings.single_flight_timeout
-        while token is None:
-            await asyncio.sleep(self.settings.lock_poll_s)
-            entry, level = await self._apeek_shared(key)
-            if entry is not None:
-                self.stats.count("joined")
-                return "", entry, level
-            token = await self._aacquire_lease(key) if time.monotonic() < deadline else ""
-        if token:
-            entry, level = await self._apeek_shared(key)
-            if entry is not None:
-                await self._arelease_lease(key, token)
-                self.stats.count("joined")
-                return "", entry, level
-        return token, None, ""
-
-    @property
-    def lease_tier(self) -> Tier | None:
-        """Where answers must land before a lease is released (pass as ``set_payload(landed=...)``)."""
-        return self._lock_tier
-
-    def release_lease(self, key: str, token: str) -> None:
-        self._release_lease(key, token)
-
-    def _lock_name(self, key: str) -> str:
-        return key.replace(":e:", ":lock:", 1)
-
-    def _lease_tier(self) -> Tier | None:
-        """The tier holding leases, unless there is none or its breaker is open (then: no lease, fail open)."""
-        tier = self._lock_tier
-        if tier is None:
-            return None
-        breaker = self.breakers.get(tier.name)
-        return tier if breaker is None or breaker.allow() else None
-
-    def _acquire_lease(self, key: str) -> str | None:
-        """A token when we hold the lease; ``""`` when leases are unavailable (compute anyway); ``None`` when
-        another process holds it."""
-        tier = self._lease_tier()
-        if tier is None:
-            return ""
-        token = uuid.uuid4().hex
-        try:
-            return token if tier.acquire_lock(self._lock_name(key), token, self.settings.lock_lease_s) else None  # type: ignore[attr-defined]
-        except Exception as exc:
-            self._tier_failed(tier, "take a lease in", exc)
-            return ""
-
-    async def _aacquire_lease(self, key: str) -> str | None:
-        tier = self._lease_tier()
-        if tier is None:
-            return ""
-        token = uuid.uuid4().hex
-        try:
-            acquire = getattr(tier, "aacquire_lock", None)
-            name, lease = self._lock_name(key), self.settings.lock_lease_s
-            held = await acquire(name, token, lease) if acquire else tier.acquire_lock(name, token, lease)  # type: ignore[attr-defined]
-            return token if held else None
-        except Exception as exc:
-            self._tier_failed(tier, "take a lease in", exc)
-            return ""
-
-    def _release_lease(self, key: str, token: str) -> None:
-        tier = self._lock_tier
-        if not token or tier is None:
-            return
-        name = self._lock_name(key)
-        try:
-            tier.release_lock(name, token)  # type: ignore[attr-defined]
-        except Exception as exc:
-            self._tier_failed(tier, "release a lease in", exc)
-            self._release_later(tier, name, token)
-
-    def _release_later(self, tier: Tier, name: str, token: str) -> None:
-        """A lease we could not release (Redis hung) would stall other instances until it expires: keep trying
-        in the background until it is released or would have expired anyway."""
-        self.writer.retry(
-            lambda: tier.release_lock(name, token),  # type: ignore[attr-defined]
-            until=time.monotonic() + self.settings.lock_lease_s,
-        )
-
-    async def _arelease_lease(self, key: str, token: str) -> None:
-        tier = self._lock_tier
-        if not token or tier is None:
-            return
-        name = self._lock_name(key)
-        try:
-            release = getattr(tier, "arelease_lock", None)
-            if release is not None:
-                await release(name, token)
-            else:
-                tier.release_lock(name, token)  # type: ignore[attr-defined]
-        except Exception as exc:
-            self._tier_failed(tier, "release a lease in", exc)
-            self._release_later(tier, name, token)
-
-    def _peek_shared(self, key: str) -> tuple[Entry | None, str]:
-        tier = self._lock_tier
-        assert tier is not None
-        entry = self._tier_get(tier, key)
-        if entry is not None:
-            self._promote(tier, key, entry)
-        return entry, tier.name
-
-    async def _apeek_shared(self, key: str) -> tuple[Entry | None, str]:
-        tier = self._lock_tier
-        assert tier is not None
-        entry = await self._atier_get(tier, key)
-        if entry is not None:
-            self._promote(tier, key, entry)
-        return entry, tier.name
 
     def _promote(self, source: Tier, key: str, entry: Entry) -> None:
         now = time.time()
@@ -766,7 +624,7 @@ class CacheCore:
                 self._tier_failed(tier, "bump generation in", exc)
         self._generations[ns] = (gen, time.monotonic())
         if self.memory is not None:
-            self.memory.drop_namespace(f"{self.settings.key_prefix}:e:{ns}:")
+            self.memory.drop_namespace(namespace_prefix(self.settings.key_prefix, ns))
         self._publish({"op": "ns", "ns": ns, "gen": gen})
         return gen
 
@@ -808,7 +666,7 @@ class CacheCore:
             current = self._generations.get(ns)
             if current is None or current[0] < gen:
                 self._generations[ns] = (gen, time.monotonic())
-            mem.drop_namespace(f"{self.settings.key_prefix}:e:{ns}:")
+            mem.drop_namespace(namespace_prefix(self.settings.key_prefix, ns))
         elif op == "clear":
             mem.clear()
 
