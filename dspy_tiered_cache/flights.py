@@ -108,6 +108,10 @@ class Claims:
             lockable[-1] if lockable and core.settings.distributed_single_flight else None  # type: ignore[assignment]
         )
 
+    def __len__(self) -> int:
+        """Flights under way in this process (each has a leader that must still end its claim)."""
+        return len(self.flights)
+
     # -- the decisions, once ----------------------------------------------------------------------------------
     def steps(self, key: str, options: CallOptions | None) -> Steps:
         settings = self.core.settings

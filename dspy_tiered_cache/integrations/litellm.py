@@ -58,11 +58,11 @@ from litellm.types.utils import is_litellm_owned_kwarg
 from dspy_tiered_cache.codec import decode_value
 from dspy_tiered_cache.core import CacheCore, CallOptions, Hit
 from dspy_tiered_cache.errors import CacheError
+from dspy_tiered_cache.flights import Claim
 from dspy_tiered_cache.integrations._values import UnsupportedValue, dump_value, load_value
 from dspy_tiered_cache.keys import UncacheableRequest
 from dspy_tiered_cache.modes import ReplayMiss
 from dspy_tiered_cache.settings import NAME_PATTERN, CacheSettings
-from dspy_tiered_cache.singleflight import Flight
 from dspy_tiered_cache.stats import saved_usd
 from dspy_tiered_cache.tenancy import tenant_of
 
@@ -229,8 +229,9 @@ class TieredBackend(BaseCache):
         self.core = core
         #: This door's own mode (``TieredCache(core=..., mode="replay")``); None: the core's.
         self.options: CallOptions | None = None
-        #: key -> lease token held by this process's single-flight leader for that key (see TieredCache._lead).
-        self.leases: dict[str, str] = {}
+        #: key -> the claim this process's single-flight leader holds for that key (see TieredCache._lead): the
+        #: store of the leader's answer fulfils it.
+        self.claims: dict[str, Claim] = {}
         #: keys whose async lookup missed and that have not been written since (bounded, oldest dropped).
         self._awaiting: OrderedDict[str, None] = OrderedDict()
         self._awaiting_lock = threading.Lock()  # event loops in several threads may share one backend
@@ -253,17 +254,10 @@ class TieredBackend(BaseCache):
             self.core.stats.count("store_skipped")
             log.debug("dspy_tiered_cache: not caching a LiteLLM value: %s", exc)
             return False
-        token = self.leases.pop(key, None) if self.leases else None
-        if token is None:
+        claim = self.claims.pop(key, None) if self.claims else None
+        if claim is None:
             return self.core.set(key, stored, options=_options_for_write(kwargs))
-        # Other processes poll the shared tier while we hold the lease: the answer must be there before it goes.
-        options = _options_for_write(kwargs)
-        payload = self.core.encode(stored, options)
-        if payload is not None:
-            self.core.set_payload(key, payload, options=options, landed=self.core.lease_tier)
-        if token:
-            self.core.release_lease(key, token)
-        return payload is not None
+        return self.core.fulfil(claim, stored, options=_options_for_write(kwargs)) is not None
 
     def set_cache(self, key: str, value: Any, **kwargs: Any) -> None:
         self._store(key, value, kwargs)
@@ -473,14 +467,12 @@ class TieredCache(Cache):
         self._looked_up_ids: OrderedDict[str, None] = OrderedDict()
         self._looked_up_lock = threading.Lock()
         #: litellm_call_id -> (key, flight) of misses this process is answering (single-flight leaders).
-        self._leading: dict[str, tuple[str, Flight]] = {}
+        self._leading: dict[str, Claim] = {}
         #: thread id -> the call id whose flight that thread's current sync call leads.
         self._thread_leading: dict[int, str] = {}
         #: call ids that already took part in single-flight: a second lookup is a retry (see _retrying).
         self._attempted: OrderedDict[str, None] = OrderedDict()
         self.backend = backend
-        #: key -> token of the cross-process lease our leader holds; the backend's store gives it back.
-        self._leases: dict[str, str] = backend.leases
         # Registered now, not when a flight starts: LiteLLM binds a call's callbacks before its cache lookup.
         if core.settings.single_flight:
             _register_for_failures(self)
@@ -617,13 +609,8 @@ class TieredCache(Cache):
                 self._raise_replay_miss(call)  # replay answers exact recordings only: before semantic
                 if result is None and self._semantic is not None and self._exact_missed():
                     result = self._semantic_answered(self._semantic_find(kwargs))
-                if result is None and (led := self._join_or_lead(kwargs, sync=True)) is not None:
-                    key, flight, leader = led
-                    if leader:  # lead in this process; across processes, take the lease or wait for its holder
-                        token, entry, level = self.core.acquire_or_wait(key)
-                        result = self._lead(kwargs, key, flight, token, entry, level, sync=True)
-                    else:
-                        result = self._joined(flight.wait(self.core.settings.single_flight_timeout))
+                if result is None and (key := self._claimable(kwargs, sync=True)) is not None:
+                    result = self._claimed(kwargs, self.core.claim(key), sync=True)
                 self._record_lookup(call, result, kwargs)
                 return result
             finally:
@@ -643,13 +630,8 @@ class TieredCache(Cache):
                 if result is None and self._semantic is not None and self._exact_missed():
                     found = await asyncio.get_running_loop().run_in_executor(None, self._semantic_find, kwargs)
                     result = self._semantic_answered(found)
-                if result is None and (led := self._join_or_lead(kwargs, sync=False)) is not None:
-                    key, flight, leader = led
-                    if leader:
-                        token, entry, level = await self.core.aacquire_or_wait(key)
-                        result = self._lead(kwargs, key, flight, token, entry, level, sync=False)
-                    else:
-                        result = self._joined(await flight.wait_async(self.core.settings.single_flight_timeout))
+                if result is None and (key := self._claimable(kwargs, sync=False)) is not None:
+                    result = self._claimed(kwargs, await self.core.aclaim(key), sync=False)
                 self._record_lookup(call, result, kwargs)
                 return result
             finally:
@@ -698,9 +680,9 @@ class TieredCache(Cache):
             self._semantic.store(self._request(kwargs), key, self._namespace_of(kwargs))
 
     # -- single-flight: concurrent identical misses make one upstream call -------------------------------
-    def _join_or_lead(self, kwargs: Mapping[str, Any], *, sync: bool) -> tuple[str, Flight, bool] | None:
-        """After a miss: ``(key, flight, leader)`` for the in-process flight of this request, or None when the
-        call takes no part in single-flight. A leader's write ends the flight (and its cross-process lease).
+    def _claimable(self, kwargs: Mapping[str, Any], *, sync: bool) -> str | None:
+        """After a miss: the key this call may claim (join another caller's answer or lead), or None when the
+        call takes no part in single-flight. A leader's write fulfils its claim.
 
         Streams and ``no-store`` calls never lead (they may never write); a leader whose call fails releases
         its followers through LiteLLM's failure callback (they then go upstream themselves)."""
@@ -718,11 +700,9 @@ class TieredCache(Cache):
             or (isinstance(controls, Mapping) and controls.get("no-store"))
         ):
             return None
-        key = lookup[1]
         if self._retrying(call_id, sync):
             return None
-        flight, leader = self.core.singleflight.begin(key)
-        return key, flight, leader
+        return lookup[1]
 
     def _retrying(self, call_id: str, sync: bool) -> bool:
         """Whether this lookup is a retry of a call that already took part in single-flight.
@@ -753,38 +733,28 @@ class TieredCache(Cache):
             self._end_flight({"litellm_call_id": ended_id}, failed=True)
         return retry
 
-    def _lead(
-        self, kwargs: Mapping[str, Any], key: str, flight: Flight, token: str, entry: Any, level: str, *, sync: bool
-    ) -> Any:
-        """The in-process leader: answer from what another leader (here or in another process) just stored,
-        or register the flight (and lease) for our upstream call's write to end."""
-        registry = self.core.singleflight
-        payload = entry.payload if entry is not None else self.core.peek_local(key)
-        if payload is not None:
-            if token:
-                self.core.release_lease(key, token)
-            registry.finish(key, flight, payload)
-            return self._joined(payload, level if entry is not None else "joined")
+    def _claimed(self, kwargs: Mapping[str, Any], claim: Claim, *, sync: bool) -> Any:
+        """Another caller's answer (here or in another process) as a hit; or, leading, remember the claim for
+        our upstream call's write to fulfil (or for its failure to abandon)."""
+        if claim.answer is not None:
+            return self._joined(claim.answer, claim.level)
+        if claim.ended:  # uncoordinated (the leader outlived the wait): nothing to fulfil
+            return None
         call_id = str(kwargs.get("litellm_call_id"))
         with self._looked_up_lock:
-            self._leading[call_id] = (key, flight)
+            self._leading[call_id] = claim
+            self.backend.claims[claim.key] = claim
             if sync:
                 self._thread_leading[threading.get_ident()] = call_id
-            if token:
-                self._leases[key] = token
             stale_id = next(iter(self._leading)) if len(self._leading) > _LOOKED_UP_MAX else None
         if stale_id is not None:
             self._end_flight({"litellm_call_id": stale_id}, failed=True)
         return None
 
-    def _joined(self, payload: bytes | None, level: str = "joined") -> Any:
-        """The leader's answer, as a hit LiteLLM converts like any other; None: go upstream yourself."""
-        if payload is None:
-            return None
+    def _joined(self, payload: bytes, level: str) -> Any:
+        """The leader's answer, as a hit LiteLLM converts like any other."""
         key = (_LOOKUP.get() or ("", ""))[1]
-        _LOOKUP.set((level, key))
-        if level == "joined":
-            self.core.stats.count("joined")
+        _LOOKUP.set((level, key))  # the core counted the join
         hit = Hit(decode_value(payload), level, time.time(), None)
         return self.get_cache_logic(cached_result=from_stored(hit), max_age=None)
 
@@ -798,13 +768,12 @@ class TieredCache(Cache):
                 if leading_id == call_id:
                     del self._thread_leading[thread]
             if led is not None and failed:
-                self.backend.forget_awaiting(led[0])
+                self.backend.forget_awaiting(led.key)
         if led is not None:
-            key, flight = led
-            token = self._leases.pop(key, None)
-            if token:  # normally released by the store; a failed call never stores
-                self.core.release_lease(key, token)
-            self.core.singleflight.finish(key, flight, None if failed else self.core.peek_local(key))
+            if self.backend.claims.get(led.key) is led:
+                del self.backend.claims[led.key]
+            # Normally fulfilled by the store already (then this does nothing); a failed call never stores.
+            self.core.abandon(led)
 
     def _record_lookup(self, call: Any, result: Any, kwargs: Mapping[str, Any]) -> None:
         lookup = _LOOKUP.get()
