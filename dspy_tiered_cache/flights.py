@@ -104,9 +104,8 @@ class Claims:
         self.flights = core._flights
         lockable = [t for t in core.tiers if isinstance(t, LeaseTier)]
         #: Leases live in the most shared tier that can hold them (Redis, else the machine's SQLite file).
-        self.tier: Tier | None = (
-            lockable[-1] if lockable and core.settings.distributed_single_flight else None  # type: ignore[assignment]
-        )
+        self.tier: Tier | None = lockable[-1] if lockable and core.settings.distributed_single_flight else None
+        self._leases: LeaseTier | None = self.tier if isinstance(self.tier, LeaseTier) else None
 
     def __len__(self) -> int:
         """Flights under way in this process (each has a leader that must still end its claim)."""
@@ -173,9 +172,9 @@ class Claims:
             self.flights.finish(claim.key, flight, payload)
 
     # -- leases -----------------------------------------------------------------------------------------------
-    def _lease_tier(self) -> Tier | None:
+    def _lease_tier(self) -> LeaseTier | None:
         """The tier holding leases, unless there is none or its breaker is open (then: no lease, fail open)."""
-        tier = self.tier
+        tier = self._leases
         if tier is None:
             return None
         breaker = self.core.breakers.get(tier.name)
@@ -189,9 +188,9 @@ class Claims:
             return ""
         token = uuid.uuid4().hex
         try:
-            held = tier.acquire_lock(lease_key(key), token, self.core.settings.lock_lease_s)  # type: ignore[attr-defined]
+            held = tier.acquire_lock(lease_key(key), token, self.core.settings.lock_lease_s)
         except Exception as exc:
-            self.core._tier_failed(tier, "take a lease in", exc)
+            self._failed("take a lease in", exc)
             return ""
         return token if held else None
 
@@ -204,25 +203,29 @@ class Claims:
         try:
             held = await acquire(lease_key(key), token, self.core.settings.lock_lease_s)
         except Exception as exc:
-            self.core._tier_failed(tier, "take a lease in", exc)
+            self._failed("take a lease in", exc)
             return ""
         return token if held else None
 
     def release(self, key: str, token: str) -> None:
         """Give a lease back. A lease we cannot release (Redis hung) would stall other processes until it
         expires: the background writer keeps trying until it is released or would have expired anyway."""
-        tier = self.tier
+        tier = self._leases
         if not token or tier is None:
             return
         name = lease_key(key)
         try:
-            tier.release_lock(name, token)  # type: ignore[attr-defined]
+            tier.release_lock(name, token)
         except Exception as exc:
-            self.core._tier_failed(tier, "release a lease in", exc)
+            self._failed("release a lease in", exc)
             self.core.writer.retry(
-                lambda: tier.release_lock(name, token),  # type: ignore[attr-defined]
+                lambda: tier.release_lock(name, token),
                 until=time.monotonic() + self.core.settings.lock_lease_s,
             )
+
+    def _failed(self, action: str, exc: Exception) -> None:
+        if self.tier is not None:
+            self.core._tier_failed(self.tier, action, exc)
 
     def peek(self, key: str) -> tuple[Entry | None, str]:
         tier = self.tier
