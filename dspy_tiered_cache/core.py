@@ -14,8 +14,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import Any, Final, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -23,6 +22,7 @@ from dspy_tiered_cache import fleet, telemetry
 from dspy_tiered_cache.breaker import CircuitBreaker, breaker_for
 from dspy_tiered_cache.codec import CodecError, CorruptEntry, Entry, FrameCodec, decode_value, encode_value
 from dspy_tiered_cache.coherence import InvalidationBus, PubSubSource
+from dspy_tiered_cache.failures import FailureLog
 from dspy_tiered_cache.flights import Claim, Claims, adrive, drive
 from dspy_tiered_cache.keys import (
     UncacheableRequest,
@@ -33,10 +33,13 @@ from dspy_tiered_cache.keys import (
     request_key,
 )
 from dspy_tiered_cache.modes import REFRESH, REPLAY, ReplayMiss
+from dspy_tiered_cache.namespaces import Generations
+from dspy_tiered_cache.options import DEFAULT_OPTIONS, CallOptions, Hit, _Unset
 from dspy_tiered_cache.settings import CacheSettings, ConfigError, check_namespace, load_settings
 from dspy_tiered_cache.singleflight import SingleFlight
 from dspy_tiered_cache.stats import Stats
 from dspy_tiered_cache.tiers.base import Tier, TierHealth
+from dspy_tiered_cache.tiers.build import build_tiers
 from dspy_tiered_cache.tiers.memory import MemoryTier
 from dspy_tiered_cache.writer import BackgroundWriter
 
@@ -44,80 +47,8 @@ log = logging.getLogger("dspy_tiered_cache")
 T = TypeVar("T")
 
 
-class _Unset:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Final = _Unset()
-
-
 def _identity(value: Any) -> Any:
     return value
-
-
-@dataclass(frozen=True, slots=True)
-class CallOptions:
-    """Per-call controls, mirroring the HTTP-cache-like controls LiteLLM exposes."""
-
-    bypass_read: bool = False  # refresh: skip lookups, still store the fresh answer
-    bypass_write: bool = False  # no-store
-    ttl: float | _Unset | None = UNSET  # None = no expiry; UNSET = the configured default
-    max_age: float | None = None  # entries older than this many seconds are misses
-    namespace: str | None = None
-    mode: str | None = None  # read-write | replay | refresh; None = the configured mode (see modes.py)
-
-
-DEFAULT_OPTIONS: Final = CallOptions()
-
-
-class Hit(NamedTuple):
-    """A lookup's answer. A named tuple: built on every hit, it must cost next to nothing."""
-
-    value: Any
-    level: str
-    created_at: float
-    expires_at: float | None
-
-    @property
-    def age(self) -> float:
-        return time.time() - self.created_at
-
-
-def build_tiers(settings: CacheSettings, codec: FrameCodec) -> list[Tier]:
-    """Tier order is cost order: memory, then the local disk, then the network."""
-    tiers: list[Tier] = []
-    if settings.memory and settings.memory_max_entries > 0 and settings.memory_max_bytes > 0:
-        tiers.append(
-            MemoryTier(
-                max_entries=settings.memory_max_entries, max_bytes=settings.memory_max_bytes, ttl=settings.memory_ttl
-            )
-        )
-    if settings.uses_disk:
-        from dspy_tiered_cache.tiers.disk import DiskTier
-
-        tiers.append(
-            DiskTier(settings.disk_path, codec=codec, ttl=settings.disk_ttl, max_bytes=settings.disk_max_bytes)
-        )
-    url = settings.redis_url_value
-    if url:
-        from dspy_tiered_cache.tiers.redis import RedisTier
-
-        tiers.append(
-            RedisTier(
-                url,
-                codec=codec,
-                prefix=settings.key_prefix,
-                ttl=settings.redis_ttl,
-                connect_timeout_ms=settings.redis_connect_timeout_ms,
-                timeout_ms=settings.redis_timeout_ms,
-                max_connections=settings.redis_max_connections,
-                cluster=settings.redis_cluster,
-            )
-        )
-    return tiers
 
 
 class CacheCore:
@@ -151,13 +82,13 @@ class CacheCore:
         }
         self._flights = SingleFlight()
         self.writer = BackgroundWriter(s.write_queue_size)
-        self._generations: dict[str, tuple[int, float]] = {}
+        self.generations = Generations(self)
         self._digests: dict[bytes, str] = {}
         #: digest -> canonical request of recently keyed requests: what a replay miss or ``record_requests`` shows.
         self._requests: dict[str, bytes] = {}
         self._requests_bytes = 0
         self._mode = s.mode
-        self._warned: dict[str, float] = {}
+        self._failures = FailureLog(self.stats, self.breakers)
         if s.telemetry:
             telemetry.register(self)
         self.fleet = fleet.start_publisher(self) if s.fleet else None
@@ -170,8 +101,8 @@ class CacheCore:
             self._bus = InvalidationBus(
                 source.pubsub_client,
                 f"{s.key_prefix}:inv",
-                self._apply_invalidation,
-                self._generations.clear,
+                self.generations.apply,
+                self.generations.forget,
             )
 
     def __repr__(self) -> str:
@@ -220,6 +151,9 @@ class CacheCore:
         except ValueError as exc:
             raise UncacheableRequest(str(exc)) from None
 
+    def generation(self, namespace: str) -> int:
+        return self.generations.generation(namespace)
+
     def peek_local(self, key: str, *, max_age: float | None = None) -> bytes | None:
         """The payload this process already holds for ``key`` (memory tier or a write not yet landed), without
         counting a lookup: for single-flight callers checking whether a leader just finished."""
@@ -232,39 +166,6 @@ class CacheCore:
         if entry.expired(now) or (max_age is not None and now - entry.created_at > max_age):
             return None
         return entry.payload
-
-    def generation(self, namespace: str) -> int:
-        """The namespace's generation, re-read from the shared tier at most every ``generation_refresh_s``."""
-        cached = self._generations.get(namespace)
-        now = time.monotonic()
-        if cached is not None and now - cached[1] < self.settings.generation_refresh_s:
-            return cached[0]
-        authority = self._authority
-        if authority is None:
-            return 0
-        breaker = self.breakers.get(authority.name)
-        if breaker is not None and not breaker.allow():
-            return cached[0] if cached else 0
-        try:
-            gen = authority.get_generation(namespace)
-        except Exception as exc:
-            self._tier_failed(authority, "read generation of", exc)
-            # Remember the failure for a refresh period: a hanging Redis must cost one timeout, not one per key.
-            gen = cached[0] if cached else 0
-            self._generations[namespace] = (gen, now)
-            return gen
-        if breaker is not None:
-            breaker.success()
-        if cached is not None and gen < cached[0]:
-            # The shared tier went back (a restart with an empty dataset, a flush): never rewind, or answers
-            # invalidated before would be served again. Put our higher generation back for everyone.
-            gen = cached[0]
-            try:
-                authority.raise_generation(namespace, gen)
-            except Exception as exc:
-                self._tier_failed(authority, "restore the generation in", exc)
-        self._generations[namespace] = (gen, now)
-        return gen
 
     # -- lookups -------------------------------------------------------------------------------------
     def get(self, key: str, *, options: CallOptions | None = None) -> Hit | None:
@@ -356,7 +257,7 @@ class CacheCore:
         try:
             value = decode_value(entry.payload)
         except ValueError as exc:  # only reachable if a tier hands back bytes it did not check
-            self._corrupt(self.tiers[index], key, CorruptEntry(f"payload is not JSON: {exc}"))
+            self._failures.corrupt(self.tiers[index], key, CorruptEntry(f"payload is not JSON: {exc}"))
             return None
         if index:  # promote with the remaining lifetime, capped per tier
             self._promote(self.tiers[index], key, entry)
@@ -400,9 +301,9 @@ class CacheCore:
     def _read_failed(self, tier: Tier, key: str, exc: Exception, started: float) -> Entry | None:
         """Count the failure (a corrupt entry is also deleted); the read is a miss."""
         if isinstance(exc, CorruptEntry):
-            self._corrupt(tier, key, exc)
+            self._failures.corrupt(tier, key, exc)
         else:
-            self._tier_failed(tier, "read from", exc, started)
+            self._failures.tier_failed(tier, "read from", exc, started)
         return None
 
     # -- stores --------------------------------------------------------------------------------------
@@ -428,7 +329,7 @@ class CacheCore:
             return encode_value(value, self.settings.max_value_bytes)
         except CodecError as exc:
             self.stats.count("store_skipped")
-            self._warn_once(str(exc).split(";")[0][:60], "dspy_tiered_cache: not caching a value: %s", exc)
+            self._failures.warn_once(str(exc).split(";")[0][:60], "dspy_tiered_cache: not caching a value: %s", exc)
             return None
 
     def set_payload(
@@ -472,7 +373,7 @@ class CacheCore:
         try:
             tier.set(key, entry)
         except Exception as exc:
-            self._tier_failed(tier, "write to", exc, started)
+            self._failures.tier_failed(tier, "write to", exc, started)
             return
         if breaker is not None:
             breaker.success()
@@ -586,7 +487,7 @@ class CacheCore:
             plain = encode(value)
         except Exception as exc:  # a door's converter failing must not fail the call
             self.stats.count("store_skipped")
-            self._warn_once(
+            self._failures.warn_once(
                 type(exc).__name__, "dspy_tiered_cache: cannot convert a %s for caching: %s", type(value).__name__, exc
             )
             return None
@@ -607,7 +508,7 @@ class CacheCore:
             try:
                 tier.delete(key)
             except Exception as exc:
-                self._tier_failed(tier, "delete from", exc)
+                self._failures.tier_failed(tier, "delete from", exc)
         self._publish({"op": "del", "key": key})
 
     def invalidate_namespace(self, namespace: str | None = None) -> int:
@@ -621,8 +522,8 @@ class CacheCore:
                 if tier is self._authority:
                     gen = bumped
             except Exception as exc:
-                self._tier_failed(tier, "bump generation in", exc)
-        self._generations[ns] = (gen, time.monotonic())
+                self._failures.tier_failed(tier, "bump generation in", exc)
+        self.generations.bumped(ns, gen)
         if self.memory is not None:
             self.memory.drop_namespace(namespace_prefix(self.settings.key_prefix, ns))
         self._publish({"op": "ns", "ns": ns, "gen": gen})
@@ -636,7 +537,7 @@ class CacheCore:
             try:
                 removed += tier.clear()
             except Exception as exc:
-                self._tier_failed(tier, "clear", exc)
+                self._failures.tier_failed(tier, "clear", exc)
         self._publish({"op": "clear"})
         return removed
 
@@ -652,23 +553,6 @@ class CacheCore:
                 "tiers catch up within generation_refresh_s / memory_ttl",
                 exc,
             )
-
-    def _apply_invalidation(self, message: dict[str, Any]) -> None:
-        """Another instance invalidated something: drop it from our memory tier."""
-        mem = self.memory
-        if mem is None:
-            return
-        op = message.get("op")
-        if op == "del" and isinstance(message.get("key"), str):
-            mem.delete(message["key"])
-        elif op == "ns" and isinstance(message.get("ns"), str) and isinstance(message.get("gen"), int):
-            ns, gen = message["ns"], message["gen"]
-            current = self._generations.get(ns)
-            if current is None or current[0] < gen:
-                self._generations[ns] = (gen, time.monotonic())
-            mem.drop_namespace(namespace_prefix(self.settings.key_prefix, ns))
-        elif op == "clear":
-            mem.clear()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait for background writes to land (tests, batch jobs before exit, ``clear``)."""
@@ -719,6 +603,9 @@ class CacheCore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _tier_failed(self, tier: Tier, action: str, exc: BaseException, started: float | None = None) -> None:
+        self._failures.tier_failed(tier, action, exc, started)
+
     # -- telemetry -----------------------------------------------------------------------------------
     def trace_call(
         self, door: str, *, model: str | None = None, namespace: str | None = None, operation: str = "chat"
@@ -729,53 +616,6 @@ class CacheCore:
         return telemetry.trace_call(
             door, model=model, namespace=namespace or self.settings.namespace, operation=operation
         )
-
-    # -- failure accounting --------------------------------------------------------------------------
-    def _tier_failed(self, tier: Tier, action: str, exc: BaseException, started: float | None = None) -> None:
-        breaker = self.breakers.get(tier.name)
-        if breaker is not None and tier.is_outage(exc):
-            breaker.failure(trip=tier.is_timeout(exc))
-        telemetry.mark_tier_error(tier.name, exc)
-        self.stats.record(
-            tier.name,
-            hit=False if action == "read from" else None,
-            error=True,
-            seconds=None if started is None else time.perf_counter() - started,
-        )
-        state = f" (circuit {breaker.state})" if breaker is not None else ""
-        self._warn_once(
-            f"{tier.name}:{type(exc).__name__}",
-            "dspy_tiered_cache: cannot %s tier %s (%r): %s: %s%s; serving as a miss",
-            action,
-            tier.name,
-            tier,
-            type(exc).__name__,
-            exc,
-            state,
-        )
-
-    def _corrupt(self, tier: Tier, key: str, exc: CorruptEntry) -> None:
-        self.stats.record(tier.name, hit=False, corrupt=True)
-        log.warning(
-            "dspy_tiered_cache: corrupt entry in tier %s (%s): %s; dropping it and serving a miss",
-            tier.name,
-            key.rsplit(":", 1)[-1][:12],
-            exc,
-        )
-        try:
-            tier.delete(key)
-        except Exception as del_exc:
-            log.debug("could not delete corrupt entry: %s", del_exc)
-
-    def _warn_once(self, token: str, msg: str, *args: Any) -> None:
-        """Log a kind of failure loudly at most once a minute: a dead Redis must not flood the logs."""
-        now = time.monotonic()
-        if now - self._warned.get(token, -1e9) < 60.0:
-            log.debug(msg, *args)
-        else:
-            self._warned[token] = now
-            log.warning(msg, *args)
-
 
 _default_core: CacheCore | None = None
 _default_lock = threading.Lock()

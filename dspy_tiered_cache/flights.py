@@ -29,7 +29,8 @@ from dspy_tiered_cache.singleflight import Flight
 
 if TYPE_CHECKING:
     from dspy_tiered_cache.codec import Entry
-    from dspy_tiered_cache.core import CacheCore, CallOptions
+    from dspy_tiered_cache.core import CacheCore
+    from dspy_tiered_cache.options import CallOptions
     from dspy_tiered_cache.tiers.base import Tier
 
 __all__ = ["Claim", "Claims", "LeaseTier", "adrive", "drive"]

@@ -34,11 +34,12 @@ from pydantic import SecretStr
 
 from dspy_tiered_cache import core as core_module
 from dspy_tiered_cache.codec import decode_value
-from dspy_tiered_cache.core import UNSET, CacheCore, CallOptions, default_core
+from dspy_tiered_cache.core import CacheCore, default_core
 from dspy_tiered_cache.flights import Claim
 from dspy_tiered_cache.integrations._values import TYPE_TAG, UnsupportedValue, dump_value, load_value
 from dspy_tiered_cache.keys import UncacheableRequest
 from dspy_tiered_cache.modes import ReplayMiss, check_mode
+from dspy_tiered_cache.options import UNSET, CallOptions
 from dspy_tiered_cache.settings import CacheSettings, ConfigError, check_namespace
 from dspy_tiered_cache.stats import saved_usd
 

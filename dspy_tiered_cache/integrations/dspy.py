@@ -34,9 +34,10 @@ from typing import Any
 
 import dspy
 
-from dspy_tiered_cache.core import UNSET, CacheCore, default_core, resolve_core
+from dspy_tiered_cache.core import CacheCore, default_core, resolve_core
 from dspy_tiered_cache.integrations._dspy_adapter import DSPY_IGNORED, CallScope, DSPyCacheAdapter
 from dspy_tiered_cache.integrations._dspy_install import ACTIVE, ensure_installed, install_global, uninstall
+from dspy_tiered_cache.options import UNSET
 from dspy_tiered_cache.telemetry import CallTrace
 
 log = logging.getLogger("dspy_tiered_cache.dspy")

@@ -56,12 +56,13 @@ from litellm.litellm_core_utils.model_param_helper import ModelParamHelper
 from litellm.types.utils import is_litellm_owned_kwarg
 
 from dspy_tiered_cache.codec import decode_value
-from dspy_tiered_cache.core import CacheCore, CallOptions, Hit
+from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.errors import CacheError
 from dspy_tiered_cache.flights import Claim
 from dspy_tiered_cache.integrations._values import UnsupportedValue, dump_value, load_value
 from dspy_tiered_cache.keys import UncacheableRequest
 from dspy_tiered_cache.modes import ReplayMiss
+from dspy_tiered_cache.options import CallOptions, Hit
 from dspy_tiered_cache.settings import NAME_PATTERN, CacheSettings
 from dspy_tiered_cache.stats import saved_usd
 from dspy_tiered_cache.tenancy import tenant_of
