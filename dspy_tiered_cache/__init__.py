@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dspy_tiered_cache.core import UNSET, CacheCore, CallOptions, Hit
+from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.decorator import cached
 from dspy_tiered_cache.errors import CacheError
 from dspy_tiered_cache.keys import UncacheableRequest
 from dspy_tiered_cache.modes import ReplayMiss
+from dspy_tiered_cache.options import UNSET, CallOptions, Hit
 from dspy_tiered_cache.portable import RecordingError, replay
 from dspy_tiered_cache.report import StatsReport, report
 from dspy_tiered_cache.settings import CacheSettings, ConfigError

@@ -8,16 +8,13 @@ but the awaited tier read itself.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import Any, Final, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -25,18 +22,24 @@ from dspy_tiered_cache import fleet, telemetry
 from dspy_tiered_cache.breaker import CircuitBreaker, breaker_for
 from dspy_tiered_cache.codec import CodecError, CorruptEntry, Entry, FrameCodec, decode_value, encode_value
 from dspy_tiered_cache.coherence import InvalidationBus, PubSubSource
+from dspy_tiered_cache.failures import FailureLog
+from dspy_tiered_cache.flights import Claim, Claims, adrive, drive
 from dspy_tiered_cache.keys import (
     UncacheableRequest,
     canonical_request,
     entry_key,
+    namespace_prefix,
     request_digest,
     request_key,
 )
 from dspy_tiered_cache.modes import REFRESH, REPLAY, ReplayMiss
+from dspy_tiered_cache.namespaces import Generations
+from dspy_tiered_cache.options import DEFAULT_OPTIONS, CallOptions, Hit, _Unset
 from dspy_tiered_cache.settings import CacheSettings, ConfigError, check_namespace, load_settings
 from dspy_tiered_cache.singleflight import SingleFlight
 from dspy_tiered_cache.stats import Stats
 from dspy_tiered_cache.tiers.base import Tier, TierHealth
+from dspy_tiered_cache.tiers.build import build_tiers
 from dspy_tiered_cache.tiers.memory import MemoryTier
 from dspy_tiered_cache.writer import BackgroundWriter
 
@@ -44,80 +47,8 @@ log = logging.getLogger("dspy_tiered_cache")
 T = TypeVar("T")
 
 
-class _Unset:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Final = _Unset()
-
-
 def _identity(value: Any) -> Any:
     return value
-
-
-@dataclass(frozen=True, slots=True)
-class CallOptions:
-    """Per-call controls, mirroring the HTTP-cache-like controls LiteLLM exposes."""
-
-    bypass_read: bool = False  # refresh: skip lookups, still store the fresh answer
-    bypass_write: bool = False  # no-store
-    ttl: float | _Unset | None = UNSET  # None = no expiry; UNSET = the configured default
-    max_age: float | None = None  # entries older than this many seconds are misses
-    namespace: str | None = None
-    mode: str | None = None  # read-write | replay | refresh; None = the configured mode (see modes.py)
-
-
-DEFAULT_OPTIONS: Final = CallOptions()
-
-
-class Hit(NamedTuple):
-    """A lookup's answer. A named tuple: built on every hit, it must cost next to nothing."""
-
-    value: Any
-    level: str
-    created_at: float
-    expires_at: float | None
-
-    @property
-    def age(self) -> float:
-        return time.time() - self.created_at
-
-
-def build_tiers(settings: CacheSettings, codec: FrameCodec) -> list[Tier]:
-    """Tier order is cost order: memory, then the local disk, then the network."""
-    tiers: list[Tier] = []
-    if settings.memory and settings.memory_max_entries > 0 and settings.memory_max_bytes > 0:
-        tiers.append(
-            MemoryTier(
-                max_entries=settings.memory_max_entries, max_bytes=settings.memory_max_bytes, ttl=settings.memory_ttl
-            )
-        )
-    if settings.uses_disk:
-        from dspy_tiered_cache.tiers.disk import DiskTier
-
-        tiers.append(
-            DiskTier(settings.disk_path, codec=codec, ttl=settings.disk_ttl, max_bytes=settings.disk_max_bytes)
-        )
-    url = settings.redis_url_value
-    if url:
-        from dspy_tiered_cache.tiers.redis import RedisTier
-
-        tiers.append(
-            RedisTier(
-                url,
-                codec=codec,
-                prefix=settings.key_prefix,
-                ttl=settings.redis_ttl,
-                connect_timeout_ms=settings.redis_connect_timeout_ms,
-                timeout_ms=settings.redis_timeout_ms,
-                max_connections=settings.redis_max_connections,
-                cluster=settings.redis_cluster,
-            )
-        )
-    return tiers
 
 
 class CacheCore:
@@ -149,21 +80,20 @@ class CacheCore:
         self.breakers: dict[str, CircuitBreaker] = {
             t.name: breaker_for(t, s.breaker_failures, s.breaker_reset_s) for t in self.tiers if t.remote
         }
-        self.singleflight = SingleFlight()
+        self._flights = SingleFlight()
         self.writer = BackgroundWriter(s.write_queue_size)
-        self._generations: dict[str, tuple[int, float]] = {}
+        self.generations = Generations(self)
         self._digests: dict[bytes, str] = {}
         #: digest -> canonical request of recently keyed requests: what a replay miss or ``record_requests`` shows.
         self._requests: dict[str, bytes] = {}
         self._requests_bytes = 0
         self._mode = s.mode
-        self._warned: dict[str, float] = {}
+        self._failures = FailureLog(self.stats, self.breakers)
         if s.telemetry:
             telemetry.register(self)
         self.fleet = fleet.start_publisher(self) if s.fleet else None
-        # Leases live in the most shared tier that can hold them (Redis, else the machine's SQLite file).
-        lockable = [t for t in self.tiers if hasattr(t, "acquire_lock")]
-        self._lock_tier: Tier | None = lockable[-1] if lockable and s.distributed_single_flight else None
+        #: Single-flight: in-process flights and cross-process leases, behind one lead/join protocol.
+        self.claims = Claims(self)
         self._bus: InvalidationBus | None = None
         # Nothing here may touch the network: the subscriber builds its client lazily, in its own thread.
         source = next((t for t in reversed(self.tiers) if t.remote and isinstance(t, PubSubSource)), None)
@@ -171,8 +101,8 @@ class CacheCore:
             self._bus = InvalidationBus(
                 source.pubsub_client,
                 f"{s.key_prefix}:inv",
-                self._apply_invalidation,
-                self._generations.clear,
+                self.generations.apply,
+                self.generations.forget,
             )
 
     def __repr__(self) -> str:
@@ -221,6 +151,9 @@ class CacheCore:
         except ValueError as exc:
             raise UncacheableRequest(str(exc)) from None
 
+    def generation(self, namespace: str) -> int:
+        return self.generations.generation(namespace)
+
     def peek_local(self, key: str, *, max_age: float | None = None) -> bytes | None:
         """The payload this process already holds for ``key`` (memory tier or a write not yet landed), without
         counting a lookup: for single-flight callers checking whether a leader just finished."""
@@ -233,39 +166,6 @@ class CacheCore:
         if entry.expired(now) or (max_age is not None and now - entry.created_at > max_age):
             return None
         return entry.payload
-
-    def generation(self, namespace: str) -> int:
-        """The namespace's generation, re-read from the shared tier at most every ``generation_refresh_s``."""
-        cached = self._generations.get(namespace)
-        now = time.monotonic()
-        if cached is not None and now - cached[1] < self.settings.generation_refresh_s:
-            return cached[0]
-        authority = self._authority
-        if authority is None:
-            return 0
-        breaker = self.breakers.get(authority.name)
-        if breaker is not None and not breaker.allow():
-            return cached[0] if cached else 0
-        try:
-            gen = authority.get_generation(namespace)
-        except Exception as exc:
-            self._tier_failed(authority, "read generation of", exc)
-            # Remember the failure for a refresh period: a hanging Redis must cost one timeout, not one per key.
-            gen = cached[0] if cached else 0
-            self._generations[namespace] = (gen, now)
-            return gen
-        if breaker is not None:
-            breaker.success()
-        if cached is not None and gen < cached[0]:
-            # The shared tier went back (a restart with an empty dataset, a flush): never rewind, or answers
-            # invalidated before would be served again. Put our higher generation back for everyone.
-            gen = cached[0]
-            try:
-                authority.raise_generation(namespace, gen)
-            except Exception as exc:
-                self._tier_failed(authority, "restore the generation in", exc)
-        self._generations[namespace] = (gen, now)
-        return gen
 
     # -- lookups -------------------------------------------------------------------------------------
     def get(self, key: str, *, options: CallOptions | None = None) -> Hit | None:
@@ -357,7 +257,7 @@ class CacheCore:
         try:
             value = decode_value(entry.payload)
         except ValueError as exc:  # only reachable if a tier hands back bytes it did not check
-            self._corrupt(self.tiers[index], key, CorruptEntry(f"payload is not JSON: {exc}"))
+            self._failures.corrupt(self.tiers[index], key, CorruptEntry(f"payload is not JSON: {exc}"))
             return None
         if index:  # promote with the remaining lifetime, capped per tier
             self._promote(self.tiers[index], key, entry)
@@ -401,9 +301,9 @@ class CacheCore:
     def _read_failed(self, tier: Tier, key: str, exc: Exception, started: float) -> Entry | None:
         """Count the failure (a corrupt entry is also deleted); the read is a miss."""
         if isinstance(exc, CorruptEntry):
-            self._corrupt(tier, key, exc)
+            self._failures.corrupt(tier, key, exc)
         else:
-            self._tier_failed(tier, "read from", exc, started)
+            self._failures.tier_failed(tier, "read from", exc, started)
         return None
 
     # -- stores --------------------------------------------------------------------------------------
@@ -429,7 +329,7 @@ class CacheCore:
             return encode_value(value, self.settings.max_value_bytes)
         except CodecError as exc:
             self.stats.count("store_skipped")
-            self._warn_once(str(exc).split(";")[0][:60], "dspy_tiered_cache: not caching a value: %s", exc)
+            self._failures.warn_once(str(exc).split(";")[0][:60], "dspy_tiered_cache: not caching a value: %s", exc)
             return None
 
     def set_payload(
@@ -473,13 +373,53 @@ class CacheCore:
         try:
             tier.set(key, entry)
         except Exception as exc:
-            self._tier_failed(tier, "write to", exc, started)
+            self._failures.tier_failed(tier, "write to", exc, started)
             return
         if breaker is not None:
             breaker.success()
         self.stats.record(tier.name, set_=True)
 
     # -- single-flight -------------------------------------------------------------------------------
+    def claim(self, key: str, options: CallOptions | None = None) -> Claim:
+        """After a miss: join the caller already computing ``key`` (here or in another process) or lead.
+
+        A claim with an ``answer`` needs no computation; otherwise the caller computes and must end the claim
+        with :meth:`fulfil` or :meth:`abandon` (both idempotent). Blocks while following; see :meth:`aclaim`."""
+        if not self._may_share(options):
+            return Claim(key)
+        return drive(self.claims, self.claims.steps(key, options))
+
+    async def aclaim(self, key: str, options: CallOptions | None = None) -> Claim:
+        """:meth:`claim` for the event loop: the same decisions, every wait awaited."""
+        if not self._may_share(options):
+            return Claim(key)
+        return await adrive(self.claims, self.claims.steps(key, options))
+
+    def fulfil(
+        self,
+        claim: Claim,
+        value: T,
+        *,
+        options: CallOptions | None = None,
+        encode: Callable[[T], Any] = _identity,
+    ) -> bytes | None:
+        """Store the value a leader computed, then wake its followers with it and give its lease back.
+
+        With a lease held, the answer is written to the lease tier before the lease goes: the processes polling
+        that tier find the answer before they find the lease gone."""
+        payload = self._store_computed(claim.key, value, options, encode, landed=bool(claim.token))
+        self.claims.end(claim, payload)
+        return payload
+
+    def abandon(self, claim: Claim) -> None:
+        """The leader's computation failed: release the lease; followers wake at once and one of them leads."""
+        self.claims.end(claim, None)
+
+    def holds(self, key: str, *, max_age: float | None = None) -> bool:
+        """Whether this process already holds a fresh answer for ``key`` (memory tier or a write not landed),
+        without counting a lookup."""
+        return self.peek_local(key, max_age=max_age) is not None
+
     def get_or_compute(
         self,
         key: str,
@@ -491,45 +431,23 @@ class CacheCore:
     ) -> tuple[T, str]:
         """The cached value or ``compute()``'s, with concurrent identical misses sharing one ``compute()``.
 
-        Within a process, followers wait for the leader; across processes, the leader holds a short lease in the
-        shared tier while the other processes' leaders poll for its answer. Returns ``(value, level)``: level is
-        the tier that served it, ``"joined"`` when another caller's computation did, ``"miss"`` or ``"bypass"``.
+        Returns ``(value, level)``: level is the tier that served it, ``"joined"`` when another caller's
+        computation did, ``"miss"`` or ``"bypass"``. An exception from ``compute()`` reaches the caller unchanged,
+        and the followers waiting on this call lead at once instead of waiting for a timeout.
         """
         hit = self.get(key, options=options)
         if hit is not None:
             return decode(hit.value), hit.level
-        if not self._may_share(options):
-            value = compute()
-            self._store_computed(key, value, options, encode)
-            return value, self._miss_level(options)
-        flight, leader = self.singleflight.begin(key)
-        if not leader:
-            payload = flight.wait(self.settings.single_flight_timeout)
-            if payload is not None:
-                self.stats.count("joined")
-                return decode(decode_value(payload)), "joined"
-            value = compute()
-            self._store_computed(key, value, options, encode)
-            return value, "miss"
-        payload = None
+        claim = self.claim(key, options)
+        if claim.answer is not None:
+            return decode(decode_value(claim.answer)), claim.level
         try:
-            # A leader that finished between our lookup and begin() has left its answer here: do not repeat it.
-            payload = self.peek_local(key, max_age=options.max_age if options else None)
-            if payload is not None:
-                self.stats.count("joined")
-                return decode(decode_value(payload)), "joined"
-            token, entry, level = self.acquire_or_wait(key)
-            if entry is not None:
-                payload = entry.payload
-                return decode(decode_value(payload)), level
-            try:
-                value = compute()
-                payload = self._store_computed(key, value, options, encode, landed=bool(token))
-            finally:
-                self._release_lease(key, token)
-            return value, "miss"
-        finally:
-            self.singleflight.finish(key, flight, payload)
+            value = compute()
+        except BaseException:
+            self.abandon(claim)
+            raise
+        self.fulfil(claim, value, options=options, encode=encode)
+        return value, self._miss_level(options)
 
     async def aget_or_compute(
         self,
@@ -543,37 +461,16 @@ class CacheCore:
         hit = await self.aget(key, options=options)
         if hit is not None:
             return decode(hit.value), hit.level
-        if not self._may_share(options):
-            value = await compute()
-            self._store_computed(key, value, options, encode)
-            return value, self._miss_level(options)
-        flight, leader = self.singleflight.begin(key)
-        if not leader:
-            payload = await flight.wait_async(self.settings.single_flight_timeout)
-            if payload is not None:
-                self.stats.count("joined")
-                return decode(decode_value(payload)), "joined"
-            value = await compute()
-            self._store_computed(key, value, options, encode)
-            return value, "miss"
-        payload = None
+        claim = await self.aclaim(key, options)
+        if claim.answer is not None:
+            return decode(decode_value(claim.answer)), claim.level
         try:
-            payload = self.peek_local(key, max_age=options.max_age if options else None)
-            if payload is not None:
-                self.stats.count("joined")
-                return decode(decode_value(payload)), "joined"
-            token, entry, level = await self.aacquire_or_wait(key)
-            if entry is not None:
-                payload = entry.payload
-                return decode(decode_value(payload)), level
-            try:
-                value = await compute()
-                payload = self._store_computed(key, value, options, encode, landed=bool(token))
-            finally:
-                await self._arelease_lease(key, token)
-            return value, "miss"
-        finally:
-            self.singleflight.finish(key, flight, payload)
+            value = await compute()
+        except BaseException:
+            self.abandon(claim)
+            raise
+        self.fulfil(claim, value, options=options, encode=encode)
+        return value, self._miss_level(options)
 
     def _may_share(self, options: CallOptions | None) -> bool:
         return self.settings.single_flight and self._miss_level(options) == "miss"
@@ -585,157 +482,19 @@ class CacheCore:
     def _store_computed(
         self, key: str, value: T, options: CallOptions | None, encode: Callable[[T], Any], *, landed: bool = False
     ) -> bytes | None:
-        """Store a fresh answer. ``landed``: write the lease tier before returning, so that the processes
-        polling it find the answer before they find the lease gone."""
+        """Store a fresh answer. ``landed``: write the lease tier before returning (see :meth:`fulfil`)."""
         try:
             plain = encode(value)
         except Exception as exc:  # a door's converter failing must not fail the call
             self.stats.count("store_skipped")
-            self._warn_once(
+            self._failures.warn_once(
                 type(exc).__name__, "dspy_tiered_cache: cannot convert a %s for caching: %s", type(value).__name__, exc
             )
             return None
         payload = self.encode(plain, options)
         if payload is not None:
-            self.set_payload(key, payload, options=options, landed=self._lock_tier if landed else None)
+            self.set_payload(key, payload, options=options, landed=self.claims.tier if landed else None)
         return payload
-
-    # -- cross-process leases ------------------------------------------------------------------------
-    def acquire_or_wait(self, key: str) -> tuple[str, Entry | None, str]:
-        """For an in-process leader: take the cross-process lease on ``key``, or wait for the process holding
-        it to store its answer. Returns ``(token, None, "")`` to go upstream (``token`` is ``""`` when leases
-        are unavailable: compute anyway) or ``("", entry, level)`` when another process answered. A token
-        must be given back with :meth:`release_lease` after the answer was stored with ``landed=``."""
-        token = self._acquire_lease(key)
-        deadline = time.monotonic() + self.settings.single_flight_timeout
-        while token is None:  # another process is computing it: wait for its answer in the shared tier
-            time.sleep(self.settings.lock_poll_s)
-            entry, level = self._peek_shared(key)
-            if entry is not None:
-                self.stats.count("joined")
-                return "", entry, level
-            token = self._acquire_lease(key) if time.monotonic() < deadline else ""
-        if token:  # double-check: the previous holder may have stored the answer just before we took it
-            entry, level = self._peek_shared(key)
-            if entry is not None:
-                self._release_lease(key, token)
-                self.stats.count("joined")
-                return "", entry, level
-        return token, None, ""
-
-    async def aacquire_or_wait(self, key: str) -> tuple[str, Entry | None, str]:
-        token = await self._aacquire_lease(key)
-        deadline = time.monotonic() + self.settings.single_flight_timeout
-        while token is None:
-            await asyncio.sleep(self.settings.lock_poll_s)
-            entry, level = await self._apeek_shared(key)
-            if entry is not None:
-                self.stats.count("joined")
-                return "", entry, level
-            token = await self._aacquire_lease(key) if time.monotonic() < deadline else ""
-        if token:
-            entry, level = await self._apeek_shared(key)
-            if entry is not None:
-                await self._arelease_lease(key, token)
-                self.stats.count("joined")
-                return "", entry, level
-        return token, None, ""
-
-    @property
-    def lease_tier(self) -> Tier | None:
-        """Where answers must land before a lease is released (pass as ``set_payload(landed=...)``)."""
-        return self._lock_tier
-
-    def release_lease(self, key: str, token: str) -> None:
-        self._release_lease(key, token)
-
-    def _lock_name(self, key: str) -> str:
-        return key.replace(":e:", ":lock:", 1)
-
-    def _lease_tier(self) -> Tier | None:
-        """The tier holding leases, unless there is none or its breaker is open (then: no lease, fail open)."""
-        tier = self._lock_tier
-        if tier is None:
-            return None
-        breaker = self.breakers.get(tier.name)
-        return tier if breaker is None or breaker.allow() else None
-
-    def _acquire_lease(self, key: str) -> str | None:
-        """A token when we hold the lease; ``""`` when leases are unavailable (compute anyway); ``None`` when
-        another process holds it."""
-        tier = self._lease_tier()
-        if tier is None:
-            return ""
-        token = uuid.uuid4().hex
-        try:
-            return token if tier.acquire_lock(self._lock_name(key), token, self.settings.lock_lease_s) else None  # type: ignore[attr-defined]
-        except Exception as exc:
-            self._tier_failed(tier, "take a lease in", exc)
-            return ""
-
-    async def _aacquire_lease(self, key: str) -> str | None:
-        tier = self._lease_tier()
-        if tier is None:
-            return ""
-        token = uuid.uuid4().hex
-        try:
-            acquire = getattr(tier, "aacquire_lock", None)
-            name, lease = self._lock_name(key), self.settings.lock_lease_s
-            held = await acquire(name, token, lease) if acquire else tier.acquire_lock(name, token, lease)  # type: ignore[attr-defined]
-            return token if held else None
-        except Exception as exc:
-            self._tier_failed(tier, "take a lease in", exc)
-            return ""
-
-    def _release_lease(self, key: str, token: str) -> None:
-        tier = self._lock_tier
-        if not token or tier is None:
-            return
-        name = self._lock_name(key)
-        try:
-            tier.release_lock(name, token)  # type: ignore[attr-defined]
-        except Exception as exc:
-            self._tier_failed(tier, "release a lease in", exc)
-            self._release_later(tier, name, token)
-
-    def _release_later(self, tier: Tier, name: str, token: str) -> None:
-        """A lease we could not release (Redis hung) would stall other instances until it expires: keep trying
-        in the background until it is released or would have expired anyway."""
-        self.writer.retry(
-            lambda: tier.release_lock(name, token),  # type: ignore[attr-defined]
-            until=time.monotonic() + self.settings.lock_lease_s,
-        )
-
-    async def _arelease_lease(self, key: str, token: str) -> None:
-        tier = self._lock_tier
-        if not token or tier is None:
-            return
-        name = self._lock_name(key)
-        try:
-            release = getattr(tier, "arelease_lock", None)
-            if release is not None:
-                await release(name, token)
-            else:
-                tier.release_lock(name, token)  # type: ignore[attr-defined]
-        except Exception as exc:
-            self._tier_failed(tier, "release a lease in", exc)
-            self._release_later(tier, name, token)
-
-    def _peek_shared(self, key: str) -> tuple[Entry | None, str]:
-        tier = self._lock_tier
-        assert tier is not None
-        entry = self._tier_get(tier, key)
-        if entry is not None:
-            self._promote(tier, key, entry)
-        return entry, tier.name
-
-    async def _apeek_shared(self, key: str) -> tuple[Entry | None, str]:
-        tier = self._lock_tier
-        assert tier is not None
-        entry = await self._atier_get(tier, key)
-        if entry is not None:
-            self._promote(tier, key, entry)
-        return entry, tier.name
 
     def _promote(self, source: Tier, key: str, entry: Entry) -> None:
         now = time.time()
@@ -749,7 +508,7 @@ class CacheCore:
             try:
                 tier.delete(key)
             except Exception as exc:
-                self._tier_failed(tier, "delete from", exc)
+                self._failures.tier_failed(tier, "delete from", exc)
         self._publish({"op": "del", "key": key})
 
     def invalidate_namespace(self, namespace: str | None = None) -> int:
@@ -763,10 +522,10 @@ class CacheCore:
                 if tier is self._authority:
                     gen = bumped
             except Exception as exc:
-                self._tier_failed(tier, "bump generation in", exc)
-        self._generations[ns] = (gen, time.monotonic())
+                self._failures.tier_failed(tier, "bump generation in", exc)
+        self.generations.bumped(ns, gen)
         if self.memory is not None:
-            self.memory.drop_namespace(f"{self.settings.key_prefix}:e:{ns}:")
+            self.memory.drop_namespace(namespace_prefix(self.settings.key_prefix, ns))
         self._publish({"op": "ns", "ns": ns, "gen": gen})
         return gen
 
@@ -778,7 +537,7 @@ class CacheCore:
             try:
                 removed += tier.clear()
             except Exception as exc:
-                self._tier_failed(tier, "clear", exc)
+                self._failures.tier_failed(tier, "clear", exc)
         self._publish({"op": "clear"})
         return removed
 
@@ -794,23 +553,6 @@ class CacheCore:
                 "tiers catch up within generation_refresh_s / memory_ttl",
                 exc,
             )
-
-    def _apply_invalidation(self, message: dict[str, Any]) -> None:
-        """Another instance invalidated something: drop it from our memory tier."""
-        mem = self.memory
-        if mem is None:
-            return
-        op = message.get("op")
-        if op == "del" and isinstance(message.get("key"), str):
-            mem.delete(message["key"])
-        elif op == "ns" and isinstance(message.get("ns"), str) and isinstance(message.get("gen"), int):
-            ns, gen = message["ns"], message["gen"]
-            current = self._generations.get(ns)
-            if current is None or current[0] < gen:
-                self._generations[ns] = (gen, time.monotonic())
-            mem.drop_namespace(f"{self.settings.key_prefix}:e:{ns}:")
-        elif op == "clear":
-            mem.clear()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait for background writes to land (tests, batch jobs before exit, ``clear``)."""
@@ -861,6 +603,9 @@ class CacheCore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _tier_failed(self, tier: Tier, action: str, exc: BaseException, started: float | None = None) -> None:
+        self._failures.tier_failed(tier, action, exc, started)
+
     # -- telemetry -----------------------------------------------------------------------------------
     def trace_call(
         self, door: str, *, model: str | None = None, namespace: str | None = None, operation: str = "chat"
@@ -871,53 +616,6 @@ class CacheCore:
         return telemetry.trace_call(
             door, model=model, namespace=namespace or self.settings.namespace, operation=operation
         )
-
-    # -- failure accounting --------------------------------------------------------------------------
-    def _tier_failed(self, tier: Tier, action: str, exc: BaseException, started: float | None = None) -> None:
-        breaker = self.breakers.get(tier.name)
-        if breaker is not None and tier.is_outage(exc):
-            breaker.failure(trip=tier.is_timeout(exc))
-        telemetry.mark_tier_error(tier.name, exc)
-        self.stats.record(
-            tier.name,
-            hit=False if action == "read from" else None,
-            error=True,
-            seconds=None if started is None else time.perf_counter() - started,
-        )
-        state = f" (circuit {breaker.state})" if breaker is not None else ""
-        self._warn_once(
-            f"{tier.name}:{type(exc).__name__}",
-            "dspy_tiered_cache: cannot %s tier %s (%r): %s: %s%s; serving as a miss",
-            action,
-            tier.name,
-            tier,
-            type(exc).__name__,
-            exc,
-            state,
-        )
-
-    def _corrupt(self, tier: Tier, key: str, exc: CorruptEntry) -> None:
-        self.stats.record(tier.name, hit=False, corrupt=True)
-        log.warning(
-            "dspy_tiered_cache: corrupt entry in tier %s (%s): %s; dropping it and serving a miss",
-            tier.name,
-            key.rsplit(":", 1)[-1][:12],
-            exc,
-        )
-        try:
-            tier.delete(key)
-        except Exception as del_exc:
-            log.debug("could not delete corrupt entry: %s", del_exc)
-
-    def _warn_once(self, token: str, msg: str, *args: Any) -> None:
-        """Log a kind of failure loudly at most once a minute: a dead Redis must not flood the logs."""
-        now = time.monotonic()
-        if now - self._warned.get(token, -1e9) < 60.0:
-            log.debug(msg, *args)
-        else:
-            self._warned[token] = now
-            log.warning(msg, *args)
-
 
 _default_core: CacheCore | None = None
 _default_lock = threading.Lock()

@@ -37,10 +37,11 @@ import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, Protocol, TypeVar, overload
 
-from dspy_tiered_cache.core import UNSET, CacheCore, CallOptions
+from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.integrations._values import UnsupportedValue, dump_value, load_value, register_model
 from dspy_tiered_cache.keys import TRANSPORT_KEYS, UncacheableRequest
 from dspy_tiered_cache.modes import ReplayMiss, check_mode
+from dspy_tiered_cache.options import UNSET, CallOptions
 from dspy_tiered_cache.settings import NAME_PATTERN
 
 if TYPE_CHECKING:

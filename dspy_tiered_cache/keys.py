@@ -174,6 +174,16 @@ def request_key(key: str) -> str:
     return key.replace(":e:", ":q:", 1)
 
 
+def lease_key(key: str) -> str:
+    """The cross-process single-flight lease of an entry key: same namespace and digest, another keyspace."""
+    return key.replace(":e:", ":lock:", 1)
+
+
+def namespace_prefix(prefix: str, namespace: str) -> str:
+    """What every entry key of a namespace starts with, whatever its generation."""
+    return f"{prefix}:e:{namespace}:"
+
+
 def generation_key(prefix: str, namespace: str) -> str:
     return f"{prefix}:gen:{namespace}"
 

@@ -57,7 +57,8 @@ from dspy_tiered_cache.modes import ReplayMiss, describe_difference, model_of, p
 from dspy_tiered_cache.settings import NAME_PATTERN
 
 if TYPE_CHECKING:
-    from dspy_tiered_cache.core import CacheCore, CallOptions
+    from dspy_tiered_cache.core import CacheCore
+    from dspy_tiered_cache.options import CallOptions
 
 __all__ = [
     "FORMAT",

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from dspy_tiered_cache import CacheCore
+from dspy_tiered_cache.flights import LeaseTier
+from dspy_tiered_cache.keys import lease_key
 from dspy_tiered_cache.testing.provider import StandInProvider
 from dspy_tiered_cache.testing.redis_server import RedisServer
 
@@ -87,8 +89,8 @@ def test_dead_lease_holder_is_taken_over(redis_url: str) -> None:
     """A process that took the lease and died: the lease expires and one waiter computes."""
     core = CacheCore(redis_url=redis_url, disk=False, lock_lease_s=0.5, lock_poll_s=0.02)
     key = core.key_for(REQUEST)
-    assert core._lock_tier is not None
-    assert core._lock_tier.acquire_lock(core._lock_name(key), "dead-process", 0.5)  # type: ignore[attr-defined]
+    assert isinstance(core.claims.tier, LeaseTier)
+    assert core.claims.tier.acquire_lock(lease_key(key), "dead-process", 0.5)
     started = time.monotonic()
     value, level = core.get_or_compute(key, lambda: {"computed": True})
     assert value == {"computed": True} and level == "miss"

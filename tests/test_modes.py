@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from dspy_tiered_cache import CacheCore, CacheError, ConfigError, ReplayMiss, cached
-from dspy_tiered_cache.core import CallOptions
 from dspy_tiered_cache.modes import abbreviate, check_mode, describe_difference, prompt_of
+from dspy_tiered_cache.options import CallOptions
 
 
 def test_mode_names_are_checked_once_with_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:

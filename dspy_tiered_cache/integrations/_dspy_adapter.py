@@ -34,12 +34,13 @@ from pydantic import SecretStr
 
 from dspy_tiered_cache import core as core_module
 from dspy_tiered_cache.codec import decode_value
-from dspy_tiered_cache.core import UNSET, CacheCore, CallOptions, default_core
+from dspy_tiered_cache.core import CacheCore, default_core
+from dspy_tiered_cache.flights import Claim
 from dspy_tiered_cache.integrations._values import TYPE_TAG, UnsupportedValue, dump_value, load_value
 from dspy_tiered_cache.keys import UncacheableRequest
 from dspy_tiered_cache.modes import ReplayMiss, check_mode
+from dspy_tiered_cache.options import UNSET, CallOptions
 from dspy_tiered_cache.settings import CacheSettings, ConfigError, check_namespace
-from dspy_tiered_cache.singleflight import Flight
 from dspy_tiered_cache.stats import saved_usd
 
 log = logging.getLogger("dspy_tiered_cache.dspy")
@@ -56,21 +57,17 @@ SYNC_FN_IDS: dict[str, str] = {
 #: What DSPy passes as ``ignored_args_for_cache_key`` (all already outside our canonical form).
 DSPY_IGNORED = ("api_key", "api_base", "base_url")
 
-#: Extra rounds a follower makes when the flight it joined ended without a value (the leader failed).
-_MAX_FLIGHT_ROUNDS = 3
-
-
 @dataclass(slots=True)
 class CallScope:
-    """One ``CachedLM`` call: which adapter serves it and the flights it leads or joined.
+    """One ``CachedLM`` call: which adapter serves it and the claims it leads or the answers it joined.
 
-    ``leading`` flights must be finished when the call ends; :meth:`release` (called from a ``finally``)
-    finishes any the call did not complete with a value, which tells their followers to go upstream.
+    ``leading`` claims must be ended when the call ends; :meth:`release` (called from a ``finally``) abandons
+    any the call did not fulfil, which tells their followers to go upstream at once.
     """
 
     adapter: DSPyCacheAdapter
     asynchronous: bool
-    leading: dict[str, Flight] = field(default_factory=dict)
+    leading: dict[str, Claim] = field(default_factory=dict)
     joined: dict[str, bytes] = field(default_factory=dict)
     #: What the call's span reports: "bypass" until a lookup happens (cache=False never looks up).
     level: str = "bypass"
@@ -79,16 +76,19 @@ class CallScope:
     #: What a hit saved, for the history entry DSPy writes for this call (``CachedLM.update_history``).
     cache: dict[str, Any] | None = None
 
-    def finish_all(self, payload: bytes | None) -> None:
-        """Hand ``payload`` (None: go upstream yourselves) to the followers of every flight this call leads."""
+    def end_all(self, plain: Any = None) -> None:
+        """Fulfil every claim this call leads with ``plain`` (the call's answer), or abandon them (None)."""
         if self.leading:
-            flights, self.leading = self.leading, {}
-            registry = self.adapter.core.singleflight
-            for key, flight in flights.items():
-                registry.finish(key, flight, payload)
+            claims, self.leading = self.leading, {}
+            core, options = self.adapter.core, self.adapter.options
+            for claim in claims.values():
+                if plain is None:
+                    core.abandon(claim)
+                else:
+                    core.fulfil(claim, plain, options=options)
 
     def release(self) -> None:
-        self.finish_all(None)
+        self.end_all(None)
         self.joined.clear()
 
 
@@ -184,18 +184,25 @@ class DSPyCacheAdapter:
         ``enable_memory_cache=False`` (DSPy's guard against an unbounded memory cache) is not needed here: our
         memory tier is bounded by entries and bytes, so the value is stored as usual.
         """
-        payload: bytes | None = None
+        plain: Any = None
         try:
             key = self.key(request, ignored_args_for_cache_key)
             if key is not None:
-                payload = self._store(key, value)
+                plain = self._plain(value)
+                claim = scope.leading.pop(key, None) if scope is not None else None
+                if claim is not None and plain is not None:  # our flight's answer: stored, handed to followers
+                    self.core.fulfil(claim, plain, options=self.options)
+                elif claim is not None:
+                    self.core.abandon(claim)
+                elif plain is not None:
+                    self.core.set(key, plain, options=self.options)
         except Exception as exc:
             self._warn("put", "dspy_tiered_cache: cache store failed (%s: %s); the answer was not cached", exc)
         finally:
             if scope is not None and scope.leading:
-                # One LM call makes one lookup and one store, so every flight it leads waits for this answer
-                # (normally exactly the one for ``key``).
-                scope.finish_all(payload)
+                # One LM call makes one lookup and one store: a claim left is this request under the key the async
+                # pre-flight computed, should it differ from DSPy's. Its followers wait for this same answer.
+                scope.end_all(plain)
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.core.get(key, options=self.options) is not None
@@ -253,74 +260,45 @@ class DSPyCacheAdapter:
         if scope is not None and scope.joined:
             payload = scope.joined.pop(key, None)
             if payload is not None:  # an async follower already received the leader's answer
-                self.core.stats.count("joined")
                 scope.level = "joined"
                 return self._revive(decode_value(payload), request, key, scope)
         hit = self.core.get(key, options=self.options)
         if hit is not None:
             if scope is not None:
                 scope.level = hit.level
-            # We lead (an async pre-flight) but the answer was stored meanwhile: followers get it too.
-            # Encoded before _revive, which takes the usage out of this hit's copy.
-            handoff = self.core.encode(hit.value) if scope is not None and scope.leading else None
             value = self._revive(hit.value, request, key, scope, created_at=hit.created_at)
             if value is not None:
-                if scope is not None and handoff is not None:
-                    scope.finish_all(handoff)
+                if scope is not None and scope.leading:
+                    # We lead (an async pre-flight) but the answer was stored meanwhile: our followers wake and
+                    # find it where we did, without anything being stored again.
+                    scope.end_all(None)
                 return value
         if scope is None or not self.sharing or key in scope.leading:
             return None
         return self._join_or_lead(key, request, scope)
 
     def _join_or_lead(self, key: str, request: Mapping[str, Any], scope: CallScope) -> Any:
-        registry = self.core.singleflight
-        timeout = self.core.settings.single_flight_timeout
-        for _ in range(_MAX_FLIGHT_ROUNDS):
-            flight, leader = registry.begin(key)
-            if leader:
-                # Our lookup may have missed just before another leader stored and finished: its answer is
-                # then already in this process. Look once more (no second "miss" is counted).
-                payload = self.just_stored(key)
-                if payload is not None:
-                    registry.finish(key, flight, payload)
-                    self.core.stats.count("joined")
-                    scope.level = "joined"
-                    return self._revive(decode_value(payload), request, key, scope)
-                scope.leading[key] = flight
-                return None
-            if scope.asynchronous:
-                # Never block here: async lookups run in the event loop's default executor (or on the loop
-                # itself in DSPy 3.0-3.3); blocked followers could starve the leader's own store. Async
-                # followers wait on the loop in CachedLM.acall instead; this is only a lost race.
-                return None
-            payload = flight.wait(timeout)
-            if payload is not None:
-                self.core.stats.count("joined")
-                scope.level = "joined"
-                return self._revive(decode_value(payload), request, key, scope)
-            if not flight.done:  # the leader is still going after the timeout: go upstream ourselves
-                return None
+        if scope.asynchronous:
+            # Never block here: async lookups run in the event loop's default executor (or on the loop itself in
+            # DSPy 3.0-3.3); a blocked follower could starve the leader's own store. Async calls claim on the
+            # loop in CachedLM.acall instead; reaching this is only a lost race.
+            return None
+        claim = self.core.claim(key, self.options)
+        if claim.answer is not None:
+            scope.level = claim.level
+            return self._revive(decode_value(claim.answer), request, key, scope)
+        if not claim.ended:
+            scope.leading[key] = claim
         return None
 
-    def just_stored(self, key: str) -> bytes | None:
-        """The payload a leader in this process stored for ``key``, without a counted lookup.
-
-        Leaders write the memory tier (or, without one, queue the remote write) before they finish their
-        flight, so whoever leads after them finds the answer here.
-        """
-        return self.core.peek_local(key, max_age=self.max_age)
-
-    def _store(self, key: str, value: Any) -> bytes | None:
+    def _plain(self, value: Any) -> Any:
+        """The value as tagged plain data for the core, or None (counted, warned once per type) if unsupported."""
         try:
-            plain = dump_value(value)
+            return dump_value(value)
         except UnsupportedValue as exc:
             self.core.stats.count("store_skipped")
             self._warn(type(value).__name__, "dspy_tiered_cache: not caching a value (%s: %s)", exc)
             return None
-        payload = self.core.encode(plain, self.options)
-        if payload is not None:
-            self.core.set_payload(key, payload, options=self.options)
-        return payload
 
     def _revive(
         self,

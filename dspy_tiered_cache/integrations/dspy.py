@@ -25,7 +25,6 @@ DSPy's cache. A DSPy callback that calls another LM from inside a ``CachedLM`` c
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import types
 import warnings
@@ -35,9 +34,10 @@ from typing import Any
 
 import dspy
 
-from dspy_tiered_cache.core import UNSET, CacheCore, default_core, resolve_core
+from dspy_tiered_cache.core import CacheCore, default_core, resolve_core
 from dspy_tiered_cache.integrations._dspy_adapter import DSPY_IGNORED, CallScope, DSPyCacheAdapter
 from dspy_tiered_cache.integrations._dspy_install import ACTIVE, ensure_installed, install_global, uninstall
+from dspy_tiered_cache.options import UNSET
 from dspy_tiered_cache.telemetry import CallTrace
 
 log = logging.getLogger("dspy_tiered_cache.dspy")
@@ -243,22 +243,14 @@ async def _preflight(lm: CachedLM, scope: CallScope, prompt: Any, messages: Any,
     key = adapter.key(request, list(DSPY_IGNORED))
     if key is None:
         return
-    if adapter.just_stored(key) is not None:  # already in this process: DSPy's lookup will hit
+    core = adapter.core
+    if core.holds(key, max_age=adapter.max_age):  # already in this process: DSPy's lookup will hit
         return
-    registry = adapter.core.singleflight
-    timeout = adapter.core.settings.single_flight_timeout
-    for _ in range(3):
-        flight, leader = registry.begin(key)
-        if leader:
-            scope.leading[key] = flight
-            return
-        payload = await flight.wait_async(timeout)
-        if payload is not None:
-            scope.joined[key] = payload
-            return
-        if not flight.done:
-            return
-        await asyncio.sleep(0)
+    claim = await core.aclaim(key, adapter.options)
+    if claim.answer is not None:
+        scope.joined[key] = claim.answer
+    elif not claim.ended:
+        scope.leading[key] = claim
 
 
 def _dspy_request(lm: Any, prompt: Any, messages: Any, kwargs: dict[str, Any]) -> Mapping[str, Any] | None:

@@ -48,7 +48,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import litellm
-import orjson
 from litellm.caching.base_cache import BaseCache
 from litellm.caching.caching import Cache, CacheMode
 from litellm.integrations.custom_logger import CustomLogger
@@ -56,14 +55,20 @@ from litellm.litellm_core_utils.model_param_helper import ModelParamHelper
 from litellm.types.utils import is_litellm_owned_kwarg
 
 from dspy_tiered_cache.codec import decode_value
-from dspy_tiered_cache.core import CacheCore, CallOptions, Hit
+from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.errors import CacheError
-from dspy_tiered_cache.integrations._values import UnsupportedValue, dump_value, load_value
+from dspy_tiered_cache.flights import Claim
+from dspy_tiered_cache.integrations._litellm_backend import (
+    _LOOKUP,
+    _REPLAY_MISS,
+    UNCACHEABLE_KEY,
+    TieredBackend,
+    _mark_hit,
+    from_stored,
+)
 from dspy_tiered_cache.keys import UncacheableRequest
-from dspy_tiered_cache.modes import ReplayMiss
+from dspy_tiered_cache.options import CallOptions, Hit
 from dspy_tiered_cache.settings import NAME_PATTERN, CacheSettings
-from dspy_tiered_cache.singleflight import Flight
-from dspy_tiered_cache.stats import saved_usd
 from dspy_tiered_cache.tenancy import tenant_of
 
 __all__ = [
@@ -87,34 +92,17 @@ DEFAULT_CALL_TYPES: Final[tuple[str, ...]] = (
     "aembedding",
 )
 
-#: Returned by :meth:`TieredCache.get_cache_key` for a request with no canonical form: the backend never
-#: reads or writes it, so the call simply goes upstream uncached.
-UNCACHEABLE_KEY: Final = "dtc:uncacheable"
-
 #: Request parameters LiteLLM keys on that do not change the answer, only how it is delivered.
 _DELIVERY_ONLY: Final = frozenset({"stream", "stream_options"})
-
-#: Marks the stored form of a LiteLLM cache value: {"__dtc_litellm__": 1, "r": <response dict>} for the usual
-#: ``{"timestamp", "response": <JSON>}`` value, "s" for a response string that is not a JSON object, and
-#: "raw" for any other value shape (stored through the shared tagged-value codec).
-_FORMAT_KEY: Final = "__dtc_litellm__"
-_FORMAT: Final = 1
 
 #: The module LiteLLM imports on every cache hit; it pulls in proxy-only packages (fastapi, soundfile).
 _HIT_PATH_MODULE: Final = "litellm.llms.anthropic.pass_through.messages.response_cache"
 
-_PENDING_WRITE_JOIN_S: Final = 0.25
-_AWAITING_MAX: Final = 4096
-
-#: What the backend saw during one lookup, for the call's span: (level, key), and tokens the hit saved.
-_LOOKUP: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("dtc_litellm_lookup", default=None)
+#: Tokens a hit saved, for the call's span.
 _SAVED: contextvars.ContextVar[int] = contextvars.ContextVar("dtc_litellm_saved", default=0)
 #: Similarity of the neighbour a semantic hit came from, for the call's span.
 _SIMILARITY: contextvars.ContextVar[float | None] = contextvars.ContextVar("dtc_litellm_similarity", default=None)
 _LOOKED_UP_MAX: Final = 4096
-#: A replay-mode miss seen by the backend: LiteLLM's ``Cache.get_cache`` swallows every exception of its
-#: backend, so TieredCache raises it again once LiteLLM hands the (empty) lookup back.
-_REPLAY_MISS: contextvars.ContextVar[ReplayMiss | None] = contextvars.ContextVar("dtc_replay_miss", default=None)
 #: Our cache modes, told apart from LiteLLM's own ``mode`` values (default_on / default_off) by name.
 _OUR_MODES: Final = frozenset({"read-write", "replay", "refresh"})
 
@@ -138,241 +126,6 @@ def _check_hit_path_imports() -> None:
             "Install the packages LiteLLM's hit path needs: pip install 'fastapi>=0.110' 'soundfile>=0.12.1' "
             "(they are dependencies of dspy-tiered-cache; a --no-deps install skips them)"
         ) from exc
-
-
-def _find_pending_write_registry() -> set[asyncio.Task[None]] | None:
-    """LiteLLM's registry of in-flight cache-write tasks (private; absent in other versions -> None)."""
-    from litellm.caching import caching_handler
-
-    pending = getattr(caching_handler, "_PENDING_CACHE_WRITES", None)
-    return pending if isinstance(pending, set) else None
-
-
-_PENDING_WRITES: Final = _find_pending_write_registry()
-
-
-def _options_for_write(kwargs: Mapping[str, Any]) -> CallOptions | None:
-    """LiteLLM passes ``ttl`` (seconds; int, float or a numeric string) from Cache(ttl=) or cache={"ttl": N}."""
-    raw = kwargs.get("ttl")
-    if raw is None:
-        return None  # the core's configured default lifetime
-    try:
-        ttl = float(raw)
-    except (TypeError, ValueError):
-        return None
-    if ttl != ttl:  # NaN
-        return None
-    if ttl == float("inf"):
-        return CallOptions(ttl=None)
-    if ttl <= 0:
-        return CallOptions(bypass_write=True)  # a zero lifetime: the entry would be dead on arrival
-    return CallOptions(ttl=ttl)
-
-
-def to_stored(value: Any) -> Any:
-    """LiteLLM's cache value as plain JSON data for the core.
-
-    LiteLLM hands ``{"timestamp": t, "response": <model_dump_json() string>}`` for completions, text completions
-    and assembled streams, and ``{"timestamp": t, "response": <CachedEmbedding dict>}`` per embedding item. The
-    JSON string is parsed once here, so it is stored as JSON (no string-in-JSON escaping) and a hit returns a dict
-    LiteLLM needs not parse again. The timestamp is not stored: the core's ``created_at`` is the same instant.
-    """
-    if type(value) is dict and len(value) == 2 and "timestamp" in value and "response" in value:
-        response = value["response"]
-        if type(response) is dict:
-            return {_FORMAT_KEY: _FORMAT, "r": response}
-        if isinstance(response, (str, bytes)):
-            try:
-                parsed = orjson.loads(response)
-            except orjson.JSONDecodeError:
-                parsed = None
-            if type(parsed) is dict:
-                return {_FORMAT_KEY: _FORMAT, "r": parsed}
-            if isinstance(response, str):
-                return {_FORMAT_KEY: _FORMAT, "s": response}
-    try:
-        return {_FORMAT_KEY: _FORMAT, "raw": dump_value(value)}
-    except UnsupportedValue as exc:
-        raise ValueError(str(exc)) from None
-
-
-def from_stored(hit: Hit) -> Any:
-    """The value LiteLLM's ``get_cache_logic`` expects back, or None for anything we did not write."""
-    stored = hit.value
-    if type(stored) is not dict or stored.get(_FORMAT_KEY) != _FORMAT:
-        return None  # a foreign or future shape under our key: a miss, never a guess
-    response = stored.get("r")
-    if type(response) is dict:
-        return {"timestamp": hit.created_at, "response": response}
-    text = stored.get("s")
-    if type(text) is str:
-        return {"timestamp": hit.created_at, "response": text}
-    if "raw" in stored:
-        try:
-            return load_value(stored["raw"])
-        except ValueError:
-            return None
-    return None
-
-
-class TieredBackend(BaseCache):
-    """LiteLLM's ``BaseCache`` contract over the tiered core.
-
-    LiteLLM calls ``get_cache`` / ``set_cache`` (sync calls), ``async_get_cache`` / ``async_set_cache``
-    (async calls; the write runs in a task LiteLLM does not await) and ``async_set_cache_pipeline`` (one
-    entry per embedding input). It passes the whole request as ``**kwargs`` (API key included): we read only
-    ``ttl`` from it and never log it.
-    """
-
-    def __init__(self, core: CacheCore) -> None:
-        super().__init__(default_ttl=0)
-        self.core = core
-        #: This door's own mode (``TieredCache(core=..., mode="replay")``); None: the core's.
-        self.options: CallOptions | None = None
-        #: key -> lease token held by this process's single-flight leader for that key (see TieredCache._lead).
-        self.leases: dict[str, str] = {}
-        #: keys whose async lookup missed and that have not been written since (bounded, oldest dropped).
-        self._awaiting: OrderedDict[str, None] = OrderedDict()
-        self._awaiting_lock = threading.Lock()  # event loops in several threads may share one backend
-
-    def forget_awaiting(self, key: str) -> None:
-        """A call whose lookup missed failed: no write of it is coming, so later lookups must not wait for one."""
-        with self._awaiting_lock:
-            self._awaiting.pop(key, None)
-
-    # -- writes --------------------------------------------------------------------------------------
-    def _store(self, key: str, value: Any, kwargs: Mapping[str, Any]) -> bool:
-        if key == UNCACHEABLE_KEY:
-            return False
-        if key in self._awaiting:
-            with self._awaiting_lock:
-                self._awaiting.pop(key, None)
-        try:
-            stored = to_stored(value)
-        except ValueError as exc:
-            self.core.stats.count("store_skipped")
-            log.debug("dspy_tiered_cache: not caching a LiteLLM value: %s", exc)
-            return False
-        token = self.leases.pop(key, None) if self.leases else None
-        if token is None:
-            return self.core.set(key, stored, options=_options_for_write(kwargs))
-        # Other processes poll the shared tier while we hold the lease: the answer must be there before it goes.
-        options = _options_for_write(kwargs)
-        payload = self.core.encode(stored, options)
-        if payload is not None:
-            self.core.set_payload(key, payload, options=options, landed=self.core.lease_tier)
-        if token:
-            self.core.release_lease(key, token)
-        return payload is not None
-
-    def set_cache(self, key: str, value: Any, **kwargs: Any) -> None:
-        self._store(key, value, kwargs)
-
-    async def async_set_cache(self, key: str, value: Any, **kwargs: Any) -> None:
-        # The core writes memory synchronously and remote tiers from its background writer: no await needed.
-        self._store(key, value, kwargs)
-
-    async def async_set_cache_pipeline(self, cache_list: Iterable[tuple[str, Any]], **kwargs: Any) -> None:
-        for key, value in cache_list:
-            self._store(key, value, kwargs)
-
-    async def batch_cache_write(self, key: str, value: Any, **kwargs: Any) -> None:
-        self._store(key, value, kwargs)
-
-    # -- reads ---------------------------------------------------------------------------------------
-    def get_cache(self, key: str, **kwargs: Any) -> Any:
-        if key == UNCACHEABLE_KEY:
-            return None
-        try:
-            hit = self.core.get(key, options=self.options)
-        except ReplayMiss as exc:
-            _REPLAY_MISS.set(exc)
-            raise
-        _LOOKUP.set((hit.level if hit is not None else "miss", key))
-        return from_stored(hit) if hit is not None else None
-
-    async def async_get_cache(self, key: str, **kwargs: Any) -> Any:
-        if key == UNCACHEABLE_KEY:
-            return None
-        registry = _PENDING_WRITES
-        if registry or key in self._awaiting:
-            # LiteLLM stores from tasks it creates just before returning a response and does not await: a write
-            # (a first answer, a refresh) may still be queued. Join it, so a read right after a write hits.
-            await self._join_pending_writes(registry, expect_write=key in self._awaiting)
-        try:
-            hit = await self.core.aget(key, options=self.options)
-        except ReplayMiss as exc:
-            _REPLAY_MISS.set(exc)
-            raise
-        _LOOKUP.set((hit.level if hit is not None else "miss", key))
-        if hit is None:
-            with self._awaiting_lock:
-                self._awaiting[key] = None
-                self._awaiting.move_to_end(key)
-                if len(self._awaiting) > _AWAITING_MAX:
-                    self._awaiting.popitem(last=False)
-            return None
-        return from_stored(hit)
-
-    async def async_batch_get_cache(self, key_list: Iterable[str], **kwargs: Any) -> list[Any]:
-        return [await self.async_get_cache(key) for key in key_list]
-
-    def batch_get_cache(self, key_list: Iterable[str], **kwargs: Any) -> list[Any]:
-        return [self.get_cache(key) for key in key_list]
-
-    async def _join_pending_writes(self, registry: set[asyncio.Task[None]] | None, *, expect_write: bool) -> None:
-        """Let LiteLLM's just-scheduled cache writes run before we read.
-
-        After ``acompletion`` returns, its write is an ``asyncio`` task that has not run yet; a stream adds one
-        more hop (an untracked task that schedules the tracked write), so when an earlier lookup of this very
-        key missed (``expect_write``) we also yield a couple of times. Waiting is bounded, and our writes never
-        wait on the network, so in practice this is one or two loop iterations, and nothing at all when no
-        write is pending.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _PENDING_WRITE_JOIN_S
-        for _ in range(3):
-            pending = [t for t in registry or () if not t.done() and t.get_loop() is loop]
-            remaining = deadline - loop.time()
-            if pending and remaining > 0:
-                await asyncio.wait(pending, timeout=remaining)
-            elif expect_write:
-                await asyncio.sleep(0)
-            else:
-                return
-
-    # -- housekeeping LiteLLM may call ---------------------------------------------------------------
-    def delete_cache(self, key: str) -> None:
-        self.core.delete(key)
-
-    async def async_delete_cache(self, key: str) -> None:
-        self.core.delete(key)
-
-    async def delete_cache_keys(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            self.core.delete(key)
-
-    def flush_cache(self) -> None:
-        self.core.clear()
-
-    async def disconnect(self) -> None:
-        """LiteLLM calls this at shutdown: land pending remote writes; the core stays usable."""
-        await asyncio.get_running_loop().run_in_executor(None, self.core.flush)
-
-    async def ping(self) -> bool:
-        health = await asyncio.get_running_loop().run_in_executor(None, self.core.health)
-        return all(h.ok for h in health)
-
-    async def test_connection(self) -> dict[str, Any]:
-        health = await asyncio.get_running_loop().run_in_executor(None, self.core.health)
-        failed = [h for h in health if not h.ok]
-        if failed:
-            detail = "; ".join(f"{h.name}: {h.detail}" for h in failed)
-            return {"status": "failed", "message": "cache tier unreachable", "error": detail}
-        return {"status": "success", "message": "all cache tiers reachable"}
-
-    def __repr__(self) -> str:
-        return f"<TieredBackend tiers={'+'.join(t.name for t in self.core.tiers)}>"
 
 
 class _FlightReleaser(CustomLogger):  # type: ignore[misc]
@@ -473,14 +226,12 @@ class TieredCache(Cache):
         self._looked_up_ids: OrderedDict[str, None] = OrderedDict()
         self._looked_up_lock = threading.Lock()
         #: litellm_call_id -> (key, flight) of misses this process is answering (single-flight leaders).
-        self._leading: dict[str, tuple[str, Flight]] = {}
+        self._leading: dict[str, Claim] = {}
         #: thread id -> the call id whose flight that thread's current sync call leads.
         self._thread_leading: dict[int, str] = {}
         #: call ids that already took part in single-flight: a second lookup is a retry (see _retrying).
         self._attempted: OrderedDict[str, None] = OrderedDict()
         self.backend = backend
-        #: key -> token of the cross-process lease our leader holds; the backend's store gives it back.
-        self._leases: dict[str, str] = backend.leases
         # Registered now, not when a flight starts: LiteLLM binds a call's callbacks before its cache lookup.
         if core.settings.single_flight:
             _register_for_failures(self)
@@ -617,13 +368,8 @@ class TieredCache(Cache):
                 self._raise_replay_miss(call)  # replay answers exact recordings only: before semantic
                 if result is None and self._semantic is not None and self._exact_missed():
                     result = self._semantic_answered(self._semantic_find(kwargs))
-                if result is None and (led := self._join_or_lead(kwargs, sync=True)) is not None:
-                    key, flight, leader = led
-                    if leader:  # lead in this process; across processes, take the lease or wait for its holder
-                        token, entry, level = self.core.acquire_or_wait(key)
-                        result = self._lead(kwargs, key, flight, token, entry, level, sync=True)
-                    else:
-                        result = self._joined(flight.wait(self.core.settings.single_flight_timeout))
+                if result is None and (key := self._claimable(kwargs, sync=True)) is not None:
+                    result = self._claimed(kwargs, self.core.claim(key), sync=True)
                 self._record_lookup(call, result, kwargs)
                 return result
             finally:
@@ -643,13 +389,8 @@ class TieredCache(Cache):
                 if result is None and self._semantic is not None and self._exact_missed():
                     found = await asyncio.get_running_loop().run_in_executor(None, self._semantic_find, kwargs)
                     result = self._semantic_answered(found)
-                if result is None and (led := self._join_or_lead(kwargs, sync=False)) is not None:
-                    key, flight, leader = led
-                    if leader:
-                        token, entry, level = await self.core.aacquire_or_wait(key)
-                        result = self._lead(kwargs, key, flight, token, entry, level, sync=False)
-                    else:
-                        result = self._joined(await flight.wait_async(self.core.settings.single_flight_timeout))
+                if result is None and (key := self._claimable(kwargs, sync=False)) is not None:
+                    result = self._claimed(kwargs, await self.core.aclaim(key), sync=False)
                 self._record_lookup(call, result, kwargs)
                 return result
             finally:
@@ -698,9 +439,9 @@ class TieredCache(Cache):
             self._semantic.store(self._request(kwargs), key, self._namespace_of(kwargs))
 
     # -- single-flight: concurrent identical misses make one upstream call -------------------------------
-    def _join_or_lead(self, kwargs: Mapping[str, Any], *, sync: bool) -> tuple[str, Flight, bool] | None:
-        """After a miss: ``(key, flight, leader)`` for the in-process flight of this request, or None when the
-        call takes no part in single-flight. A leader's write ends the flight (and its cross-process lease).
+    def _claimable(self, kwargs: Mapping[str, Any], *, sync: bool) -> str | None:
+        """After a miss: the key this call may claim (join another caller's answer or lead), or None when the
+        call takes no part in single-flight. A leader's write fulfils its claim.
 
         Streams and ``no-store`` calls never lead (they may never write); a leader whose call fails releases
         its followers through LiteLLM's failure callback (they then go upstream themselves)."""
@@ -718,11 +459,9 @@ class TieredCache(Cache):
             or (isinstance(controls, Mapping) and controls.get("no-store"))
         ):
             return None
-        key = lookup[1]
         if self._retrying(call_id, sync):
             return None
-        flight, leader = self.core.singleflight.begin(key)
-        return key, flight, leader
+        return lookup[1]
 
     def _retrying(self, call_id: str, sync: bool) -> bool:
         """Whether this lookup is a retry of a call that already took part in single-flight.
@@ -753,38 +492,28 @@ class TieredCache(Cache):
             self._end_flight({"litellm_call_id": ended_id}, failed=True)
         return retry
 
-    def _lead(
-        self, kwargs: Mapping[str, Any], key: str, flight: Flight, token: str, entry: Any, level: str, *, sync: bool
-    ) -> Any:
-        """The in-process leader: answer from what another leader (here or in another process) just stored,
-        or register the flight (and lease) for our upstream call's write to end."""
-        registry = self.core.singleflight
-        payload = entry.payload if entry is not None else self.core.peek_local(key)
-        if payload is not None:
-            if token:
-                self.core.release_lease(key, token)
-            registry.finish(key, flight, payload)
-            return self._joined(payload, level if entry is not None else "joined")
+    def _claimed(self, kwargs: Mapping[str, Any], claim: Claim, *, sync: bool) -> Any:
+        """Another caller's answer (here or in another process) as a hit; or, leading, remember the claim for
+        our upstream call's write to fulfil (or for its failure to abandon)."""
+        if claim.answer is not None:
+            return self._joined(claim.answer, claim.level)
+        if claim.ended:  # uncoordinated (the leader outlived the wait): nothing to fulfil
+            return None
         call_id = str(kwargs.get("litellm_call_id"))
         with self._looked_up_lock:
-            self._leading[call_id] = (key, flight)
+            self._leading[call_id] = claim
+            self.backend.claims[claim.key] = claim
             if sync:
                 self._thread_leading[threading.get_ident()] = call_id
-            if token:
-                self._leases[key] = token
             stale_id = next(iter(self._leading)) if len(self._leading) > _LOOKED_UP_MAX else None
         if stale_id is not None:
             self._end_flight({"litellm_call_id": stale_id}, failed=True)
         return None
 
-    def _joined(self, payload: bytes | None, level: str = "joined") -> Any:
-        """The leader's answer, as a hit LiteLLM converts like any other; None: go upstream yourself."""
-        if payload is None:
-            return None
+    def _joined(self, payload: bytes, level: str) -> Any:
+        """The leader's answer, as a hit LiteLLM converts like any other."""
         key = (_LOOKUP.get() or ("", ""))[1]
-        _LOOKUP.set((level, key))
-        if level == "joined":
-            self.core.stats.count("joined")
+        _LOOKUP.set((level, key))  # the core counted the join
         hit = Hit(decode_value(payload), level, time.time(), None)
         return self.get_cache_logic(cached_result=from_stored(hit), max_age=None)
 
@@ -798,13 +527,12 @@ class TieredCache(Cache):
                 if leading_id == call_id:
                     del self._thread_leading[thread]
             if led is not None and failed:
-                self.backend.forget_awaiting(led[0])
+                self.backend.forget_awaiting(led.key)
         if led is not None:
-            key, flight = led
-            token = self._leases.pop(key, None)
-            if token:  # normally released by the store; a failed call never stores
-                self.core.release_lease(key, token)
-            self.core.singleflight.finish(key, flight, None if failed else self.core.peek_local(key))
+            if self.backend.claims.get(led.key) is led:
+                del self.backend.claims[led.key]
+            # Normally fulfilled by the store already (then this does nothing); a failed call never stores.
+            self.core.abandon(led)
 
     def _record_lookup(self, call: Any, result: Any, kwargs: Mapping[str, Any]) -> None:
         lookup = _LOOKUP.get()
@@ -895,32 +623,6 @@ class TieredCache(Cache):
     def __repr__(self) -> str:
         # LiteLLM formats ``litellm.cache`` into a debug f-string on every call, logging on or off: keep it cheap.
         return f"<TieredCache mode={self.mode.value} tiers={self._tier_names}>"
-
-
-def _mark_hit(response: dict[str, Any], cached: Any, lookup: tuple[str, str] | None) -> None:
-    """Give a chat-completion hit ``_hidden_params["cache"]``: which tier, how old, and what it saved.
-
-    LiteLLM turns the dict we return into the ``ModelResponse`` the caller gets, and sets every key that is not a
-    response field as an attribute (``convert_to_model_response_object``), so ``_hidden_params`` arrives as the
-    response's hidden params; LiteLLM then adds ``cache_hit``/``cache_key`` to that same dict. Its own
-    accounting is untouched: ``usage`` replays the original tokens and ``response_cost`` is 0 on a hit.
-    Text completions, embeddings and stream replays are built differently and are not marked.
-    """
-    choices = response.get("choices")  # plain JSON from our codec: exact type checks are the cheap ones
-    if type(choices) is not list or not choices or type(choices[0]) is not dict or "message" not in choices[0]:
-        return
-    usage = response.get("usage")
-    usage = dict(usage) if type(usage) is dict else None
-    model = response.get("model")
-    created = cached.get("timestamp") if type(cached) is dict else None
-    response["_hidden_params"] = {
-        "cache": {
-            "level": lookup[0] if lookup else "hit",
-            "age_s": time.time() - created if type(created) is float else None,
-            "saved_usage": usage,
-            "saved_usd": saved_usd(model if type(model) is str else None, usage),
-        }
-    }
 
 
 def namespace_name(namespace: str) -> str:

@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from dspy_tiered_cache.core import CacheCore, Hit
+from dspy_tiered_cache.core import CacheCore
+from dspy_tiered_cache.options import Hit
 from dspy_tiered_cache.semantic.embedder import Embedder
 from dspy_tiered_cache.semantic.index import IndexUnavailable, LocalIndex, RedisIndex, VectorIndex
 from dspy_tiered_cache.semantic.scope import Guards, Scope, scope_of

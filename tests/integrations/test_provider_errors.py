@@ -117,17 +117,17 @@ def compare(
 
 def assert_no_leftovers(cache: TieredCache) -> None:
     assert cache._leading == {} and cache._thread_leading == {}
-    assert cache._leases == {}
-    assert len(cache.core.singleflight) == 0
+    assert cache.backend.claims == {}
+    assert len(cache.core.claims) == 0
 
 
 def assert_lease_free(core: CacheCore, key: str) -> None:
     """Nobody holds the cross-process lease of ``key``: another instance could take it right now."""
-    token = core._acquire_lease(key)
-    assert token != "" or core.lease_tier is None
+    token = core.claims.take(key)
+    assert token != "" or core.claims.tier is None
     assert token is not None, "a lease outlived the call"
     if token:
-        core.release_lease(key, token)
+        core.claims.release(key, token)
 
 
 # ------------------------------------------------------------------------------------ the LiteLLM door
@@ -394,7 +394,7 @@ def test_dspy_sync(provider: StandInProvider, tmp_path: Path, kind: str, engine:
         lm = CachedLM(make_lm(provider, engine, 0), cache=core)
         ours = run(provider, kind, lambda: lm(messages=messages(text)))
         compare(f"dspy sync      {kind:9} engine={engine}", bare, ours)
-        assert len(core.singleflight) == 0
+        assert len(core.claims) == 0
         provider.reset()
         started = time.monotonic()
         lm(messages=messages(text))
@@ -411,7 +411,7 @@ async def test_dspy_async(provider: StandInProvider, tmp_path: Path, kind: str, 
         lm = CachedLM(make_lm(provider, engine, 0), cache=core)
         ours = await arun(provider, kind, lambda: lm.acall(messages=messages(text)))
         compare(f"dspy async     {kind:9} engine={engine}", bare, ours)
-        assert len(core.singleflight) == 0
+        assert len(core.claims) == 0
         provider.reset()
         started = time.monotonic()
         await lm.acall(messages=messages(text))
@@ -428,7 +428,7 @@ def test_dspy_retries(provider: StandInProvider, tmp_path: Path, engine: str) ->
         lm = CachedLM(make_lm(provider, engine, 1), cache=core)
         ours = run(provider, "429", lambda: lm(messages=messages(text)))
         compare(f"dspy sync      429       engine={engine} num_retries=1", bare, ours)
-        assert len(core.singleflight) == 0
+        assert len(core.claims) == 0
 
 
 # ------------------------------------------------------------------------------------------- @cached
@@ -452,6 +452,6 @@ def test_cached_decorator_sync_and_async(provider: StandInProvider, tmp_path: Pa
         bare = run(provider, "500", lambda: asyncio.run(aask("a")))
         ours = run(provider, "500", lambda: asyncio.run(awrapped("a")))
         compare("@cached async  500", bare, ours)
-        assert len(core.singleflight) == 0
+        assert len(core.claims) == 0
         provider.reset()
         assert wrapped("d") and asyncio.run(awrapped("a")) and provider.request_count == 2

@@ -1,0 +1,283 @@
+"""Who answers a missed key: the lead/join protocol, written once and driven sync or async.
+
+After a miss, N identical callers (threads, asyncio tasks, other processes) should make one upstream call. The
+decisions — join this process's leader or lead; take the cross-process lease or wait for its holder's answer in
+the shared tier; re-check what a leader that just finished left behind — are made by one generator,
+:func:`_claim_steps`, which *yields* the I/O it needs (:class:`Wait`, :class:`Sleep`, :class:`TakeLease`,
+:class:`PeekShared`) and receives the results. :func:`drive` runs those steps with blocking calls and
+:func:`adrive` awaits them, so the sync and async paths cannot drift apart (httpx's sans-I/O pattern).
+
+A caller gets a :class:`Claim`. Either it carries an ``answer`` (another caller's payload: nothing to compute),
+or the caller leads and must end the claim exactly once: :meth:`Claims.fulfil` with the value it computed (the
+answer lands in the lease tier before the lease is given back, then followers wake with it), or
+:meth:`Claims.abandon` when the computation failed (lease released, followers wake at once and one of them
+leads). Both are idempotent, so an error path that ends a claim twice is harmless — LiteLLM's retries re-enter
+the lookup of the same call, and a claim left open would strand every later identical request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from dspy_tiered_cache.keys import lease_key
+from dspy_tiered_cache.singleflight import Flight
+
+if TYPE_CHECKING:
+    from dspy_tiered_cache.codec import Entry
+    from dspy_tiered_cache.core import CacheCore
+    from dspy_tiered_cache.options import CallOptions
+    from dspy_tiered_cache.tiers.base import Tier
+
+__all__ = ["Claim", "Claims", "LeaseTier", "adrive", "drive"]
+
+#: Rounds a follower makes when the flight it joined ended without an answer (its leader failed): it then leads.
+_MAX_ROUNDS = 3
+
+
+@runtime_checkable
+class LeaseTier(Protocol):
+    """A tier that can hold short cross-process leases (Redis, the shared SQLite file)."""
+
+    name: str
+
+    def acquire_lock(self, name: str, token: str, lease_s: float) -> bool: ...
+
+    def release_lock(self, name: str, token: str) -> None: ...
+
+
+@dataclass(slots=True)
+class Claim:
+    """One caller's part in answering ``key`` after a miss."""
+
+    key: str
+    #: Another caller's encoded answer; when set there is nothing to compute.
+    answer: bytes | None = None
+    #: The tier that served ``answer``: ``"joined"`` for a leader in this process, else the shared tier's name.
+    level: str = "miss"
+    #: The in-process flight this caller leads (its followers wait on it), if any.
+    flight: Flight | None = None
+    #: The cross-process lease this caller holds, ``""`` when none.
+    token: str = ""
+    ended: bool = field(default=False, repr=False)
+
+    @property
+    def leads(self) -> bool:
+        """Whether this caller must compute the value (and then fulfil or abandon the claim)."""
+        return self.answer is None
+
+
+# -- the steps the protocol asks its driver to perform ----------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Wait:
+    flight: Flight
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class TakeLease:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeekShared:
+    key: str
+
+
+Step = Wait | Sleep | TakeLease | PeekShared
+Steps = Generator[Step, Any, Claim]
+
+
+class Claims:
+    """The core's single-flight: the in-process flights and the cross-process leases, behind one protocol."""
+
+    def __init__(self, core: CacheCore) -> None:
+        self.core = core
+        self.flights = core._flights
+        lockable = [t for t in core.tiers if isinstance(t, LeaseTier)]
+        #: Leases live in the most shared tier that can hold them (Redis, else the machine's SQLite file).
+        self.tier: Tier | None = lockable[-1] if lockable and core.settings.distributed_single_flight else None
+        self._leases: LeaseTier | None = self.tier if isinstance(self.tier, LeaseTier) else None
+
+    def __len__(self) -> int:
+        """Flights under way in this process (each has a leader that must still end its claim)."""
+        return len(self.flights)
+
+    # -- the decisions, once ----------------------------------------------------------------------------------
+    def steps(self, key: str, options: CallOptions | None) -> Steps:
+        settings = self.core.settings
+        max_age = options.max_age if options is not None else None
+        for _ in range(_MAX_ROUNDS):
+            flight, leader = self.flights.begin(key)
+            if not leader:
+                payload = yield Wait(flight, settings.single_flight_timeout)
+                if payload is not None:
+                    return self._joined(key, payload, "joined")
+                if not flight.done:  # the leader is still going after the timeout: compute, uncoordinated
+                    return Claim(key)
+                continue  # the leader failed: lead now (or join whoever did first)
+            # A leader that finished between our lookup and begin() left its answer here: do not repeat it.
+            payload = self.core.peek_local(key, max_age=max_age)
+            if payload is not None:
+                self.flights.finish(key, flight, payload)
+                return self._joined(key, payload, "joined")
+            claim = Claim(key, flight=flight)
+            if self._lease_tier() is None:
+                return claim
+            token = yield TakeLease(key)
+            deadline = time.monotonic() + settings.single_flight_timeout
+            while token is None:  # another process computes it: wait for its answer in the shared tier
+                yield Sleep(settings.lock_poll_s)
+                entry, level = yield PeekShared(key)
+                if entry is not None:
+                    return self._answered(claim, entry, level)
+                token = (yield TakeLease(key)) if time.monotonic() < deadline else ""
+            claim.token = token
+            if token:  # the previous holder may have stored its answer just before we took the lease
+                entry, level = yield PeekShared(key)
+                if entry is not None:
+                    return self._answered(claim, entry, level)
+            return claim
+        return Claim(key)
+
+    def _joined(self, key: str, payload: bytes, level: str) -> Claim:
+        self.core.stats.count("joined")
+        return Claim(key, answer=payload, level=level, ended=True)
+
+    def _answered(self, claim: Claim, entry: Entry, level: str) -> Claim:
+        """Another process answered while we led in this process: hand its answer to our followers."""
+        self.end(claim, entry.payload)
+        self.core.stats.count("joined")
+        return Claim(claim.key, answer=entry.payload, level=level, ended=True)
+
+    # -- ending a claim ---------------------------------------------------------------------------------------
+    def end(self, claim: Claim, payload: bytes | None) -> None:
+        """Give the lease back and wake the followers with ``payload`` (None: lead yourselves). Idempotent."""
+        if claim.ended:
+            return
+        claim.ended = True
+        token, claim.token = claim.token, ""
+        if token:
+            self.release(claim.key, token)
+        if claim.flight is not None:
+            flight, claim.flight = claim.flight, None
+            self.flights.finish(claim.key, flight, payload)
+
+    # -- leases -----------------------------------------------------------------------------------------------
+    def _lease_tier(self) -> LeaseTier | None:
+        """The tier holding leases, unless there is none or its breaker is open (then: no lease, fail open)."""
+        tier = self._leases
+        if tier is None:
+            return None
+        breaker = self.core.breakers.get(tier.name)
+        return tier if breaker is None or breaker.allow() else None
+
+    def take(self, key: str) -> str | None:
+        """A token when we hold the lease; ``""`` when leases are unavailable (compute anyway); ``None`` when
+        another process holds it."""
+        tier = self._lease_tier()
+        if tier is None:
+            return ""
+        token = uuid.uuid4().hex
+        try:
+            held = tier.acquire_lock(lease_key(key), token, self.core.settings.lock_lease_s)
+        except Exception as exc:
+            self._failed("take a lease in", exc)
+            return ""
+        return token if held else None
+
+    async def atake(self, key: str) -> str | None:
+        tier = self._lease_tier()
+        acquire = getattr(tier, "aacquire_lock", None)
+        if tier is None or acquire is None:
+            return self.take(key)
+        token = uuid.uuid4().hex
+        try:
+            held = await acquire(lease_key(key), token, self.core.settings.lock_lease_s)
+        except Exception as exc:
+            self._failed("take a lease in", exc)
+            return ""
+        return token if held else None
+
+    def release(self, key: str, token: str) -> None:
+        """Give a lease back. A lease we cannot release (Redis hung) would stall other processes until it
+        expires: the background writer keeps trying until it is released or would have expired anyway."""
+        tier = self._leases
+        if not token or tier is None:
+            return
+        name = lease_key(key)
+        try:
+            tier.release_lock(name, token)
+        except Exception as exc:
+            self._failed("release a lease in", exc)
+            self.core.writer.retry(
+                lambda: tier.release_lock(name, token),
+                until=time.monotonic() + self.core.settings.lock_lease_s,
+            )
+
+    def _failed(self, action: str, exc: Exception) -> None:
+        if self.tier is not None:
+            self.core._tier_failed(self.tier, action, exc)
+
+    def peek(self, key: str) -> tuple[Entry | None, str]:
+        tier = self.tier
+        assert tier is not None
+        entry = self.core._tier_get(tier, key)
+        if entry is not None:
+            self.core._promote(tier, key, entry)
+        return entry, tier.name
+
+    async def apeek(self, key: str) -> tuple[Entry | None, str]:
+        tier = self.tier
+        assert tier is not None
+        entry = await self.core._atier_get(tier, key)
+        if entry is not None:
+            self.core._promote(tier, key, entry)
+        return entry, tier.name
+
+
+def drive(claims: Claims, steps: Steps) -> Claim:
+    """Run the protocol with blocking calls (threads, sync doors)."""
+    result: Any = None
+    try:
+        while True:
+            step = steps.send(result)
+            if isinstance(step, Wait):
+                result = step.flight.wait(step.timeout)
+            elif isinstance(step, Sleep):
+                time.sleep(step.seconds)
+                result = None
+            elif isinstance(step, TakeLease):
+                result = claims.take(step.key)
+            else:
+                result = claims.peek(step.key)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def adrive(claims: Claims, steps: Steps) -> Claim:
+    """Run the protocol on the event loop: every wait is awaited, no blocking I/O on the loop."""
+    result: Any = None
+    try:
+        while True:
+            step = steps.send(result)
+            if isinstance(step, Wait):
+                result = await step.flight.wait_async(step.timeout)
+            elif isinstance(step, Sleep):
+                await asyncio.sleep(step.seconds)
+                result = None
+            elif isinstance(step, TakeLease):
+                result = await claims.atake(step.key)
+            else:
+                result = await claims.apeek(step.key)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]

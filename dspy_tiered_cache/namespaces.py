@@ -1,0 +1,82 @@
+"""Namespace generations: invalidating a namespace of any size is one INCR, because every key embeds them.
+
+Every process caches the generations it has seen for ``generation_refresh_s`` and never lets one go back (a
+restarted, empty Redis must not bring invalidated answers back). Invalidations from other processes arrive over
+pub/sub (:mod:`coherence`) and are applied here to this process's memory tier.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from dspy_tiered_cache.keys import namespace_prefix
+
+if TYPE_CHECKING:
+    from dspy_tiered_cache.core import CacheCore
+
+
+class Generations:
+    def __init__(self, core: CacheCore) -> None:
+        self.core = core
+        #: namespace -> (generation, when it was read, monotonic)
+        self._known: dict[str, tuple[int, float]] = {}
+
+    def forget(self) -> None:
+        """Re-read every generation on next use (pub/sub reconnected: messages may have been lost)."""
+        self._known.clear()
+
+    def bumped(self, namespace: str, generation: int) -> None:
+        """This process invalidated ``namespace``: use the new generation at once."""
+        self._known[namespace] = (generation, time.monotonic())
+
+    def generation(self, namespace: str) -> int:
+        """The namespace's generation, re-read from the shared tier at most every ``generation_refresh_s``."""
+        core = self.core
+        cached = self._known.get(namespace)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < core.settings.generation_refresh_s:
+            return cached[0]
+        authority = core._authority
+        if authority is None:
+            return 0
+        breaker = core.breakers.get(authority.name)
+        if breaker is not None and not breaker.allow():
+            return cached[0] if cached else 0
+        try:
+            gen = authority.get_generation(namespace)
+        except Exception as exc:
+            core._failures.tier_failed(authority, "read generation of", exc)
+            # Remember the failure for a refresh period: a hanging Redis must cost one timeout, not one per key.
+            gen = cached[0] if cached else 0
+            self._known[namespace] = (gen, now)
+            return gen
+        if breaker is not None:
+            breaker.success()
+        if cached is not None and gen < cached[0]:
+            # The shared tier went back (a restart with an empty dataset, a flush): never rewind, or answers
+            # invalidated before would be served again. Put our higher generation back for everyone.
+            gen = cached[0]
+            try:
+                authority.raise_generation(namespace, gen)
+            except Exception as exc:
+                core._failures.tier_failed(authority, "restore the generation in", exc)
+        self._known[namespace] = (gen, now)
+        return gen
+
+    def apply(self, message: dict[str, Any]) -> None:
+        """Another instance invalidated something: drop it from our memory tier."""
+        mem = self.core.memory
+        if mem is None:
+            return
+        op = message.get("op")
+        if op == "del" and isinstance(message.get("key"), str):
+            mem.delete(message["key"])
+        elif op == "ns" and isinstance(message.get("ns"), str) and isinstance(message.get("gen"), int):
+            ns, gen = message["ns"], message["gen"]
+            current = self._known.get(ns)
+            if current is None or current[0] < gen:
+                self._known[ns] = (gen, time.monotonic())
+            mem.drop_namespace(namespace_prefix(self.core.settings.key_prefix, ns))
+        elif op == "clear":
+            mem.clear()
