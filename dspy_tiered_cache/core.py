@@ -316,8 +316,12 @@ class CacheCore:
         return True
 
     async def aset(self, key: str, value: Any, *, options: CallOptions | None = None) -> bool:
-        """Same as :meth:`set`: the memory write is immediate and remote writes go to the background writer."""
-        return self.set(key, value, options=options)
+        """:meth:`set` for the event loop: no tier write blocks the loop."""
+        payload = self.encode(value, options)
+        if payload is None:
+            return False
+        await self.aset_payload(key, payload, options=options)
+        return True
 
     def encode(self, value: Any, options: CallOptions | None = None) -> bytes | None:
         """Payload bytes of a value, or None (logged and counted) when it cannot or should not be stored."""
@@ -336,12 +340,30 @@ class CacheCore:
         self, key: str, payload: bytes, *, options: CallOptions | None = None, landed: Tier | None = None
     ) -> None:
         """Write an encoded value to every tier; ``landed`` is written before returning even if remote."""
+        last = self._fan_out(key, payload, options, landed)
+        if last is not None:
+            self._tier_set(last[0], key, last[1])
+
+    async def aset_payload(
+        self, key: str, payload: bytes, *, options: CallOptions | None = None, landed: Tier | None = None
+    ) -> None:
+        """:meth:`set_payload` for the event loop: the ``landed`` write is awaited, the rest never waits."""
+        last = self._fan_out(key, payload, options, landed)
+        if last is not None:
+            await self._atier_set(last[0], key, last[1])
+
+    def _fan_out(
+        self, key: str, payload: bytes, options: CallOptions | None, landed: Tier | None
+    ) -> tuple[Tier, Entry] | None:
+        """Write to every tier but ``landed`` (memory now, remote tiers in the background); returns the write to
+        ``landed`` for the sync or async caller to make itself."""
         now = time.time()
         entry = Entry(payload, now, self._expiry(options, now))
         self.stats.count("stores")
+        last: tuple[Tier, Entry] | None = None
         for tier in self.tiers:
             if tier is landed:
-                self._tier_set(tier, key, entry.capped(tier.ttl, now))
+                last = (tier, entry.capped(tier.ttl, now))
             else:
                 self._store_in(tier, key, entry.capped(tier.ttl, now))
         if self.settings.record_requests and self._authority is not None:
@@ -349,6 +371,7 @@ class CacheCore:
             if canonical is not None:  # beside the answer, for exports and replay-miss diagnoses (portable.py)
                 tier = self._authority
                 self._store_in(tier, request_key(key), Entry(canonical, now, entry.expires_at).capped(tier.ttl, now))
+        return last
 
     def _expiry(self, options: CallOptions | None, now: float) -> float | None:
         ttl = self.settings.ttl if options is None or isinstance(options.ttl, _Unset) else options.ttl
@@ -365,9 +388,7 @@ class CacheCore:
             self._tier_set(tier, key, entry)
 
     def _tier_set(self, tier: Tier, key: str, entry: Entry) -> None:
-        breaker = self.breakers.get(tier.name)
-        if breaker is not None and not breaker.allow():
-            self.stats.record(tier.name, skipped=True)
+        if not self._may_write(tier):
             return
         started = time.perf_counter()
         try:
@@ -375,6 +396,28 @@ class CacheCore:
         except Exception as exc:
             self._failures.tier_failed(tier, "write to", exc, started)
             return
+        self._write_done(tier)
+
+    async def _atier_set(self, tier: Tier, key: str, entry: Entry) -> None:
+        if not self._may_write(tier):
+            return
+        started = time.perf_counter()
+        try:
+            await tier.aset(key, entry)
+        except Exception as exc:
+            self._failures.tier_failed(tier, "write to", exc, started)
+            return
+        self._write_done(tier)
+
+    def _may_write(self, tier: Tier) -> bool:
+        breaker = self.breakers.get(tier.name)
+        if breaker is not None and not breaker.allow():
+            self.stats.record(tier.name, skipped=True)
+            return False
+        return True
+
+    def _write_done(self, tier: Tier) -> None:
+        breaker = self.breakers.get(tier.name)
         if breaker is not None:
             breaker.success()
         self.stats.record(tier.name, set_=True)
@@ -407,13 +450,34 @@ class CacheCore:
 
         With a lease held, the answer is written to the lease tier before the lease goes: the processes polling
         that tier find the answer before they find the lease gone."""
-        payload = self._store_computed(claim.key, value, options, encode, landed=bool(claim.token))
+        payload = self._payload_of(value, options, encode)
+        if payload is not None:
+            self.set_payload(claim.key, payload, options=options, landed=self.claims.tier if claim.token else None)
         self.claims.end(claim, payload)
+        return payload
+
+    async def afulfil(
+        self,
+        claim: Claim,
+        value: T,
+        *,
+        options: CallOptions | None = None,
+        encode: Callable[[T], Any] = _identity,
+    ) -> bytes | None:
+        """:meth:`fulfil` for the event loop: the landed write and the lease release are awaited."""
+        payload = self._payload_of(value, options, encode)
+        if payload is not None:
+            landed = self.claims.tier if claim.token else None
+            await self.aset_payload(claim.key, payload, options=options, landed=landed)
+        await self.claims.aend(claim, payload)
         return payload
 
     def abandon(self, claim: Claim) -> None:
         """The leader's computation failed: release the lease; followers wake at once and one of them leads."""
         self.claims.end(claim, None)
+
+    async def aabandon(self, claim: Claim) -> None:
+        await self.claims.aend(claim, None)
 
     def holds(self, key: str, *, max_age: float | None = None) -> bool:
         """Whether this process already holds a fresh answer for ``key`` (memory tier or a write not landed),
@@ -467,9 +531,9 @@ class CacheCore:
         try:
             value = await compute()
         except BaseException:
-            self.abandon(claim)
+            await self.aabandon(claim)
             raise
-        self.fulfil(claim, value, options=options, encode=encode)
+        await self.afulfil(claim, value, options=options, encode=encode)
         return value, self._miss_level(options)
 
     def _may_share(self, options: CallOptions | None) -> bool:
@@ -479,10 +543,8 @@ class CacheCore:
         reads = self._enabled and not (options and options.bypass_read) and self.mode_of(options) != REFRESH
         return "miss" if reads else "bypass"
 
-    def _store_computed(
-        self, key: str, value: T, options: CallOptions | None, encode: Callable[[T], Any], *, landed: bool = False
-    ) -> bytes | None:
-        """Store a fresh answer. ``landed``: write the lease tier before returning (see :meth:`fulfil`)."""
+    def _payload_of(self, value: T, options: CallOptions | None, encode: Callable[[T], Any]) -> bytes | None:
+        """A fresh answer's payload, or None (counted, warned once) when it cannot or should not be stored."""
         try:
             plain = encode(value)
         except Exception as exc:  # a door's converter failing must not fail the call
@@ -491,10 +553,7 @@ class CacheCore:
                 type(exc).__name__, "dspy_tiered_cache: cannot convert a %s for caching: %s", type(value).__name__, exc
             )
             return None
-        payload = self.encode(plain, options)
-        if payload is not None:
-            self.set_payload(key, payload, options=options, landed=self.claims.tier if landed else None)
-        return payload
+        return self.encode(plain, options)
 
     def _promote(self, source: Tier, key: str, entry: Entry) -> None:
         now = time.time()

@@ -162,12 +162,28 @@ class Claims:
     # -- ending a claim ---------------------------------------------------------------------------------------
     def end(self, claim: Claim, payload: bytes | None) -> None:
         """Give the lease back and wake the followers with ``payload`` (None: lead yourselves). Idempotent."""
-        if claim.ended:
-            return
-        claim.ended = True
-        token, claim.token = claim.token, ""
+        token = self._close(claim)
         if token:
             self.release(claim.key, token)
+        self._wake(claim, payload)
+
+    async def aend(self, claim: Claim, payload: bytes | None) -> None:
+        """:meth:`end` for the event loop: the lease release is awaited."""
+        token = self._close(claim)
+        if token:
+            await self.arelease(claim.key, token)
+        self._wake(claim, payload)
+
+    @staticmethod
+    def _close(claim: Claim) -> str:
+        """Mark the claim ended (once) and hand back the lease token to release, if any."""
+        if claim.ended:
+            return ""
+        claim.ended = True
+        token, claim.token = claim.token, ""
+        return token
+
+    def _wake(self, claim: Claim, payload: bytes | None) -> None:
         if claim.flight is not None:
             flight, claim.flight = claim.flight, None
             self.flights.finish(claim.key, flight, payload)
@@ -209,8 +225,7 @@ class Claims:
         return token if held else None
 
     def release(self, key: str, token: str) -> None:
-        """Give a lease back. A lease we cannot release (Redis hung) would stall other processes until it
-        expires: the background writer keeps trying until it is released or would have expired anyway."""
+        """Give a lease back (see :meth:`_release_failed` for one that cannot be)."""
         tier = self._leases
         if not token or tier is None:
             return
@@ -218,15 +233,34 @@ class Claims:
         try:
             tier.release_lock(name, token)
         except Exception as exc:
-            self._failed("release a lease in", exc)
-            self.core.writer.retry(
-                lambda: tier.release_lock(name, token),
-                until=time.monotonic() + self.core.settings.lock_lease_s,
-            )
+            self._release_failed(name, token, exc)
 
     def _failed(self, action: str, exc: Exception) -> None:
         if self.tier is not None:
             self.core._tier_failed(self.tier, action, exc)
+
+    async def arelease(self, key: str, token: str) -> None:
+        tier = self._leases
+        release = getattr(tier, "arelease_lock", None)
+        if not token or tier is None or release is None:
+            self.release(key, token)
+            return
+        name = lease_key(key)
+        try:
+            await release(name, token)
+        except Exception as exc:
+            self._release_failed(name, token, exc)
+
+    def _release_failed(self, name: str, token: str, exc: Exception) -> None:
+        """A lease we cannot release (Redis hung) would stall other processes until it expires: the background
+        writer keeps trying until it is released or would have expired anyway."""
+        tier = self._leases
+        assert tier is not None
+        self._failed("release a lease in", exc)
+        self.core.writer.retry(
+            lambda: tier.release_lock(name, token),
+            until=time.monotonic() + self.core.settings.lock_lease_s,
+        )
 
     def peek(self, key: str) -> tuple[Entry | None, str]:
         tier = self.tier

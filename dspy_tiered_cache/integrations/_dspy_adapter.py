@@ -91,6 +91,14 @@ class CallScope:
         self.end_all(None)
         self.joined.clear()
 
+    async def arelease(self) -> None:
+        """:meth:`release` for ``acall``: abandoned leases are released without blocking the loop."""
+        if self.leading:
+            claims, self.leading = self.leading, {}
+            for claim in claims.values():
+                await self.adapter.core.aabandon(claim)
+        self.joined.clear()
+
 
 class DSPyCacheAdapter:
     """A ``dspy.cache``-compatible object backed by a :class:`CacheCore`.

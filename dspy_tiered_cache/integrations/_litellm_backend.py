@@ -150,9 +150,10 @@ class TieredBackend(BaseCache):
             self._awaiting.pop(key, None)
 
     # -- writes --------------------------------------------------------------------------------------
-    def _store(self, key: str, value: Any, kwargs: Mapping[str, Any]) -> bool:
+    def _prepare(self, key: str, value: Any) -> tuple[Any, Claim | None] | None:
+        """What sync and async stores share: the stored form of ``value`` and the claim its write fulfils."""
         if key == UNCACHEABLE_KEY:
-            return False
+            return None
         if key in self._awaiting:
             with self._awaiting_lock:
                 self._awaiting.pop(key, None)
@@ -161,25 +162,40 @@ class TieredBackend(BaseCache):
         except ValueError as exc:
             self.core.stats.count("store_skipped")
             log.debug("dspy_tiered_cache: not caching a LiteLLM value: %s", exc)
+            return None
+        return stored, self.claims.pop(key, None) if self.claims else None
+
+    def _store(self, key: str, value: Any, kwargs: Mapping[str, Any]) -> bool:
+        prepared = self._prepare(key, value)
+        if prepared is None:
             return False
-        claim = self.claims.pop(key, None) if self.claims else None
+        stored, claim = prepared
         if claim is None:
             return self.core.set(key, stored, options=_options_for_write(kwargs))
         return self.core.fulfil(claim, stored, options=_options_for_write(kwargs)) is not None
+
+    async def _astore(self, key: str, value: Any, kwargs: Mapping[str, Any]) -> bool:
+        """The store of ``acompletion``: a leader's landed write and lease release are awaited, not blocking."""
+        prepared = self._prepare(key, value)
+        if prepared is None:
+            return False
+        stored, claim = prepared
+        if claim is None:
+            return await self.core.aset(key, stored, options=_options_for_write(kwargs))
+        return await self.core.afulfil(claim, stored, options=_options_for_write(kwargs)) is not None
 
     def set_cache(self, key: str, value: Any, **kwargs: Any) -> None:
         self._store(key, value, kwargs)
 
     async def async_set_cache(self, key: str, value: Any, **kwargs: Any) -> None:
-        # The core writes memory synchronously and remote tiers from its background writer: no await needed.
-        self._store(key, value, kwargs)
+        await self._astore(key, value, kwargs)
 
     async def async_set_cache_pipeline(self, cache_list: Iterable[tuple[str, Any]], **kwargs: Any) -> None:
         for key, value in cache_list:
-            self._store(key, value, kwargs)
+            await self._astore(key, value, kwargs)
 
     async def batch_cache_write(self, key: str, value: Any, **kwargs: Any) -> None:
-        self._store(key, value, kwargs)
+        await self._astore(key, value, kwargs)
 
     # -- reads ---------------------------------------------------------------------------------------
     def get_cache(self, key: str, **kwargs: Any) -> Any:

@@ -181,7 +181,7 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
                     call.record(scope.level, key=scope.key, tokens_saved=scope.tokens_saved)
         finally:
             ACTIVE.reset(token)
-            scope.release()
+            await scope.arelease()
 
     # -- saving --------------------------------------------------------------------------------------------
     def dump_state(self) -> dict[str, Any]:

@@ -144,7 +144,9 @@ class _FlightReleaser(CustomLogger):  # type: ignore[misc]
                 cache._end_flight(kwargs, failed=True)
 
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
-        self.log_failure_event(kwargs, response_obj, start_time, end_time)
+        if isinstance(kwargs, Mapping):
+            for cache in list(self.caches):
+                await cache._aend_flight(kwargs, failed=True)
 
 
 _RELEASER: _FlightReleaser | None = None
@@ -518,9 +520,20 @@ class TieredCache(Cache):
         return self.get_cache_logic(cached_result=from_stored(hit), max_age=None)
 
     def _end_flight(self, kwargs: Mapping[str, Any], *, failed: bool = False) -> None:
+        led = self._unlead(kwargs, failed=failed)
+        if led is not None:  # normally fulfilled by the store already (then this does nothing)
+            self.core.abandon(led)
+
+    async def _aend_flight(self, kwargs: Mapping[str, Any], *, failed: bool = False) -> None:
+        led = self._unlead(kwargs, failed=failed)
+        if led is not None:
+            await self.core.aabandon(led)
+
+    def _unlead(self, kwargs: Mapping[str, Any], *, failed: bool) -> Claim | None:
+        """Forget the claim the call ``kwargs`` leads; the caller ends it (sync or awaited)."""
         call_id = kwargs.get("litellm_call_id")
         if not isinstance(call_id, str) or not self._leading:
-            return
+            return None
         with self._looked_up_lock:
             led = self._leading.pop(call_id, None)
             for thread, leading_id in list(self._thread_leading.items()):
@@ -528,11 +541,9 @@ class TieredCache(Cache):
                     del self._thread_leading[thread]
             if led is not None and failed:
                 self.backend.forget_awaiting(led.key)
-        if led is not None:
-            if self.backend.claims.get(led.key) is led:
-                del self.backend.claims[led.key]
-            # Normally fulfilled by the store already (then this does nothing); a failed call never stores.
-            self.core.abandon(led)
+        if led is not None and self.backend.claims.get(led.key) is led:
+            del self.backend.claims[led.key]
+        return led
 
     def _record_lookup(self, call: Any, result: Any, kwargs: Mapping[str, Any]) -> None:
         lookup = _LOOKUP.get()
@@ -573,7 +584,7 @@ class TieredCache(Cache):
         try:
             await super().async_add_cache(result, dynamic_cache_object, **kwargs)
         finally:
-            self._end_flight(kwargs)
+            await self._aend_flight(kwargs)
         if self._semantic is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._semantic_store, kwargs)
 
