@@ -44,7 +44,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
 import litellm
@@ -360,46 +360,42 @@ class TieredCache(Cache):
                 if len(self._looked_up_ids) > _LOOKED_UP_MAX:
                     self._looked_up_ids.popitem(last=False)
 
-    def get_cache(self, dynamic_cache_object: BaseCache | None = None, **kwargs: Any) -> Any:
+    @contextlib.contextmanager
+    def _lookup_scope(self, kwargs: Mapping[str, Any]) -> Iterator[Any]:
+        """What sync and async lookups share: the call's span and the per-lookup context the backend fills."""
         self._looked_up(kwargs)
         with self._trace(kwargs) as call:
-            lookup, saved, similarity = _LOOKUP.set(None), _SAVED.set(0), _SIMILARITY.set(None)
-            replay = _REPLAY_MISS.set(None)
+            tokens = (_LOOKUP.set(None), _SAVED.set(0), _SIMILARITY.set(None), _REPLAY_MISS.set(None))
             try:
-                result = super().get_cache(dynamic_cache_object, **kwargs)
-                self._raise_replay_miss(call)  # replay answers exact recordings only: before semantic
-                if result is None and self._semantic is not None and self._exact_missed():
-                    result = self._semantic_answered(self._semantic_find(kwargs))
-                if result is None and (key := self._claimable(kwargs, sync=True)) is not None:
-                    result = self._claimed(kwargs, self.core.claim(key), sync=True)
-                self._record_lookup(call, result, kwargs)
-                return result
+                yield call
             finally:
-                _LOOKUP.reset(lookup)
-                _SAVED.reset(saved)
-                _SIMILARITY.reset(similarity)
-                _REPLAY_MISS.reset(replay)
+                _LOOKUP.reset(tokens[0])
+                _SAVED.reset(tokens[1])
+                _SIMILARITY.reset(tokens[2])
+                _REPLAY_MISS.reset(tokens[3])
+
+    def get_cache(self, dynamic_cache_object: BaseCache | None = None, **kwargs: Any) -> Any:
+        with self._lookup_scope(kwargs) as call:
+            result = super().get_cache(dynamic_cache_object, **kwargs)
+            self._raise_replay_miss(call)  # replay answers exact recordings only: before semantic
+            if result is None and self._semantic is not None and self._exact_missed():
+                result = self._semantic_answered(self._semantic_find(kwargs))
+            if result is None and (key := self._claimable(kwargs, sync=True)) is not None:
+                result = self._claimed(kwargs, self.core.claim(key), sync=True)
+            self._record_lookup(call, result, kwargs)
+            return result
 
     async def async_get_cache(self, dynamic_cache_object: BaseCache | None = None, **kwargs: Any) -> Any:
-        self._looked_up(kwargs)
-        with self._trace(kwargs) as call:
-            lookup, saved, similarity = _LOOKUP.set(None), _SAVED.set(0), _SIMILARITY.set(None)
-            replay = _REPLAY_MISS.set(None)
-            try:
-                result = await super().async_get_cache(dynamic_cache_object, **kwargs)
-                self._raise_replay_miss(call)  # replay answers exact recordings only: before semantic
-                if result is None and self._semantic is not None and self._exact_missed():
-                    found = await asyncio.get_running_loop().run_in_executor(None, self._semantic_find, kwargs)
-                    result = self._semantic_answered(found)
-                if result is None and (key := self._claimable(kwargs, sync=False)) is not None:
-                    result = self._claimed(kwargs, await self.core.aclaim(key), sync=False)
-                self._record_lookup(call, result, kwargs)
-                return result
-            finally:
-                _LOOKUP.reset(lookup)
-                _SAVED.reset(saved)
-                _SIMILARITY.reset(similarity)
-                _REPLAY_MISS.reset(replay)
+        with self._lookup_scope(kwargs) as call:
+            result = await super().async_get_cache(dynamic_cache_object, **kwargs)
+            self._raise_replay_miss(call)
+            if result is None and self._semantic is not None and self._exact_missed():
+                found = await asyncio.get_running_loop().run_in_executor(None, self._semantic_find, kwargs)
+                result = self._semantic_answered(found)
+            if result is None and (key := self._claimable(kwargs, sync=False)) is not None:
+                result = self._claimed(kwargs, await self.core.aclaim(key), sync=False)
+            self._record_lookup(call, result, kwargs)
+            return result
 
     @staticmethod
     def _raise_replay_miss(call: Any) -> None:
