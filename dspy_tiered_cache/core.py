@@ -125,7 +125,7 @@ class CacheCore:
                 if len(self._digests) >= 2048:
                     self._digests.clear()
                 self._digests[canonical] = digest
-        return entry_key(self.settings.key_prefix, ns, self.generation(ns), digest)
+        return entry_key(self.settings.key_prefix, ns, self.generations.generation(ns), digest)
 
     def _remember_request(self, digest: str, canonical: bytes) -> None:
         """Keep the request a digest was made from until its answer is stored (bounded by entries and bytes)."""

@@ -21,6 +21,7 @@ class Generations:
         self.core = core
         #: namespace -> (generation, when it was read, monotonic)
         self._known: dict[str, tuple[int, float]] = {}
+        self._refresh_s = core.settings.generation_refresh_s  # read on every key build: keep it one load
 
     def forget(self) -> None:
         """Re-read every generation on next use (pub/sub reconnected: messages may have been lost)."""
@@ -32,11 +33,11 @@ class Generations:
 
     def generation(self, namespace: str) -> int:
         """The namespace's generation, re-read from the shared tier at most every ``generation_refresh_s``."""
-        core = self.core
         cached = self._known.get(namespace)
         now = time.monotonic()
-        if cached is not None and now - cached[1] < core.settings.generation_refresh_s:
+        if cached is not None and now - cached[1] < self._refresh_s:
             return cached[0]
+        core = self.core
         authority = core._authority
         if authority is None:
             return 0
