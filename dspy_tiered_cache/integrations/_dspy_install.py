@@ -146,8 +146,8 @@ class DispatchingCache:
     def save_memory_cache(self, filepath: str) -> None:
         self.fallback().save_memory_cache(filepath)
 
-    def load_memory_cache(self, filepath: str, allow_pickle: bool = False) -> None:
-        self.fallback().load_memory_cache(filepath, allow_pickle=allow_pickle)
+    def load_memory_cache(self, filepath: str, allow_pickle: bool = False) -> Any:
+        return self.fallback().load_memory_cache(filepath, allow_pickle=allow_pickle)
 
     def __getattr__(self, name: str) -> Any:
         # Attributes some code reads on dspy.cache (enable_memory_cache, memory_cache, disk_cache, ...).
