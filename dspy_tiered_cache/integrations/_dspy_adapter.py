@@ -41,7 +41,7 @@ from dspy_tiered_cache import core as core_module
 from dspy_tiered_cache.codec import Entry, decode_value
 from dspy_tiered_cache.core import UNSET, CacheCore, CallOptions, default_core
 from dspy_tiered_cache.integrations._values import TYPE_TAG, UnknownType, UnsupportedValue, dump_value, load_value
-from dspy_tiered_cache.keys import UncacheableRequest
+from dspy_tiered_cache.keys import TRANSPORT_KEYS, UncacheableRequest
 from dspy_tiered_cache.modes import ReplayMiss, check_mode
 from dspy_tiered_cache.settings import CacheSettings, ConfigError, check_namespace
 from dspy_tiered_cache.singleflight import Flight
@@ -347,7 +347,12 @@ class DSPyCacheAdapter:
                 extra["_dtc_endpoint"] = str(endpoint).rstrip("/")
         for name, value in request.items():
             # request_cache keys on every argument, and the Embedder's first one is the embedding function.
-            if callable(value) and not isinstance(value, type) and not callable(getattr(value, "model_dump", None)):
+            if (
+                callable(value)
+                and name not in TRANSPORT_KEYS  # dropped from the key anyway (LiteLLM's logging object, ...)
+                and not isinstance(value, type)
+                and not callable(getattr(value, "model_dump", None))
+            ):
                 extra = extra or {}
                 extra[name] = _callable_text(value)
         return {**request, **extra} if extra else request

@@ -211,9 +211,7 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
             _saved_warning["shown"] = True
             options = self._options()
             shown = ", ".join(f"{k}={v!r}" for k, v in options.items())
-            warnings.warn(
-                SAVE_WARNING.format(options=f" ({shown})" if shown else ""), UserWarning, stacklevel=2
-            )
+            warnings.warn(SAVE_WARNING.format(options=f" ({shown})" if shown else ""), UserWarning, stacklevel=2)
         return state
 
     def _options(self) -> dict[str, Any]:
