@@ -50,9 +50,12 @@ def _switched_off(cache: Any) -> bool:
     """Whether ``cache`` is DSPy's own cache with both of its tiers off (DSPy's global off switch)."""
     if cache is None:
         return False
-    from dspy.clients.cache import Cache
+    cache_class = _state.get("cache_class")
+    if cache_class is None:  # on the hot path: import once
+        from dspy.clients.cache import Cache
 
-    return isinstance(cache, Cache) and not cache.enable_memory_cache and not cache.enable_disk_cache
+        cache_class = _state["cache_class"] = Cache
+    return isinstance(cache, cache_class) and not cache.enable_memory_cache and not cache.enable_disk_cache
 
 
 def _warn_off() -> None:

@@ -35,6 +35,7 @@ Anything else raises :class:`UnsupportedValue`; a door then skips caching that v
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import dataclasses
 import datetime as dt
@@ -437,11 +438,19 @@ def _decode_tuple(node: Mapping[str, Any]) -> Any:
     return tuple(_decode(item) for item in items)
 
 
+def _b64decode(text: str) -> bytes:
+    """Strict base64 (invalid characters are an error, not skipped); binascii's strict mode is ~20x faster than
+    ``b64decode(validate=True)``'s regular expression on an embedding-sized array."""
+    if sys.version_info >= (3, 11):
+        return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
 def _decode_bytes(node: Mapping[str, Any]) -> Any:
     text = node["data"]
     if type(text) is not str:
         raise ValueError("malformed tagged bytes")
-    return base64.b64decode(text.encode("ascii"), validate=True)
+    return _b64decode(text)
 
 
 def _decode_float(node: Mapping[str, Any]) -> Any:
@@ -506,7 +515,7 @@ def _read_npy(node: Mapping[str, Any]) -> Any:
     if type(text) is not str:
         raise ValueError("malformed tagged numpy value")
     np = _numpy()
-    raw = base64.b64decode(text.encode("ascii"), validate=True)
+    raw = _b64decode(text)
     try:  # the .npy reader only (never np.load: no .npz, no pickle)
         array = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
     except Exception as exc:
