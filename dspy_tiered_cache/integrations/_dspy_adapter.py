@@ -38,10 +38,11 @@ import orjson
 from pydantic import SecretStr
 
 from dspy_tiered_cache import core as core_module
-from dspy_tiered_cache.codec import Entry, decode_value
+from dspy_tiered_cache import portable
+from dspy_tiered_cache.codec import Entry, decode_value, encode_value
 from dspy_tiered_cache.core import UNSET, CacheCore, CallOptions, default_core
 from dspy_tiered_cache.integrations._values import TYPE_TAG, UnknownType, UnsupportedValue, dump_value, load_value
-from dspy_tiered_cache.keys import TRANSPORT_KEYS, UncacheableRequest
+from dspy_tiered_cache.keys import TRANSPORT_KEYS, UncacheableRequest, entry_key, request_digest
 from dspy_tiered_cache.modes import ReplayMiss, check_mode
 from dspy_tiered_cache.settings import CacheSettings, ConfigError, check_namespace
 from dspy_tiered_cache.singleflight import Flight
@@ -63,10 +64,6 @@ DSPY_IGNORED = ("api_key", "api_base", "base_url")
 
 #: Extra rounds a follower makes when the flight it joined ended without a value (the leader failed).
 _MAX_FLIGHT_ROUNDS = 3
-
-#: ``save_memory_cache`` files: JSON, never pickle (DSPy's own are cloudpickle files).
-MEMORY_FILE_FORMAT = "dspy_tiered_cache.memory_cache"
-MEMORY_FILE_VERSION = 1
 
 #: Value types already warned about as "not cached" (once per type per process, whatever the adapter).
 _warned_types: set[str] = set()
@@ -246,80 +243,77 @@ class DSPyCacheAdapter:
             self.core.memory.clear()
 
     def save_memory_cache(self, filepath: str | os.PathLike[str]) -> None:
-        """Write the memory tier to a JSON file (DSPy writes a cloudpickle; this never pickles).
-
-        The file holds each entry's storage key, lifetime and value as plain tagged JSON: answers in clear
-        text, as in DSPy's file, and no secret. Without a memory tier nothing is written, as in DSPy.
-        """
+        """Write the memory tier as a recording (:mod:`dspy_tiered_cache.portable`: gzip JSON lines, never
+        pickle; ``dspy-tiered-cache inspect`` reads it). DSPy writes a cloudpickle instead. Only entries of each
+        namespace's current generation are written; without a memory tier nothing is, as in DSPy."""
         memory = self.core.memory
         if memory is None:
             return
+        prefix = f"{self.core.settings.key_prefix}:e"
+        generations: dict[str, int] = {}
         entries = []
         for key, entry in memory.snapshot():
+            parts = key.rsplit(":", 3)
+            if len(parts) != 4 or parts[0] != prefix or len(parts[3]) != 40:
+                continue
+            _, namespace, generation, digest = parts
+            if namespace not in generations:
+                generations[namespace] = self.core.generation(namespace)
+            if generation != str(generations[namespace]):
+                continue  # invalidated since: stays invalidated
             try:
                 value = decode_value(entry.payload)
-            except Exception:  # an undecodable entry is a miss anyway: not worth saving
+            except ValueError:  # an undecodable entry is a miss anyway: not worth saving
                 continue
-            entries.append({"key": key, "created_at": entry.created_at, "expires_at": entry.expires_at, "value": value})
-        doc = {"format": MEMORY_FILE_FORMAT, "version": MEMORY_FILE_VERSION, "entries": entries}
+            entries.append(portable.RecordedEntry(namespace, digest, int(entry.created_at), value))
+        entries.sort(key=lambda e: (e.namespace, e.digest))
+        data = portable.dumps(portable.Recording(portable.keying_of(self._secret()), entries))
         target = Path(filepath)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(orjson.dumps(doc))
+                fh.write(data)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
     def load_memory_cache(self, filepath: str | os.PathLike[str], allow_pickle: bool = False) -> int:
-        """Load a :meth:`save_memory_cache` file into the memory tier; returns the entries loaded.
-
-        ``allow_pickle`` is accepted for DSPy's signature and ignored: nothing here is ever unpickled. Expired
-        entries are skipped, the others keep their remaining lifetime. Values stay untrusted data: each is
-        checked when it is read, like any entry from a shared tier.
-        """
-        raw = Path(filepath).read_bytes()
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise ValueError(
-                f"{os.fspath(filepath)} is not a dspy_tiered_cache memory-cache file (JSON); DSPy's pickled "
-                "memory caches are never loaded: warm the tiered cache by running the program once instead"
-            ) from None
-        if type(doc) is not dict or doc.get("format") != MEMORY_FILE_FORMAT:
-            raise ValueError(f"{os.fspath(filepath)} is not a dspy_tiered_cache memory-cache file")
-        if doc.get("version") != MEMORY_FILE_VERSION:
-            raise ValueError(
-                f"{os.fspath(filepath)} has memory-cache format version {doc.get('version')!r}; this release "
-                f"reads version {MEMORY_FILE_VERSION}: upgrade dspy_tiered_cache"
-            )
+        """Load a recording (:meth:`save_memory_cache`, or ``dspy-tiered-cache export``) into the memory tier;
+        returns the entries loaded. ``allow_pickle`` is accepted for DSPy's signature and ignored: nothing is
+        ever unpickled, and a DSPy pickle file is refused with a :class:`~dspy_tiered_cache.portable.RecordingError`.
+        Entries live ``ttl`` from now (a recording keeps no expiry); values are checked when read, as always."""
+        recording = portable.read_recording(filepath)  # validated whole before anything is stored
         memory = self.core.memory
-        entries = doc.get("entries")
-        if memory is None or type(entries) is not list:
+        if memory is None:
             return 0
-        loaded, now = 0, time.time()
-        for item in entries:
-            if type(item) is not dict:
+        secret = self._secret()
+        same_keying = recording.keying == portable.keying_of(secret)
+        settings = self.core.settings
+        expiry = None if settings.ttl is None else time.time() + settings.ttl
+        loaded = 0
+        for e in recording.entries:
+            if e.request is not None and not e.request_redacted:
+                digest = request_digest(orjson.dumps(e.request, option=orjson.OPT_SORT_KEYS), secret)
+            elif same_keying:
+                digest = e.digest
+            else:
+                raise portable.RecordingError(
+                    f"{os.fspath(filepath)} was keyed {recording.keying!r} and this cache keys "
+                    f"{portable.keying_of(secret)!r}: load it with the DSPY_TIERED_CACHE_KEY_SECRET it was saved with"
+                )
+            try:
+                payload = encode_value(e.value, settings.max_value_bytes)
+            except ValueError:
                 continue
-            key, created, expires = item.get("key"), item.get("created_at"), item.get("expires_at")
-            if type(key) is not str or not isinstance(created, (int, float)):
-                continue
-            if expires is not None and (not isinstance(expires, (int, float)) or expires <= now):
-                continue
-            payload = self.core.encode(item.get("value"))
-            if payload is not None:
-                memory.set(key, Entry(payload, float(created), None if expires is None else float(expires)))
-                loaded += 1
+            key = entry_key(settings.key_prefix, e.namespace, self.core.generation(e.namespace), digest)
+            memory.set(key, Entry(payload, float(e.created), expiry))
+            loaded += 1
         return loaded
 
-    @property
-    def enable_memory_cache(self) -> bool:
-        return self.core.memory is not None
-
-    @property
-    def enable_disk_cache(self) -> bool:
-        return any(t is not self.core.memory for t in self.core.tiers)
+    def _secret(self) -> bytes | None:
+        secret = self.core.settings.key_secret
+        return secret.get_secret_value().encode() if secret is not None else None
 
     # -- keys ----------------------------------------------------------------------------------------------
     def key(self, request: Mapping[str, Any], ignored: list[str] | tuple[str, ...] | None = None) -> str | None:

@@ -249,6 +249,7 @@ def wrap_program_lms(
     ttl: Any = UNSET,
     max_age: float | None = None,
     single_flight: bool | None = None,
+    mode: str | None = None,
     **overrides: Any,
 ) -> list[str]:
     """Wrap every predictor's own plain ``dspy.LM`` in a ``CachedLM`` (after ``program.load(...)``).
@@ -263,7 +264,7 @@ def wrap_program_lms(
         lm = getattr(predictor, "lm", None)
         if type(lm) is dspy.LM:
             predictor.lm = CachedLM(
-                lm, core, namespace=namespace, ttl=ttl, max_age=max_age, single_flight=single_flight
+                lm, core, namespace=namespace, ttl=ttl, max_age=max_age, single_flight=single_flight, mode=mode
             )
             wrapped.append(name)
     return wrapped

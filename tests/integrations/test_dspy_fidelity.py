@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
 import json
 import logging
 import os
@@ -28,8 +29,8 @@ from dspy_tiered_cache import core as core_module
 from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.integrations import _dspy_install
 from dspy_tiered_cache.integrations import dspy as dspy_door
-from dspy_tiered_cache.integrations._dspy_adapter import MEMORY_FILE_FORMAT
 from dspy_tiered_cache.integrations.dspy import CachedLM, install_dspy_cache, uninstall_dspy_cache, wrap_program_lms
+from dspy_tiered_cache.portable import RecordingError, read_recording
 from dspy_tiered_cache.testing.provider import StandInProvider
 
 API_KEY = "sk-test-secret-never-stored"
@@ -240,11 +241,11 @@ def test_code_reading_dspy_cache_keeps_working(
     with pytest.raises(AttributeError, match=r"adapter\.core"):
         _ = dspy.cache.disk_cache
 
-    path = tmp_path / "memory.json"
-    dspy.cache.save_memory_cache(str(path))
-    doc = json.loads(path.read_text())
-    assert doc["format"] == MEMORY_FILE_FORMAT and doc["version"] == 1 and len(doc["entries"]) == 2
-    assert API_KEY not in path.read_text()
+    path = tmp_path / "memory.jsonl.gz"
+    dspy.cache.save_memory_cache(str(path))  # the record/replay recording format, never pickle
+    recording = read_recording(path)
+    assert len(recording.entries) == 2 and recording.namespaces == ["default"]
+    assert API_KEY.encode() not in gzip.decompress(path.read_bytes())
     dspy.cache.reset_memory_cache()
     assert len(dspy.cache.memory_cache) == 0
 
@@ -258,7 +259,7 @@ def test_code_reading_dspy_cache_keeps_working(
 
         pickled = tmp_path / "dspy.pkl"
         pickled.write_bytes(pickle.dumps({"k": "v"}))
-        with pytest.raises(ValueError, match="never loaded"):
+        with pytest.raises(RecordingError, match="not a valid"):
             dspy.cache.load_memory_cache(str(pickled), allow_pickle=True)
 
 
