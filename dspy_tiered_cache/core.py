@@ -8,6 +8,8 @@ but the awaited tier read itself.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import random
 import threading
@@ -142,6 +144,20 @@ class CacheCore:
     def mode_of(self, options: CallOptions | None) -> str:
         """The effective mode of a call: its own, else the configured one."""
         return (options.mode if options is not None and options.mode else None) or self._mode
+
+    def full_digest(self, request: Mapping[str, Any], *, ignore: Iterable[str] = ()) -> str:
+        """The 64-hex SHA-256 (HMAC under a key secret) of the canonical request; its first 40 hex digits are
+        the digest in the request's storage key. For callers that expect a full-length hash (DSPy's
+        ``cache_key``). Raises :class:`UncacheableRequest` like :meth:`key_for`."""
+        canonical = canonical_request(request, ignore)
+        if self._secret:
+            return hmac.new(self._secret, canonical, "sha256").hexdigest()
+        return hashlib.sha256(canonical).hexdigest()
+
+    def storage_key(self, digest: str, *, namespace: str | None = None) -> str:
+        """The storage key for a digest from :meth:`full_digest` (or :meth:`key_for`'s own), in ``namespace``."""
+        ns = self._namespace(namespace)
+        return entry_key(self.settings.key_prefix, ns, self.generation(ns), digest[:40])
 
     def _namespace(self, namespace: str | None) -> str:
         if namespace is None:

@@ -21,23 +21,29 @@ a ``finally`` — knows that, so the adapter single-flights only inside a scope.
 
 from __future__ import annotations
 
+import inspect
 import logging
+import os
+import tempfile
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import SecretStr
 
 from dspy_tiered_cache import core as core_module
-from dspy_tiered_cache.codec import decode_value
+from dspy_tiered_cache import portable
+from dspy_tiered_cache.codec import Entry, decode_value, encode_value
 from dspy_tiered_cache.core import CacheCore, default_core
 from dspy_tiered_cache.flights import Claim
-from dspy_tiered_cache.integrations._values import TYPE_TAG, UnsupportedValue, dump_value, load_value
-from dspy_tiered_cache.keys import UncacheableRequest
+from dspy_tiered_cache.integrations._values import TYPE_TAG, UnknownType, UnsupportedValue, dump_value, load_value
+from dspy_tiered_cache.keys import TRANSPORT_KEYS, UncacheableRequest, entry_key, request_digest
 from dspy_tiered_cache.modes import ReplayMiss, check_mode
 from dspy_tiered_cache.options import UNSET, CallOptions
 from dspy_tiered_cache.settings import CacheSettings, ConfigError, check_namespace
@@ -56,6 +62,11 @@ SYNC_FN_IDS: dict[str, str] = {
 
 #: What DSPy passes as ``ignored_args_for_cache_key`` (all already outside our canonical form).
 DSPY_IGNORED = ("api_key", "api_base", "base_url")
+
+#: Value types already warned about as "not cached" (once per type per process, whatever the adapter).
+_warned_types: set[str] = set()
+_warned_types_lock = threading.Lock()
+
 
 @dataclass(slots=True)
 class CallScope:
@@ -157,10 +168,12 @@ class DSPyCacheAdapter:
 
     # -- the dspy.cache protocol ---------------------------------------------------------------------------
     def cache_key(self, request: Mapping[str, Any], ignored_args_for_cache_key: list[str] | None = None) -> str:
-        key = self.key(request, ignored_args_for_cache_key)
-        if key is None:
-            raise UncacheableRequest("this request has no canonical form and is never cached")
-        return key
+        """A 64-hex SHA-256 like DSPy's (an HMAC under ``key_secret``); ``key in adapter`` and
+        ``adapter.memory_cache`` accept it. Raises for a request with no canonical form, as DSPy's may."""
+        try:
+            return self.core.full_digest(self._body(request), ignore=ignored_args_for_cache_key or ())
+        except UncacheableRequest:
+            raise UncacheableRequest("this request has no canonical form and is never cached") from None
 
     def get(
         self,
@@ -213,31 +226,123 @@ class DSPyCacheAdapter:
                 scope.end_all(plain)
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self.core.get(key, options=self.options) is not None
+        """Whether any tier holds ``key`` (a :meth:`cache_key` digest or a storage key); counts a lookup."""
+        storage = self.storage_key(key)
+        return storage is not None and self.core.get(storage, options=self.options) is not None
+
+    def storage_key(self, key: object) -> str | None:
+        """Our storage key for a :meth:`cache_key` digest (in this adapter's namespace) or a storage key."""
+        if not isinstance(key, str):
+            return None
+        if len(key) == 64 and ":" not in key:
+            try:
+                return self.core.storage_key(key, namespace=self.namespace)
+            except UncacheableRequest:
+                return None
+        return key
+
+    @property
+    def memory_cache(self) -> MemoryCacheView:
+        """DSPy's ``dspy.cache.memory_cache``: a read-only mapping over the memory tier (``len``, ``in``, ``[]``
+        by :meth:`cache_key` digest, ``clear()``). Values come back as fresh objects, never the stored ones."""
+        return MemoryCacheView(self)
+
+    @property
+    def disk_cache(self) -> Any:
+        raise AttributeError(
+            "dspy.cache.disk_cache (DSPy's diskcache) is replaced by the tiered cache's persistent tiers: use "
+            "adapter.core (core.tiers, core.clear(), core.stats) or the `dspy-tiered-cache stats` command"
+        )
 
     def reset_memory_cache(self) -> None:
         if self.core.memory is not None:
             self.core.memory.clear()
 
-    def save_memory_cache(self, filepath: str) -> None:
-        raise NotImplementedError(
-            "the tiered cache does not pickle its memory tier; entries persist in Redis or the disk tier"
-        )
+    def save_memory_cache(self, filepath: str | os.PathLike[str]) -> None:
+        """Write the memory tier as a recording (:mod:`dspy_tiered_cache.portable`: gzip JSON lines, never
+        pickle; ``dspy-tiered-cache inspect`` reads it). DSPy writes a cloudpickle instead. Only entries of each
+        namespace's current generation are written; without a memory tier nothing is, as in DSPy."""
+        memory = self.core.memory
+        if memory is None:
+            return
+        prefix = f"{self.core.settings.key_prefix}:e"
+        generations: dict[str, int] = {}
+        entries = []
+        for key, entry in memory.snapshot():
+            parts = key.rsplit(":", 3)
+            if len(parts) != 4 or parts[0] != prefix or len(parts[3]) != 40:
+                continue
+            _, namespace, generation, digest = parts
+            if namespace not in generations:
+                generations[namespace] = self.core.generation(namespace)
+            if generation != str(generations[namespace]):
+                continue  # invalidated since: stays invalidated
+            try:
+                value = decode_value(entry.payload)
+            except ValueError:  # an undecodable entry is a miss anyway: not worth saving
+                continue
+            entries.append(portable.RecordedEntry(namespace, digest, int(entry.created_at), value))
+        entries.sort(key=lambda e: (e.namespace, e.digest))
+        data = portable.dumps(portable.Recording(portable.keying_of(self._secret()), entries))
+        target = Path(filepath)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
-    def load_memory_cache(self, filepath: str, allow_pickle: bool = False) -> None:
-        raise NotImplementedError("the tiered cache never loads pickles; it fills from Redis or the disk tier")
+    def load_memory_cache(self, filepath: str | os.PathLike[str], allow_pickle: bool = False) -> int:
+        """Load a recording (:meth:`save_memory_cache`, or ``dspy-tiered-cache export``) into the memory tier;
+        returns the entries loaded. ``allow_pickle`` is accepted for DSPy's signature and ignored: nothing is
+        ever unpickled, and a DSPy pickle file is refused with a :class:`~dspy_tiered_cache.portable.RecordingError`.
+        Entries live ``ttl`` from now (a recording keeps no expiry); values are checked when read, as always."""
+        recording = portable.read_recording(filepath)  # validated whole before anything is stored
+        memory = self.core.memory
+        if memory is None:
+            return 0
+        secret = self._secret()
+        same_keying = recording.keying == portable.keying_of(secret)
+        settings = self.core.settings
+        expiry = None if settings.ttl is None else time.time() + settings.ttl
+        loaded = 0
+        for e in recording.entries:
+            if e.request is not None and not e.request_redacted:
+                digest = request_digest(orjson.dumps(e.request, option=orjson.OPT_SORT_KEYS), secret)
+            elif same_keying:
+                digest = e.digest
+            else:
+                raise portable.RecordingError(
+                    f"{os.fspath(filepath)} was keyed {recording.keying!r} and this cache keys "
+                    f"{portable.keying_of(secret)!r}: load it with the DSPY_TIERED_CACHE_KEY_SECRET it was saved with"
+                )
+            try:
+                payload = encode_value(e.value, settings.max_value_bytes)
+            except ValueError:
+                continue
+            key = entry_key(settings.key_prefix, e.namespace, self.core.generation(e.namespace), digest)
+            memory.set(key, Entry(payload, float(e.created), expiry))
+            loaded += 1
+        return loaded
 
-    @property
-    def enable_memory_cache(self) -> bool:
-        return self.core.memory is not None
-
-    @property
-    def enable_disk_cache(self) -> bool:
-        return any(t is not self.core.memory for t in self.core.tiers)
+    def _secret(self) -> bytes | None:
+        secret = self.core.settings.key_secret
+        return secret.get_secret_value().encode() if secret is not None else None
 
     # -- keys ----------------------------------------------------------------------------------------------
     def key(self, request: Mapping[str, Any], ignored: list[str] | tuple[str, ...] | None = None) -> str | None:
         """Our storage key for DSPy's request dict, or None when the request cannot be cached."""
+        try:
+            return self.core.key_for(self._body(request), namespace=self.namespace, ignore=ignored or ())
+        except UncacheableRequest as exc:
+            self.core.stats.count("uncacheable")
+            log.debug("dspy_tiered_cache: request not cacheable: %s", exc)
+            return None
+
+    def _body(self, request: Mapping[str, Any]) -> Mapping[str, Any]:
+        """DSPy's request with our adjustments: one sync/async id, the endpoint if asked, functions as text."""
         extra: dict[str, Any] | None = None
         fn = request.get("_fn_identifier")
         if fn is not None:
@@ -250,13 +355,17 @@ class DSPyCacheAdapter:
             if endpoint:
                 extra = extra or {}
                 extra["_dtc_endpoint"] = str(endpoint).rstrip("/")
-        body = {**request, **extra} if extra else request
-        try:
-            return self.core.key_for(body, namespace=self.namespace, ignore=ignored or ())
-        except UncacheableRequest as exc:
-            self.core.stats.count("uncacheable")
-            log.debug("dspy_tiered_cache: request not cacheable: %s", exc)
-            return None
+        for name, value in request.items():
+            # request_cache keys on every argument, and the Embedder's first one is the embedding function.
+            if (
+                callable(value)
+                and name not in TRANSPORT_KEYS  # dropped from the key anyway (LiteLLM's logging object, ...)
+                and not isinstance(value, type)
+                and not callable(getattr(value, "model_dump", None))
+            ):
+                extra = extra or {}
+                extra[name] = _callable_text(value)
+        return {**request, **extra} if extra else request
 
     # -- internals -----------------------------------------------------------------------------------------
     def _get(self, request: Mapping[str, Any], ignored: list[str] | None, scope: CallScope | None) -> Any:
@@ -305,7 +414,7 @@ class DSPyCacheAdapter:
             return dump_value(value)
         except UnsupportedValue as exc:
             self.core.stats.count("store_skipped")
-            self._warn(type(value).__name__, "dspy_tiered_cache: not caching a value (%s: %s)", exc)
+            _warn_type_once(value, exc)
             return None
 
     def _revive(
@@ -321,6 +430,11 @@ class DSPyCacheAdapter:
         usage, had_usage = _take_usage(plain)
         try:
             value = load_value(plain)
+        except UnknownType as exc:
+            # Written by another process, of a class this one has not stored yet: a miss (the store that
+            # follows registers the class), not corruption.
+            log.debug("dspy_tiered_cache: cached value not readable here yet (%s); treating it as a miss", exc)
+            return None
         except ValueError as exc:
             # Not ours or from an incompatible version: a miss, and the entry is replaced by the next store.
             log.warning("dspy_tiered_cache: unreadable cached value (%s); treating it as a miss", exc)
@@ -351,6 +465,64 @@ class DSPyCacheAdapter:
         else:
             self._warned.add(token)
             log.warning(msg, type(exc).__name__, exc)
+
+
+def _callable_text(fn: Any) -> dict[str, Any]:
+    """A function in a request as DSPy's cache keys it: by its source (plus, here, its qualified name)."""
+    target = getattr(fn, "__func__", fn)
+    name = f"{getattr(target, '__module__', None)}.{getattr(target, '__qualname__', type(fn).__qualname__)}"
+    try:
+        source: str | None = inspect.getsource(target)
+    except (TypeError, OSError):
+        source = None
+    return {"__callable__": name, "source": source}
+
+
+def _warn_type_once(value: Any, exc: BaseException) -> None:
+    name = f"{type(value).__module__}.{type(value).__qualname__}"
+    with _warned_types_lock:
+        first = name not in _warned_types
+        _warned_types.add(name)
+    (log.warning if first else log.debug)(
+        "dspy_tiered_cache: not caching a %s: %s (supported types: see README, 'What the DSPy door stores')",
+        name,
+        exc,
+    )
+
+
+class MemoryCacheView(Mapping[str, Any]):
+    """``dspy.cache.memory_cache`` for the tiered cache: the memory tier, read-only, keyed by storage key or by
+    :meth:`DSPyCacheAdapter.cache_key` digest. Reads do not count as lookups and do not change eviction order."""
+
+    def __init__(self, adapter: DSPyCacheAdapter) -> None:
+        self._adapter = adapter
+
+    def _payload(self, key: object) -> bytes | None:
+        storage = self._adapter.storage_key(key)
+        return None if storage is None else self._adapter.core.peek_local(storage)
+
+    def __contains__(self, key: object) -> bool:
+        return self._payload(key) is not None
+
+    def __getitem__(self, key: str) -> Any:
+        payload = self._payload(key)
+        if payload is None:
+            raise KeyError(key)
+        try:
+            return load_value(decode_value(payload))
+        except ValueError:
+            raise KeyError(key) from None
+
+    def __iter__(self) -> Iterator[str]:
+        memory = self._adapter.core.memory
+        return iter([k for k, _ in memory.snapshot()] if memory is not None else [])
+
+    def __len__(self) -> int:
+        memory = self._adapter.core.memory
+        return memory.entries if memory is not None else 0
+
+    def clear(self) -> None:
+        self._adapter.reset_memory_cache()
 
 
 #: LiteLLM types rebuilt without their usage on a hit (it is replaced by ``{}`` anyway, and building the

@@ -12,6 +12,11 @@ dispatcher never reads it eagerly: it builds DSPy's default only when a non-``Ca
 ``dspy.configure_cache()`` replaces whatever is installed. The next ``CachedLM`` call notices (one identity check),
 warns once and puts a dispatcher back in front of the new cache, so the user's configuration still governs the
 other LMs while ``CachedLM`` keeps its tiered cache.
+
+``dspy.configure_cache(enable_memory_cache=False, enable_disk_cache=False)`` is DSPy's global off switch, and
+``CachedLM`` follows it: while DSPy's cache has both tiers off (and ``install_dspy_cache`` was not called after
+it), ``CachedLM`` calls go to that switched-off cache — no tiered read, no write — with one warning saying how
+to switch ``CachedLM`` off alone instead.
 """
 
 from __future__ import annotations
@@ -31,7 +36,32 @@ log = logging.getLogger("dspy_tiered_cache.dspy")
 ACTIVE: contextvars.ContextVar[CallScope | None] = contextvars.ContextVar("dspy_tiered_cache_scope", default=None)
 
 _own_lock = threading.Lock()  # DSPy < 3.4 has no dspy._cache_lock
-_state: dict[str, Any] = {"installed": None}
+_state: dict[str, Any] = {"installed": None, "warned_off": False}
+
+OFF_WARNING = (
+    "DSPy's cache is switched off (dspy.configure_cache(enable_memory_cache=False, enable_disk_cache=False)): "
+    "CachedLM follows it and bypasses the tiered cache. To cache with CachedLM while DSPy's own cache stays off, "
+    "leave a DSPy tier on or call install_dspy_cache(); to switch only CachedLM off, set "
+    "DSPY_TIERED_CACHE_ENABLED=false, use lm.copy(cache=False) or lm.unwrap()."
+)
+
+
+def _switched_off(cache: Any) -> bool:
+    """Whether ``cache`` is DSPy's own cache with both of its tiers off (DSPy's global off switch)."""
+    if cache is None:
+        return False
+    cache_class = _state.get("cache_class")
+    if cache_class is None:  # on the hot path: import once
+        from dspy.clients.cache import Cache
+
+        cache_class = _state["cache_class"] = Cache
+    return isinstance(cache, cache_class) and not cache.enable_memory_cache and not cache.enable_disk_cache
+
+
+def _warn_off() -> None:
+    if not _state["warned_off"]:
+        _state["warned_off"] = True
+        warnings.warn(OFF_WARNING, RuntimeWarning, stacklevel=4)
 
 
 def _dspy() -> Any:
@@ -78,11 +108,17 @@ class DispatchingCache:
                 base = self._base
         return base
 
+    def switched_off(self) -> bool:
+        """DSPy's global off switch is set, and ``CachedLM`` calls must follow it."""
+        return self._override is None and _switched_off(self._base)
+
     # -- the dspy.cache protocol ---------------------------------------------------------------------------
     def get(self, request: Mapping[str, Any], ignored_args_for_cache_key: list[str] | None = None) -> Any:
         scope = ACTIVE.get()
         if scope is not None:
-            return scope.adapter.get(request, ignored_args_for_cache_key, scope)
+            if not self.switched_off():
+                return scope.adapter.get(request, ignored_args_for_cache_key, scope)
+            _warn_off()
         return self.fallback().get(request, ignored_args_for_cache_key)
 
     def put(
@@ -93,14 +129,14 @@ class DispatchingCache:
         enable_memory_cache: bool = True,
     ) -> None:
         scope = ACTIVE.get()
-        if scope is not None:
+        if scope is not None and not self.switched_off():
             scope.adapter.put(request, value, ignored_args_for_cache_key, enable_memory_cache, scope)
             return
         self.fallback().put(request, value, ignored_args_for_cache_key, enable_memory_cache)
 
     def cache_key(self, request: Mapping[str, Any], ignored_args_for_cache_key: list[str] | None = None) -> Any:
         scope = ACTIVE.get()
-        if scope is not None:
+        if scope is not None and not self.switched_off():
             return scope.adapter.cache_key(request, ignored_args_for_cache_key)
         return self.fallback().cache_key(request, ignored_args_for_cache_key)
 
@@ -113,8 +149,8 @@ class DispatchingCache:
     def save_memory_cache(self, filepath: str) -> None:
         self.fallback().save_memory_cache(filepath)
 
-    def load_memory_cache(self, filepath: str, allow_pickle: bool = False) -> None:
-        self.fallback().load_memory_cache(filepath, allow_pickle=allow_pickle)
+    def load_memory_cache(self, filepath: str, allow_pickle: bool = False) -> Any:
+        return self.fallback().load_memory_cache(filepath, allow_pickle=allow_pickle)
 
     def __getattr__(self, name: str) -> Any:
         # Attributes some code reads on dspy.cache (enable_memory_cache, memory_cache, disk_cache, ...).

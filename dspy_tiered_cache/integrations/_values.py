@@ -17,7 +17,17 @@ Shapes handled:
 * LiteLLM's pydantic responses (``ModelResponse``, ``EmbeddingResponse``, ``TextCompletionResponse``, ...) are
   stored as ``model_dump(mode="json")`` plus a few whitelisted ``_hidden_params`` (``response_cost`` keeps
   DSPy's history cost on a hit) and rebuilt with their constructor.
-* Other pydantic models may be registered explicitly in code with :func:`register_model`.
+* numpy arrays of any dtype and shape (and numpy scalars) as ``.npy`` bytes read back with
+  ``allow_pickle=False``; ``dtype=object`` arrays element by element through this same encoding.
+* ``set``/``frozenset``, ``complex``, ``datetime``/``date``/``time``/``timedelta``, ``Decimal``, ``UUID`` and
+  ``pathlib`` paths, each as a fixed tag.
+* dataclasses, pydantic models (other than LiteLLM's), enum members and namedtuples come back as the same class
+  with the same state, restored the way pickle restores them (no ``__init__``, no validator, no user code runs)
+  — but the class is looked up by name only among the classes *this process* has stored (or allowed with
+  :func:`register_type`); stored data can never make us import a module or reach a class the program did not
+  hand us itself. A value of such a class written by another process is a miss (:class:`UnknownType`) until
+  this process stores or registers the class once.
+* Pydantic models registered with :func:`register_model` keep their JSON-dump form (``model_validate`` on read).
 
 Anything else raises :class:`UnsupportedValue`; a door then skips caching that value (the call still succeeds).
 """
@@ -25,22 +35,33 @@ Anything else raises :class:`UnsupportedValue`; a door then skips caching that v
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
+import dataclasses
+import datetime as dt
+import decimal
+import enum
 import importlib
+import io
 import math
+import pathlib
+import sys
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = [
     "TYPE_TAG",
     "VALUE_FORMAT",
+    "UnknownType",
     "UnsupportedValue",
     "dump_value",
     "from_plain",
     "is_envelope",
     "load_value",
     "register_model",
+    "register_type",
     "to_plain",
 ]
 
@@ -82,6 +103,30 @@ _litellm_loaded = False
 
 class UnsupportedValue(TypeError):
     """The value has no whitelisted plain-JSON form; the caller should not cache it."""
+
+
+class UnknownType(ValueError):
+    """A stored value names a class this process has not stored or registered: a miss, not corruption."""
+
+
+#: Class kinds restored by name from :data:`_known` (tag -> how to recognise the class).
+_CLASS_KINDS: dict[str, Callable[[type[Any]], bool]] = {}
+#: "module.qualname" -> class, for the class kinds: every class this process encoded or registered.
+_known: dict[str, type[Any]] = {}
+
+
+def _class_name(cls: type[Any]) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_type(*classes: type[Any]) -> None:
+    """Allow values of these dataclasses / pydantic models / enums / namedtuples to be read back before this
+    process has stored one itself (a process that only reads what another one wrote). Code-side only."""
+    for cls in classes:
+        if not isinstance(cls, type) or _kind_of_class(cls) is None:
+            raise TypeError(f"{cls!r} is not a dataclass, pydantic model, enum or namedtuple class")
+        with _registry_lock:
+            _known[_class_name(cls)] = cls
 
 
 def register_model(cls: type[Any], tag: str | None = None) -> None:
@@ -172,6 +217,10 @@ class _Encoder:
         if tag is not None:
             self.tagged = True
             return _dump_model(value, tag)
+        special = _encode_special(self, value)
+        if special is not None:
+            self.tagged = True
+            return special
         if isinstance(value, bool):  # bool subclasses do not exist, but keep the order safe
             return bool(value)
         if isinstance(value, str):  # str subclasses and str enums: their text is the value
@@ -194,6 +243,111 @@ class _Encoder:
             f"a {type(value).__module__}.{type(value).__qualname__} has no whitelisted JSON form; "
             "register pydantic models with dspy_tiered_cache.integrations._values.register_model"
         )
+
+
+def _encode_special(enc: _Encoder, value: Any) -> dict[str, Any] | None:
+    """The tagged form of a numpy value, a fixed stdlib type or a class kind; None for anything else."""
+    cls = type(value)
+    if cls.__module__ == "numpy":
+        return _encode_numpy(enc, value)
+    fixed = _FIXED_ENCODERS.get(cls)
+    if fixed is not None:
+        return {TYPE_TAG: fixed[0], "data": fixed[1](enc, value)}
+    kind = _kind_of_class(cls)
+    if kind is None:
+        return None
+    name = _class_name(cls)
+    if _known.get(name) is not cls:
+        with _registry_lock:
+            _known[name] = cls  # the program handed us this class: values of it may be read back
+    return {TYPE_TAG: kind, "cls": name, "data": _STATE_ENCODERS[kind](enc, value)}
+
+
+def _kind_of_class(cls: type[Any]) -> str | None:
+    if isinstance(cls, enum.EnumMeta):
+        return "enum"
+    if dataclasses.is_dataclass(cls):
+        return "dataclass"
+    if issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple):
+        return "namedtuple"
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and issubclass(cls, pydantic.BaseModel) and not cls.__module__.startswith("litellm."):
+        return "pydantic"
+    return None
+
+
+def _encode_numpy(enc: _Encoder, value: Any) -> dict[str, Any] | None:
+    np = sys.modules["numpy"]
+    if type(value) is np.ndarray:
+        if value.dtype.hasobject:
+            if value.dtype != np.dtype(object):
+                raise UnsupportedValue("a structured numpy array with object fields has no JSON form")
+            items = [enc.encode(item) for item in value.ravel(order="C").tolist()]
+            return {TYPE_TAG: "numpy.object_array", "shape": list(value.shape), "data": items}
+        return {TYPE_TAG: "numpy.ndarray", "data": _npy_bytes(np, value)}
+    if isinstance(value, np.generic) and not isinstance(value, np.object_):
+        return {TYPE_TAG: "numpy.scalar", "data": _npy_bytes(np, np.asarray(value))}
+    return None
+
+
+def _npy_bytes(np: Any, array: Any) -> str:
+    """The array in numpy's own ``.npy`` format (dtype, byte order, shape, memory order: an exact copy)."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, allow_pickle=False)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _encode_dataclass(enc: _Encoder, value: Any) -> Any:
+    state: dict[str, Any] = {}
+    for f in dataclasses.fields(value):
+        try:
+            state[f.name] = enc.encode(getattr(value, f.name))
+        except AttributeError:  # an init=False field never set: restored as unset
+            continue
+    return state
+
+
+def _encode_pydantic(enc: _Encoder, value: Any) -> Any:
+    # The four parts pydantic's own __getstate__ hands to pickle, minus pickle.
+    return {
+        "dict": enc.encode(dict(value.__dict__)),
+        "extra": enc.encode(value.__pydantic_extra__),
+        "fields_set": sorted(value.__pydantic_fields_set__),
+        "private": enc.encode(value.__pydantic_private__),
+    }
+
+
+_STATE_ENCODERS: dict[str, Callable[[_Encoder, Any], Any]] = {
+    "enum": lambda enc, value: value.name,
+    "dataclass": _encode_dataclass,
+    "namedtuple": lambda enc, value: [enc.encode(item) for item in value],
+    "pydantic": _encode_pydantic,
+}
+
+_PATH_CLASSES: dict[str, type[Any]] = {
+    cls.__name__: cls
+    for cls in (
+        pathlib.PurePath,
+        pathlib.PurePosixPath,
+        pathlib.PureWindowsPath,
+        pathlib.Path,
+        pathlib.PosixPath,
+        pathlib.WindowsPath,
+    )
+}
+
+_FIXED_ENCODERS: dict[type[Any], tuple[str, Callable[[_Encoder, Any], Any]]] = {
+    set: ("set", lambda enc, v: [enc.encode(item) for item in v]),
+    frozenset: ("frozenset", lambda enc, v: [enc.encode(item) for item in v]),
+    complex: ("complex", lambda enc, v: [repr(v.real), repr(v.imag)]),
+    dt.datetime: ("datetime", lambda enc, v: v.isoformat()),
+    dt.date: ("date", lambda enc, v: v.isoformat()),
+    dt.time: ("time", lambda enc, v: v.isoformat()),
+    dt.timedelta: ("timedelta", lambda enc, v: [v.days, v.seconds, v.microseconds]),
+    decimal.Decimal: ("decimal", lambda enc, v: str(v)),
+    uuid.UUID: ("uuid", lambda enc, v: str(v)),
+    **{cls: ("path", lambda enc, v: [type(v).__name__, str(v)]) for cls in _PATH_CLASSES.values()},
+}
 
 
 def _dump_model(value: Any, tag: str) -> dict[str, Any]:
@@ -284,11 +438,19 @@ def _decode_tuple(node: Mapping[str, Any]) -> Any:
     return tuple(_decode(item) for item in items)
 
 
+def _b64decode(text: str) -> bytes:
+    """Strict base64 (invalid characters are an error, not skipped); binascii's strict mode is ~20x faster than
+    ``b64decode(validate=True)``'s regular expression on an embedding-sized array."""
+    if sys.version_info >= (3, 11):
+        return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
 def _decode_bytes(node: Mapping[str, Any]) -> Any:
     text = node["data"]
     if type(text) is not str:
         raise ValueError("malformed tagged bytes")
-    return base64.b64decode(text.encode("ascii"), validate=True)
+    return _b64decode(text)
 
 
 def _decode_float(node: Mapping[str, Any]) -> Any:
@@ -305,6 +467,151 @@ def _decode_int(node: Mapping[str, Any]) -> Any:
     return int(text)
 
 
+def _items(node: Mapping[str, Any]) -> list[Any]:
+    items = node["data"]
+    if type(items) is not list:
+        raise ValueError(f"malformed tagged {node[TYPE_TAG]}")
+    return [_decode(item) for item in items]
+
+
+def _text(node: Mapping[str, Any]) -> str:
+    text = node["data"]
+    if type(text) is not str or len(text) > 512:
+        raise ValueError(f"malformed tagged {node[TYPE_TAG]}")
+    return text
+
+
+def _decode_complex(node: Mapping[str, Any]) -> Any:
+    parts = node["data"]
+    if type(parts) is not list or len(parts) != 2 or not all(type(x) is str and len(x) < 64 for x in parts):
+        raise ValueError("malformed tagged complex")
+    return complex(float(parts[0]), float(parts[1]))
+
+
+def _decode_timedelta(node: Mapping[str, Any]) -> Any:
+    parts = node["data"]
+    if type(parts) is not list or len(parts) != 3 or not all(type(x) is int for x in parts):
+        raise ValueError("malformed tagged timedelta")
+    return dt.timedelta(days=parts[0], seconds=parts[1], microseconds=parts[2])
+
+
+def _decode_path(node: Mapping[str, Any]) -> Any:
+    parts = node["data"]
+    if type(parts) is not list or len(parts) != 2 or parts[0] not in _PATH_CLASSES or type(parts[1]) is not str:
+        raise ValueError("malformed tagged path")
+    return _PATH_CLASSES[parts[0]](parts[1])
+
+
+def _numpy() -> Any:
+    try:
+        import numpy
+    except ImportError:  # written by a process with numpy, read by one without
+        raise UnknownType("a stored numpy value needs numpy") from None
+    return numpy
+
+
+def _read_npy(node: Mapping[str, Any]) -> Any:
+    text = node["data"]
+    if type(text) is not str:
+        raise ValueError("malformed tagged numpy value")
+    np = _numpy()
+    raw = _b64decode(text)
+    try:  # the .npy reader only (never np.load: no .npz, no pickle)
+        array = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
+    except Exception as exc:
+        raise ValueError(f"malformed stored numpy array: {type(exc).__name__}") from None
+    if type(array) is not np.ndarray or array.dtype.hasobject:
+        raise ValueError("malformed stored numpy array")
+    return array
+
+
+def _decode_numpy_scalar(node: Mapping[str, Any]) -> Any:
+    array = _read_npy(node)
+    if array.shape != ():
+        raise ValueError("malformed stored numpy scalar")
+    return array[()]
+
+
+def _decode_object_array(node: Mapping[str, Any]) -> Any:
+    np = _numpy()
+    shape = node.get("shape")
+    if type(shape) is not list or not all(type(n) is int and n >= 0 for n in shape) or len(shape) > 32:
+        raise ValueError("malformed tagged object array")
+    items = _items(node)
+    if math.prod(shape) != len(items):
+        raise ValueError("malformed tagged object array")
+    array = np.empty(len(items), dtype=object)
+    for index, item in enumerate(items):  # item by item: a list item must not become a new axis
+        array[index] = item
+    return array.reshape(shape)
+
+
+def _known_class(node: Mapping[str, Any]) -> type[Any]:
+    name = node.get("cls")
+    if type(name) is not str:
+        raise ValueError("malformed class name")
+    cls = _known.get(name)
+    if cls is None or _kind_of_class(cls) != node[TYPE_TAG]:
+        raise UnknownType(f"{name[:120]!r} has not been stored or registered by this process")
+    return cls
+
+
+def _decode_enum(node: Mapping[str, Any]) -> Any:
+    cls = _known_class(node)
+    try:
+        return cls[node["data"]]
+    except (KeyError, TypeError):
+        raise ValueError("stored enum member does not exist") from None
+
+
+def _decode_dataclass(node: Mapping[str, Any]) -> Any:
+    cls = _known_class(node)
+    state = node["data"]
+    if type(state) is not dict:
+        raise ValueError("malformed stored dataclass")
+    names = {f.name for f in dataclasses.fields(cls)}
+    obj: Any = object.__new__(cls)
+    for name, item in state.items():
+        if name not in names:
+            raise ValueError(f"stored dataclass has an unknown field {name[:60]!r}")
+        object.__setattr__(obj, name, _decode(item))  # frozen and slotted classes too; no __init__ runs
+    return obj
+
+
+def _decode_namedtuple(node: Mapping[str, Any]) -> Any:
+    cls = _known_class(node)
+    items = _items(node)
+    if len(items) != len(cls._fields):
+        raise ValueError("stored namedtuple has the wrong length")
+    return tuple.__new__(cls, items)
+
+
+def _decode_pydantic(node: Mapping[str, Any]) -> Any:
+    cls = _known_class(node)
+    state = node["data"]
+    if type(state) is not dict:
+        raise ValueError("malformed stored pydantic model")
+    fields, extra, private = (_decode(state.get(part)) for part in ("dict", "extra", "private"))
+    fields_set = state.get("fields_set")
+    if (
+        type(fields) is not dict
+        or not (extra is None or type(extra) is dict)
+        or not (private is None or type(private) is dict)
+        or type(fields_set) is not list
+        or not all(type(name) is str for name in fields_set)
+    ):
+        raise ValueError("malformed stored pydantic model")
+    if set(fields) - set(cls.model_fields):
+        raise ValueError("stored pydantic model has unknown fields")
+    obj: Any = object.__new__(cls)
+    # As pydantic's own __setstate__: the state is put back, no validator runs.
+    object.__setattr__(obj, "__dict__", fields)
+    object.__setattr__(obj, "__pydantic_extra__", extra)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(fields_set))
+    object.__setattr__(obj, "__pydantic_private__", private)
+    return obj
+
+
 _DECODERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "dict": _decode_dict,
     "map": _decode_map,
@@ -312,6 +619,23 @@ _DECODERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "bytes": _decode_bytes,
     "float": _decode_float,
     "int": _decode_int,
+    "set": lambda node: set(_items(node)),
+    "frozenset": lambda node: frozenset(_items(node)),
+    "complex": _decode_complex,
+    "datetime": lambda node: dt.datetime.fromisoformat(_text(node)),
+    "date": lambda node: dt.date.fromisoformat(_text(node)),
+    "time": lambda node: dt.time.fromisoformat(_text(node)),
+    "timedelta": _decode_timedelta,
+    "decimal": lambda node: decimal.Decimal(_text(node)),
+    "uuid": lambda node: uuid.UUID(_text(node)),
+    "path": _decode_path,
+    "numpy.ndarray": _read_npy,
+    "numpy.scalar": _decode_numpy_scalar,
+    "numpy.object_array": _decode_object_array,
+    "enum": _decode_enum,
+    "dataclass": _decode_dataclass,
+    "namedtuple": _decode_namedtuple,
+    "pydantic": _decode_pydantic,
 }
 
 
@@ -349,7 +673,7 @@ def from_plain(data: Any) -> Any:
         return _decode(data)
     except ValueError:
         raise
-    except (KeyError, TypeError, AttributeError, RecursionError) as exc:
+    except (KeyError, TypeError, AttributeError, RecursionError, decimal.InvalidOperation) as exc:
         raise ValueError(f"malformed stored value: {type(exc).__name__}") from None
 
 

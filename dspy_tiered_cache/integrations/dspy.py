@@ -19,6 +19,11 @@ What it keeps: per-call ``cache=False`` and ``lm.copy(cache=False)`` skip the ca
 separate entry, ``lm.copy(...)`` (BestOfN, Refine, BootstrapFewShot rounds) returns a ``CachedLM`` on the same
 cache, hits carry empty ``usage`` so usage trackers see no spend.
 
+Saving: ``program.save("x.json")`` records a ``CachedLM`` as the plain ``dspy.LM`` it wraps, because DSPy's
+default ``load()`` refuses every other LM class (only ``allow_unsafe_lm_state=True`` imports one) and offers no
+other hook. The loaded program therefore holds plain LMs; :func:`wrap_program_lms` wraps them again (a warning
+says so once, at the first save). Pickles (``save_program=True``, ``cloudpickle``) keep the ``CachedLM``.
+
 Not covered: calling ``lm.forward(...)`` directly (DSPy's own modules never do) bypasses the routing and uses
 DSPy's cache. A DSPy callback that calls another LM from inside a ``CachedLM`` call shares this LM's cache.
 """
@@ -48,12 +53,23 @@ __all__ = [
     "default_core",
     "install_dspy_cache",
     "uninstall_dspy_cache",
+    "wrap_program_lms",
 ]
 
 #: Key of our options in ``dump_state()``: per-LM options only, never a URL, a secret or a setting.
 STATE_KEY = "tiered_cache"
 _LM_CLASS_STATE_KEY = "_dspy_lm_class"
 _PER_LM_OPTIONS = ("namespace", "ttl", "max_age", "single_flight", "mode")
+#: The class DSPy's default ``load()`` accepts (``dspy.clients.lm.LM``).
+_PLAIN_LM_CLASS = f"{dspy.LM.__module__}.{dspy.LM.__qualname__}"
+_saved_warning = {"shown": False}
+
+SAVE_WARNING = (
+    "CachedLM is saved as a plain dspy.LM: DSPy's default load() accepts no other LM class. After "
+    "program.load(...), wrap the LMs again with "
+    "dspy_tiered_cache.integrations.dspy.wrap_program_lms(program, ...) (or predictor.set_lm(CachedLM(...)), "
+    "or route every LM with install_dspy_cache()); pass the same options{options}."
+)
 
 
 class CachedLM(dspy.LM):  # type: ignore[misc]
@@ -171,7 +187,7 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
         try:
             with self._trace() as call:
                 try:
-                    if scope.adapter.sharing:
+                    if scope.adapter.sharing and not ensure_installed().switched_off():
                         try:
                             await _preflight(self, scope, prompt, messages, kwargs)
                         except Exception as exc:  # our bookkeeping must never fail the user's call
@@ -185,9 +201,20 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
 
     # -- saving --------------------------------------------------------------------------------------------
     def dump_state(self) -> dict[str, Any]:
-        """DSPy's LM state plus this LM's cache options. Never a Redis URL, a secret or the cache settings:
-        a loaded program reads those from its own environment."""
+        """The state of the wrapped ``dspy.LM``, recorded as a ``dspy.LM`` so that DSPy's default ``load()``
+        accepts it (see the module notes). Never a Redis URL, a secret, the cache settings or our options:
+        extra keys would become request arguments of the loaded LM."""
         state: dict[str, Any] = super().dump_state()
+        if _LM_CLASS_STATE_KEY in state:  # DSPy 3.4+ records the class; earlier releases load every LM as dspy.LM
+            state[_LM_CLASS_STATE_KEY] = _PLAIN_LM_CLASS
+        if not _saved_warning["shown"]:
+            _saved_warning["shown"] = True
+            options = self._options()
+            shown = ", ".join(f"{k}={v!r}" for k, v in options.items())
+            warnings.warn(SAVE_WARNING.format(options=f" ({shown})" if shown else ""), UserWarning, stacklevel=2)
+        return state
+
+    def _options(self) -> dict[str, Any]:
         adapter = self._dtc_adapter
         options: dict[str, Any] = {}
         if adapter.namespace is not None:
@@ -200,19 +227,47 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
             options["single_flight"] = adapter.single_flight
         if adapter.mode is not None:
             options["mode"] = adapter.mode
-        if options:
-            state[STATE_KEY] = options
-        return state
+        return options
 
     @classmethod
     def load_state(cls, state: dict[str, Any], *, allow_custom_lm_class: bool = False) -> CachedLM:
-        """Rebuild from :meth:`dump_state`; the cache comes from ``DSPY_TIERED_CACHE_*`` env vars."""
+        """Files saved by releases that recorded ``CachedLM`` itself (loadable only with
+        ``allow_unsafe_lm_state=True``): rebuilt with their options; the cache comes from the environment."""
         state = dict(state)
         raw = state.pop(STATE_KEY, None) or {}
         state.pop(_LM_CLASS_STATE_KEY, None)
         options = {k: raw[k] for k in _PER_LM_OPTIONS if isinstance(raw, Mapping) and k in raw}
         lm = dspy.LM.load_state(state, allow_custom_lm_class=allow_custom_lm_class)
         return cls(lm, **options)
+
+
+def wrap_program_lms(
+    program: Any,
+    cache: Any = None,
+    *,
+    namespace: str | None = None,
+    ttl: Any = UNSET,
+    max_age: float | None = None,
+    single_flight: bool | None = None,
+    mode: str | None = None,
+    **overrides: Any,
+) -> list[str]:
+    """Wrap every predictor's own plain ``dspy.LM`` in a ``CachedLM`` (after ``program.load(...)``).
+
+    Predictors without an LM of their own (they use ``dspy.configure(lm=...)``) and LMs already cached are
+    left alone. All wrapped LMs share one cache (``cache`` and ``overrides`` as for :class:`CachedLM`).
+    Returns the names of the predictors wrapped.
+    """
+    core = resolve_core(cache, overrides)
+    wrapped: list[str] = []
+    for name, predictor in program.named_predictors():
+        lm = getattr(predictor, "lm", None)
+        if type(lm) is dspy.LM:
+            predictor.lm = CachedLM(
+                lm, core, namespace=namespace, ttl=ttl, max_age=max_age, single_flight=single_flight, mode=mode
+            )
+            wrapped.append(name)
+    return wrapped
 
 
 def _adopt_state(target: Any, lm: Any) -> None:

@@ -275,6 +275,13 @@ class MemoryTier(Tier):
                 self._bytes = 0
                 return
 
+    def snapshot(self) -> list[tuple[str, Entry]]:
+        """Every unexpired entry, least recently used first (DSPy's ``save_memory_cache`` and views of it)."""
+        now = time.time()
+        with self._lock:
+            items = [*self._window.items(), *self._probation.items(), *self._protected.items()]
+        return [(k, e) for k, e in items if not e.expired(now)]
+
     def delete(self, key: str) -> None:
         with self._lock:
             if key in self._data:
