@@ -350,7 +350,7 @@ def _restore_none_logprobs(obj: Any, data: Mapping[str, Any]) -> None:
     stored, built = data.get("choices"), getattr(obj, "choices", None)
     if not isinstance(stored, list) or not isinstance(built, list):
         return
-    for raw, choice in zip(stored, built):
+    for raw, choice in zip(stored, built, strict=False):
         if isinstance(raw, dict) and "logprobs" in raw and raw["logprobs"] is None and "logprobs" not in vars(choice):
             with contextlib.suppress(Exception):
                 choice.logprobs = None

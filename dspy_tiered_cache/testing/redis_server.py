@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     import redis.cluster
 
 __all__ = [
-    "REDIS_SERVER_ENV",
     "CACHE_ACL_COMMANDS",
+    "REDIS_SERVER_ENV",
     "LocalRedisCluster",
     "LocalSentinel",
     "RedisServer",
