@@ -48,6 +48,7 @@ class TestTlsRedisTier(TierContract):
         server, tls_port, files = tls_server
         server.flushall()
         tier = RedisTier(tls_url(server, tls_port, files), codec=CODEC, timeout_ms=1000, connect_timeout_ms=1000)
+        tier.client.ping()  # the TLS handshake happens here, not inside a contract test's short TTL
         yield tier
         tier.close()
 
@@ -90,6 +91,7 @@ class TestAclRedisTier(TierContract):
     def tier(self, acl_server: RedisServer) -> Iterator[RedisTier]:
         acl_server.flushall()
         tier = RedisTier(_acl_url(acl_server), codec=CODEC)
+        tier.client.ping()  # connect and authenticate before a contract test's short TTL starts
         yield tier
         tier.close()
 
@@ -154,6 +156,7 @@ class TestValkeyTier(TierContract):
     def tier(self, valkey_server: RedisServer) -> Iterator[RedisTier]:
         valkey_server.flushall()
         tier = RedisTier(valkey_server.url, codec=CODEC)
+        tier.client.ping()
         yield tier
         tier.close()
 
