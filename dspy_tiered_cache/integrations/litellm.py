@@ -55,9 +55,7 @@ from litellm.types.utils import is_litellm_owned_kwarg
 
 from dspy_tiered_cache.codec import decode_value
 from dspy_tiered_cache.core import CacheCore
-from dspy_tiered_cache.errors import CacheError
 from dspy_tiered_cache.flights import Claim
-from dspy_tiered_cache.integrations._litellm_hit_path import MissingLiteLLMDependency, ensure_hit_path
 from dspy_tiered_cache.integrations._litellm_backend import (
     _LOOKUP,
     _REPLAY_MISS,
@@ -66,6 +64,7 @@ from dspy_tiered_cache.integrations._litellm_backend import (
     _mark_hit,
     from_stored,
 )
+from dspy_tiered_cache.integrations._litellm_hit_path import MissingLiteLLMDependency, ensure_hit_path
 from dspy_tiered_cache.keys import UncacheableRequest
 from dspy_tiered_cache.options import CallOptions, Hit
 from dspy_tiered_cache.settings import NAME_PATTERN, CacheSettings
