@@ -655,6 +655,7 @@ def _load_model(tag: Any, node: Mapping[str, Any]) -> Any:
         obj = cls(**data) if tag in _LITELLM_TYPES else cls.model_validate(data)
     except Exception as exc:
         raise ValueError(f"stored {tag} does not validate: {exc}") from None
+    _restore_none_logprobs(obj, data)
     hidden = node.get("hidden")
     if isinstance(hidden, dict):
         params = getattr(obj, "_hidden_params", None)
@@ -665,6 +666,18 @@ def _load_model(tag: Any, node: Mapping[str, Any]) -> Any:
             with contextlib.suppress(Exception):  # no such private attribute: the cost is advisory only
                 obj._hidden_params = kept
     return obj
+
+
+def _restore_none_logprobs(obj: Any, data: Mapping[str, Any]) -> None:
+    """LiteLLM 1.109+'s ``Choices.__init__`` deletes a None ``logprobs``, while a response parsed from the wire keeps
+    it: put it back, so that ``choice.logprobs`` on a hit reads None like the original instead of raising."""
+    stored, built = data.get("choices"), getattr(obj, "choices", None)
+    if not isinstance(stored, list) or not isinstance(built, list):
+        return
+    for raw, choice in zip(stored, built, strict=False):
+        if isinstance(raw, dict) and "logprobs" in raw and raw["logprobs"] is None and "logprobs" not in vars(choice):
+            with contextlib.suppress(Exception):
+                choice.logprobs = None
 
 
 def from_plain(data: Any) -> Any:

@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import contextvars
 import hashlib
-import importlib
 import logging
 import threading
 import time
@@ -56,7 +55,6 @@ from litellm.types.utils import is_litellm_owned_kwarg
 
 from dspy_tiered_cache.codec import decode_value
 from dspy_tiered_cache.core import CacheCore
-from dspy_tiered_cache.errors import CacheError
 from dspy_tiered_cache.flights import Claim
 from dspy_tiered_cache.integrations._litellm_backend import (
     _LOOKUP,
@@ -66,6 +64,7 @@ from dspy_tiered_cache.integrations._litellm_backend import (
     _mark_hit,
     from_stored,
 )
+from dspy_tiered_cache.integrations._litellm_hit_path import MissingLiteLLMDependency, ensure_hit_path
 from dspy_tiered_cache.keys import UncacheableRequest
 from dspy_tiered_cache.options import CallOptions, Hit
 from dspy_tiered_cache.settings import NAME_PATTERN, CacheSettings
@@ -95,9 +94,6 @@ DEFAULT_CALL_TYPES: Final[tuple[str, ...]] = (
 #: Request parameters LiteLLM keys on that do not change the answer, only how it is delivered.
 _DELIVERY_ONLY: Final = frozenset({"stream", "stream_options"})
 
-#: The module LiteLLM imports on every cache hit; it pulls in proxy-only packages (fastapi, soundfile).
-_HIT_PATH_MODULE: Final = "litellm.llms.anthropic.pass_through.messages.response_cache"
-
 #: Tokens a hit saved, for the call's span.
 _SAVED: contextvars.ContextVar[int] = contextvars.ContextVar("dtc_litellm_saved", default=0)
 #: Similarity of the neighbour a semantic hit came from, for the call's span.
@@ -107,25 +103,9 @@ _LOOKED_UP_MAX: Final = 4096
 _OUR_MODES: Final = frozenset({"read-write", "replay", "refresh"})
 
 
-class MissingLiteLLMDependency(CacheError, ImportError):
-    """LiteLLM would crash on every cache hit in this environment (a proxy-only package is missing)."""
-
-
 def _check_hit_path_imports() -> None:
-    """Fail at construction, with the fix, rather than on the first hit of some production request.
-
-    LiteLLM 1.106 imports ``litellm.llms.anthropic.pass_through.messages.response_cache`` on every hit, which
-    imports fastapi and soundfile; without them every cache hit raises ``ModuleNotFoundError`` to the caller.
-    """
-    try:
-        importlib.import_module(_HIT_PATH_MODULE)
-    except ImportError as exc:
-        missing = getattr(exc, "name", None) or str(exc)
-        raise MissingLiteLLMDependency(
-            f"LiteLLM cannot serve cache hits here: importing {_HIT_PATH_MODULE} failed ({missing} is missing). "
-            "Install the packages LiteLLM's hit path needs: pip install 'fastapi>=0.110' 'soundfile>=0.12.1' "
-            "(they are dependencies of dspy-tiered-cache; a --no-deps install skips them)"
-        ) from exc
+    """Settle, at construction, that a cache hit imports nothing that is not installed (see _litellm_hit_path)."""
+    ensure_hit_path()
 
 
 class _FlightReleaser(CustomLogger):  # type: ignore[misc]

@@ -36,14 +36,21 @@ if TYPE_CHECKING:
     import redis.cluster
 
 __all__ = [
+    "CACHE_ACL_COMMANDS",
     "REDIS_SERVER_ENV",
     "LocalRedisCluster",
     "LocalSentinel",
     "RedisServer",
     "RedisServerNotFoundError",
     "SilentPort",
+    "TLSFiles",
+    "add_acl_user",
+    "cache_acl_rule",
     "find_redis_server",
     "free_port",
+    "server_supports_tls",
+    "tls_server_args",
+    "tls_url",
 ]
 
 REDIS_SERVER_ENV = "DSPY_TIERED_CACHE_REDIS_SERVER"
@@ -674,3 +681,140 @@ class SilentPort:
 def refused_port() -> int:
     """A loopback port nothing listens on (connections are refused at once), for "down at start" faults."""
     return free_port()
+
+
+# --- TLS with a private CA, and ACL users: the Redis that managed services run --------------------------------
+
+
+class TLSFiles:
+    """A private certificate authority and a server certificate it signed, as PEM files in ``directory``.
+
+    Why generate them: a managed Redis speaks ``rediss://`` with a certificate the client must verify against a
+    CA it is given. Tests must exercise that verification for real, so each fixture makes a CA of its own
+    (nothing is trusted system-wide) and a certificate for 127.0.0.1 / localhost signed by it.
+    """
+
+    def __init__(self, directory: str | Path, *, hosts: Sequence[str] = (_LOOPBACK, "localhost")) -> None:
+        self.directory = Path(directory)
+        self.ca = self.directory / "ca.pem"
+        self.cert = self.directory / "server.pem"
+        self.key = self.directory / "server.key"
+        self.hosts = tuple(hosts)
+        self._write()
+
+    def _write(self) -> None:
+        import datetime
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        now = datetime.datetime.now(datetime.timezone.utc)
+        lifetime = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1))
+
+        def name(common: str) -> x509.Name:
+            return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_cert = (
+            x509.CertificateBuilder()
+            .subject_name(name("dspy_tiered_cache test CA"))
+            .issuer_name(name("dspy_tiered_cache test CA"))
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(lifetime[0])
+            .not_valid_after(lifetime[1])
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        alt_names: list[x509.GeneralName] = []
+        for host in self.hosts:
+            try:
+                alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                alt_names.append(x509.DNSName(host))
+        server_key = ec.generate_private_key(ec.SECP256R1())
+        server_cert = (
+            x509.CertificateBuilder()
+            .subject_name(name(self.hosts[0]))
+            .issuer_name(ca_cert.subject)
+            .public_key(server_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(lifetime[0])
+            .not_valid_after(lifetime[1])
+            .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            # Python 3.13 verifies strictly (VERIFY_X509_STRICT): a chain needs key identifiers, as real ones have.
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(server_key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        pem = serialization.Encoding.PEM
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.ca.write_bytes(ca_cert.public_bytes(pem))
+        self.cert.write_bytes(server_cert.public_bytes(pem))
+        self.key.write_bytes(
+            server_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
+        self.key.chmod(0o600)
+
+
+def tls_server_args(files: TLSFiles, tls_port: int) -> list[str]:
+    """``extra_args`` for :class:`RedisServer` that add a TLS port (clients are not asked for certificates).
+
+    The plain port stays open on loopback so the fixture can see the server come up; clients under test use
+    :func:`tls_url` only.
+    """
+    return [
+        "--tls-port", str(tls_port),
+        "--tls-cert-file", str(files.cert),
+        "--tls-key-file", str(files.key),
+        "--tls-ca-cert-file", str(files.ca),
+        "--tls-auth-clients", "no",
+    ]  # fmt: skip
+
+
+def tls_url(server: RedisServer, tls_port: int, files: TLSFiles, *, username: str = "", password: str = "") -> str:
+    """A ``rediss://`` URL for ``server``'s TLS port that verifies it against the private CA (``ssl_ca_certs``)."""
+    from urllib.parse import quote
+
+    auth = f"{quote(username)}:{quote(password)}@" if username or password else ""
+    return f"rediss://{auth}{server.host}:{tls_port}/0?ssl_ca_certs={quote(str(files.ca))}"
+
+
+def server_supports_tls(binary: str | None = None) -> bool:
+    """Whether the server binary was built with TLS: it rejects the first directive it does not know."""
+    probe = subprocess.run(
+        [binary or find_redis_server(), "--tls-port", "0", "--port", "0", "--dtc-probe-end", "x"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    return "dtc-probe-end" in probe.stdout + probe.stderr
+
+
+#: Commands the cache sends: entries (GET, SET, UNLINK), namespace generations (GET, INCRBY: redis-py's ``incr``),
+#: leases (SET NX, EVAL of a script that calls GET / DEL / SET), invalidation messages (PUBLISH, SUBSCRIBE),
+#: ``clear`` (SCAN + UNLINK) and health (PING, INFO). Read off the server's ACL LOG while the tier contract ran.
+CACHE_ACL_COMMANDS: tuple[str, ...] = (
+    "get", "set", "unlink", "del", "incrby", "eval", "evalsha", "scan", "ping", "info",
+    "publish", "subscribe", "unsubscribe",
+)  # fmt: skip
+
+
+def cache_acl_rule(prefix: str = "dtc") -> str:
+    """The smallest ACL rule the cache works with: its key prefix, its channel, the commands it sends."""
+    commands = " ".join(f"+{c}" for c in CACHE_ACL_COMMANDS)
+    return f"resetkeys ~{prefix}:* resetchannels &{prefix}:* -@all {commands}"
+
+
+def add_acl_user(server: RedisServer, username: str, password: str, rule: str) -> None:
+    """``ACL SETUSER username on >password <rule>`` on a server this process started."""
+    with server.client() as admin:
+        admin.execute_command("ACL", "SETUSER", username, "reset", "on", f">{password}", *rule.split())

@@ -1,12 +1,13 @@
-"""A plain ``pip install`` of this checkout, in a brand-new venv, must serve LiteLLM cache hits.
+"""A user's venv that already has DSPy and LiteLLM keeps them when it installs this package, and serves hits.
 
 Why a venv of its own: the development venv has every optional package, so it cannot show what a plain install
-lacks. LiteLLM 1.106 imports proxy-only modules on every cache hit (fastapi, soundfile) and on every request
-that carries ``tools`` (mcp); without them the hit (or the call) raises ``ModuleNotFoundError``. This test
-installs the package exactly as a user would and drives real hits through LiteLLM.
+lacks or replaces. The user's story (issue 13): a project with ``dspy==3.4.1 litellm==1.110.2`` runs
+``pip install <checkout>``; pip must leave both versions alone and add none of fastapi, soundfile, mcp (LiteLLM's
+proxy server packages, which its cache-hit path imports: the door routes around that import), and LiteLLM cache
+hits (completion, stream, acompletion, aembedding, tools) must work there.
 
-Slow (a few minutes: it resolves and installs every dependency), so it runs with ``--run-slow``. It needs the
-package index; when the index cannot be reached it is skipped, not failed.
+Slow (a few minutes: pip resolves and installs every dependency), so it runs with ``--run-slow`` (``.ci/run``
+runs it). It needs the package index; when the index cannot be reached it is skipped, not failed.
 """
 
 from __future__ import annotations
@@ -80,6 +81,21 @@ _PROBE = textwrap.dedent(
 )
 
 
+#: What the user's project had before adding this package.
+USERS_STACK = ("dspy==3.4.1", "litellm==1.110.2")
+
+_VERSIONS = textwrap.dedent(
+    """
+    import importlib.metadata as md, importlib.util, json
+    print(json.dumps({
+        "dspy": md.version("dspy"),
+        "litellm": md.version("litellm"),
+        "proxy_only": [m for m in ("fastapi", "soundfile", "mcp") if importlib.util.find_spec(m) is not None],
+    }))
+    """
+)
+
+
 def _run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload,no-any-return]
 
@@ -91,10 +107,19 @@ def test_plain_install_serves_litellm_cache_hits(tmp_path: Path) -> None:
     made = _run([sys.executable, "-m", "venv", str(venv)], timeout=120)
     assert made.returncode == 0, made.stderr
     python = venv / "bin" / "python"
-    install = _run([str(python), "-m", "pip", "install", "--disable-pip-version-check", str(source)], timeout=1500)
-    if install.returncode != 0 and any(marker in install.stdout + install.stderr for marker in _NETWORK_ERRORS):
-        pytest.skip("the package index is not reachable: " + install.stderr.strip().splitlines()[-1][:200])
-    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    env = {k: v for k, v in os.environ.items() if k != "PIP_CONSTRAINT"}  # a user's pip, not CI's pins
+    pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check"]
+    for args in ([*USERS_STACK], [str(source)]):
+        install = _run([*pip, *args], timeout=1500, env=env)
+        if install.returncode != 0 and any(marker in install.stdout + install.stderr for marker in _NETWORK_ERRORS):
+            pytest.skip("the package index is not reachable: " + install.stderr.strip().splitlines()[-1][:200])
+        assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+
+    kept = _run([str(python), "-c", _VERSIONS], timeout=120)
+    assert kept.returncode == 0, kept.stderr[-2000:]
+    versions = json.loads(kept.stdout.strip().splitlines()[-1])
+    assert versions["dspy"] == "3.4.1" and versions["litellm"] == "1.110.2", versions  # the user's own, kept
+    assert versions["proxy_only"] == [], f"a plain install added proxy-only packages: {versions['proxy_only']}"
 
     probe = _run([str(python), "-c", _PROBE], timeout=300, cwd=str(tmp_path))
     assert probe.returncode == 0, probe.stdout[-2000:] + probe.stderr[-4000:]

@@ -99,8 +99,9 @@ def test_hits_report_zero_cost_to_callbacks(provider: StandInProvider, make_cach
         litellm.callbacks = previous
     assert provider.request_count == 1
     assert len(seen) == 2
-    assert seen[0][1] > 0
-    assert seen[1] == (True, 0.0)
+    miss, cached = sorted(seen, key=lambda s: bool(s[0]))  # sync callbacks run in a pool: either may land first
+    assert miss[1] > 0
+    assert cached == (True, 0.0)
 
 
 async def test_acompletion_repeated_at_once_hits(provider: StandInProvider, make_cache: MakeCache) -> None:
