@@ -1,8 +1,8 @@
 """The tiered-cache core both front doors share: keys, cascade, promotion, write-through, single-flight.
 
-Every tier call goes through :meth:`CacheCore._tier_get` / ``_tier_set`` (or their async twins), which time it,
-count it, consult the tier's circuit breaker and swallow its exceptions: this is the one place where "a broken
-tier is a miss, never an exception and never wrong data" is enforced. The sync and async lookups share every step
+Every tier call goes through :class:`~dspy_tiered_cache.guard.TierGuard`, which times it, counts it, consults the
+tier's circuit breaker and swallows its exceptions: "a broken tier is a miss, never an exception". Single-flight
+lives in :mod:`.flights`, namespace generations in :mod:`.namespaces`. The sync and async lookups share every step
 but the awaited tier read itself.
 """
 
@@ -24,8 +24,8 @@ from dspy_tiered_cache import fleet, telemetry
 from dspy_tiered_cache.breaker import CircuitBreaker, breaker_for
 from dspy_tiered_cache.codec import CodecError, CorruptEntry, Entry, FrameCodec, decode_value, encode_value
 from dspy_tiered_cache.coherence import InvalidationBus, PubSubSource
-from dspy_tiered_cache.failures import FailureLog
 from dspy_tiered_cache.flights import Claim, Claims, adrive, drive
+from dspy_tiered_cache.guard import TierGuard
 from dspy_tiered_cache.keys import (
     UncacheableRequest,
     canonical_request,
@@ -90,7 +90,7 @@ class CacheCore:
         self._requests: dict[str, bytes] = {}
         self._requests_bytes = 0
         self._mode = s.mode
-        self._failures = FailureLog(self.stats, self.breakers)
+        self._guard = TierGuard(self.stats, self.breakers)
         if s.telemetry:
             telemetry.register(self)
         self.fleet = fleet.start_publisher(self) if s.fleet else None
@@ -192,12 +192,10 @@ class CacheCore:
             return hit
         for index in range(start, len(self.tiers)):
             tier = self.tiers[index]
-            entry = self._remote_get(tier, key) if tier.remote else self._tier_get(tier, key)
+            entry = self._remote_get(tier, key) if tier.remote else self._guard.get(tier, key)
             if entry is not None and self._fresh(entry, opts, now):
                 return self._hit(index, key, entry, now)
-        self.stats.miss(key)
-        if opts.mode == REPLAY or (opts.mode is None and self._mode == REPLAY):
-            raise self._replay_miss(key, opts)
+        self._missed(key, opts)
         return None
 
     async def aget(self, key: str, *, options: CallOptions | None = None) -> Hit | None:
@@ -208,15 +206,19 @@ class CacheCore:
         for index in range(start, len(self.tiers)):
             tier = self.tiers[index]
             if tier.remote:
-                entry = self.writer.pending.get(key) or await self._atier_get(tier, key)
+                entry = self.writer.pending.get(key) or await self._guard.aget(tier, key)
             else:
-                entry = self._tier_get(tier, key)
+                entry = self._guard.get(tier, key)
             if entry is not None and self._fresh(entry, opts, now):
                 return self._hit(index, key, entry, now)
+        self._missed(key, opts)
+        return None
+
+    def _missed(self, key: str, opts: CallOptions) -> None:
+        """Every tier missed: count it; in replay mode a miss is an error, never a call upstream."""
         self.stats.miss(key)
         if opts.mode == REPLAY or (opts.mode is None and self._mode == REPLAY):
             raise self._replay_miss(key, opts)
-        return None
 
     def _begin_lookup(self, key: str, opts: CallOptions) -> tuple[Hit | None, int, float]:
         """What sync and async lookups share before any I/O: ``(hit, next tier index, now)``; index -1 is a
@@ -261,7 +263,7 @@ class CacheCore:
 
     def _remote_get(self, tier: Tier, key: str) -> Entry | None:
         pending = self.writer.pending.get(key)  # our own write not yet landed: read-your-writes
-        return pending if pending is not None else self._tier_get(tier, key)
+        return pending if pending is not None else self._guard.get(tier, key)
 
     @staticmethod
     def _fresh(entry: Entry, opts: CallOptions, now: float) -> bool:
@@ -273,54 +275,12 @@ class CacheCore:
         try:
             value = decode_value(entry.payload)
         except ValueError as exc:  # only reachable if a tier hands back bytes it did not check
-            self._failures.corrupt(self.tiers[index], key, CorruptEntry(f"payload is not JSON: {exc}"))
+            self._guard.corrupt(self.tiers[index], key, CorruptEntry(f"payload is not JSON: {exc}"))
             return None
         if index:  # promote with the remaining lifetime, capped per tier
             self._promote(self.tiers[index], key, entry)
         self.stats.hit(key)
         return Hit(value, self.tiers[index].name, entry.created_at, entry.expires_at)
-
-    def _tier_get(self, tier: Tier, key: str) -> Entry | None:
-        if not self._may_read(tier):
-            return None
-        started = time.perf_counter()
-        try:
-            entry = tier.get(key)
-        except Exception as exc:
-            return self._read_failed(tier, key, exc, started)
-        return self._read_done(tier, entry, started)
-
-    async def _atier_get(self, tier: Tier, key: str) -> Entry | None:
-        if not self._may_read(tier):
-            return None
-        started = time.perf_counter()
-        try:
-            entry = await tier.aget(key)
-        except Exception as exc:
-            return self._read_failed(tier, key, exc, started)
-        return self._read_done(tier, entry, started)
-
-    def _may_read(self, tier: Tier) -> bool:
-        breaker = self.breakers.get(tier.name)
-        if breaker is not None and not breaker.allow():
-            self.stats.record(tier.name, hit=False, skipped=True)
-            return False
-        return True
-
-    def _read_done(self, tier: Tier, entry: Entry | None, started: float) -> Entry | None:
-        breaker = self.breakers.get(tier.name)
-        if breaker is not None:
-            breaker.success()
-        self.stats.record(tier.name, hit=entry is not None, seconds=time.perf_counter() - started)
-        return entry
-
-    def _read_failed(self, tier: Tier, key: str, exc: Exception, started: float) -> Entry | None:
-        """Count the failure (a corrupt entry is also deleted); the read is a miss."""
-        if isinstance(exc, CorruptEntry):
-            self._failures.corrupt(tier, key, exc)
-        else:
-            self._failures.tier_failed(tier, "read from", exc, started)
-        return None
 
     # -- stores --------------------------------------------------------------------------------------
     def set(self, key: str, value: Any, *, options: CallOptions | None = None) -> bool:
@@ -349,7 +309,7 @@ class CacheCore:
             return encode_value(value, self.settings.max_value_bytes)
         except CodecError as exc:
             self.stats.count("store_skipped")
-            self._failures.warn_once(str(exc).split(";")[0][:60], "dspy_tiered_cache: not caching a value: %s", exc)
+            self._guard.warn_once(str(exc).split(";")[0][:60], "dspy_tiered_cache: not caching a value: %s", exc)
             return None
 
     def set_payload(
@@ -358,7 +318,7 @@ class CacheCore:
         """Write an encoded value to every tier; ``landed`` is written before returning even if remote."""
         last = self._fan_out(key, payload, options, landed)
         if last is not None:
-            self._tier_set(last[0], key, last[1])
+            self._guard.set(last[0], key, last[1])
 
     async def aset_payload(
         self, key: str, payload: bytes, *, options: CallOptions | None = None, landed: Tier | None = None
@@ -366,7 +326,7 @@ class CacheCore:
         """:meth:`set_payload` for the event loop: the ``landed`` write is awaited, the rest never waits."""
         last = self._fan_out(key, payload, options, landed)
         if last is not None:
-            await self._atier_set(last[0], key, last[1])
+            await self._guard.aset(last[0], key, last[1])
 
     def _fan_out(
         self, key: str, payload: bytes, options: CallOptions | None, landed: Tier | None
@@ -399,44 +359,9 @@ class CacheCore:
 
     def _store_in(self, tier: Tier, key: str, entry: Entry) -> None:
         if tier.remote and self.settings.write_behind:
-            self.writer.submit(key, entry, lambda: self._tier_set(tier, key, entry))
+            self.writer.submit(key, entry, lambda: self._guard.set(tier, key, entry))
         else:
-            self._tier_set(tier, key, entry)
-
-    def _tier_set(self, tier: Tier, key: str, entry: Entry) -> None:
-        if not self._may_write(tier):
-            return
-        started = time.perf_counter()
-        try:
-            tier.set(key, entry)
-        except Exception as exc:
-            self._failures.tier_failed(tier, "write to", exc, started)
-            return
-        self._write_done(tier)
-
-    async def _atier_set(self, tier: Tier, key: str, entry: Entry) -> None:
-        if not self._may_write(tier):
-            return
-        started = time.perf_counter()
-        try:
-            await tier.aset(key, entry)
-        except Exception as exc:
-            self._failures.tier_failed(tier, "write to", exc, started)
-            return
-        self._write_done(tier)
-
-    def _may_write(self, tier: Tier) -> bool:
-        breaker = self.breakers.get(tier.name)
-        if breaker is not None and not breaker.allow():
-            self.stats.record(tier.name, skipped=True)
-            return False
-        return True
-
-    def _write_done(self, tier: Tier) -> None:
-        breaker = self.breakers.get(tier.name)
-        if breaker is not None:
-            breaker.success()
-        self.stats.record(tier.name, set_=True)
+            self._guard.set(tier, key, entry)
 
     # -- single-flight -------------------------------------------------------------------------------
     def claim(self, key: str, options: CallOptions | None = None) -> Claim:
@@ -565,7 +490,7 @@ class CacheCore:
             plain = encode(value)
         except Exception as exc:  # a door's converter failing must not fail the call
             self.stats.count("store_skipped")
-            self._failures.warn_once(
+            self._guard.warn_once(
                 type(exc).__name__, "dspy_tiered_cache: cannot convert a %s for caching: %s", type(value).__name__, exc
             )
             return None
@@ -583,7 +508,7 @@ class CacheCore:
             try:
                 tier.delete(key)
             except Exception as exc:
-                self._failures.tier_failed(tier, "delete from", exc)
+                self._guard.tier_failed(tier, "delete from", exc)
         self._publish({"op": "del", "key": key})
 
     def invalidate_namespace(self, namespace: str | None = None) -> int:
@@ -597,7 +522,7 @@ class CacheCore:
                 if tier is self._authority:
                     gen = bumped
             except Exception as exc:
-                self._failures.tier_failed(tier, "bump generation in", exc)
+                self._guard.tier_failed(tier, "bump generation in", exc)
         self.generations.bumped(ns, gen)
         if self.memory is not None:
             self.memory.drop_namespace(namespace_prefix(self.settings.key_prefix, ns))
@@ -612,7 +537,7 @@ class CacheCore:
             try:
                 removed += tier.clear()
             except Exception as exc:
-                self._failures.tier_failed(tier, "clear", exc)
+                self._guard.tier_failed(tier, "clear", exc)
         self._publish({"op": "clear"})
         return removed
 
@@ -677,9 +602,6 @@ class CacheCore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _tier_failed(self, tier: Tier, action: str, exc: BaseException, started: float | None = None) -> None:
-        self._failures.tier_failed(tier, action, exc, started)
 
     # -- telemetry -----------------------------------------------------------------------------------
     def trace_call(

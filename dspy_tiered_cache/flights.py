@@ -237,7 +237,7 @@ class Claims:
 
     def _failed(self, action: str, exc: Exception) -> None:
         if self.tier is not None:
-            self.core._tier_failed(self.tier, action, exc)
+            self.core._guard.tier_failed(self.tier, action, exc)
 
     async def arelease(self, key: str, token: str) -> None:
         tier = self._leases
@@ -265,7 +265,7 @@ class Claims:
     def peek(self, key: str) -> tuple[Entry | None, str]:
         tier = self.tier
         assert tier is not None
-        entry = self.core._tier_get(tier, key)
+        entry = self.core._guard.get(tier, key)
         if entry is not None:
             self.core._promote(tier, key, entry)
         return entry, tier.name
@@ -273,7 +273,7 @@ class Claims:
     async def apeek(self, key: str) -> tuple[Entry | None, str]:
         tier = self.tier
         assert tier is not None
-        entry = await self.core._atier_get(tier, key)
+        entry = await self.core._guard.aget(tier, key)
         if entry is not None:
             self.core._promote(tier, key, entry)
         return entry, tier.name

@@ -47,7 +47,7 @@ class Generations:
         try:
             gen = authority.get_generation(namespace)
         except Exception as exc:
-            core._failures.tier_failed(authority, "read generation of", exc)
+            core._guard.tier_failed(authority, "read generation of", exc)
             # Remember the failure for a refresh period: a hanging Redis must cost one timeout, not one per key.
             gen = cached[0] if cached else 0
             self._known[namespace] = (gen, now)
@@ -61,7 +61,7 @@ class Generations:
             try:
                 authority.raise_generation(namespace, gen)
             except Exception as exc:
-                core._failures.tier_failed(authority, "restore the generation in", exc)
+                core._guard.tier_failed(authority, "restore the generation in", exc)
         self._known[namespace] = (gen, now)
         return gen
 
