@@ -8,6 +8,7 @@ import LiteLLM or DSPy.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,20 @@ def register(command: Command) -> None:
     p.add_argument("--format", choices=("table", "json"), default="table")
 
 
+def _one_line_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A bad, truncated or foreign recording is one line naming the problem (the CLI's error), not a traceback."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except RecordingError as exc:
+            raise CliError(str(exc)) from None
+
+    return run
+
+
+@_one_line_errors
 def cmd_export(args: argparse.Namespace) -> int:
     core = admin_core(args)
     try:
@@ -56,36 +71,28 @@ def cmd_export(args: argparse.Namespace) -> int:
         summary = export_recording(
             core, args.output, namespaces=namespaces, all_namespaces=args.all, allow_empty=False
         )
-    except RecordingError as exc:
-        raise CliError(str(exc)) from None
     finally:
         core.close()
     _out(str(summary))
     return 0
 
 
+@_one_line_errors
 def cmd_import(args: argparse.Namespace) -> int:
-    try:
-        read_recording(args.file)  # a bad file is reported before any tier is touched
-    except RecordingError as exc:
-        raise CliError(str(exc)) from None
+    read_recording(args.file)  # a bad file is reported before any tier is touched
     core = admin_core(args)
     try:
         _require_healthy(core, "import")
         summary = import_recording(core, args.file, namespace=getattr(args, "namespace", None))
-    except RecordingError as exc:
-        raise CliError(str(exc)) from None
     finally:
         core.close()
     _out(str(summary))
     return 0
 
 
+@_one_line_errors
 def cmd_inspect(args: argparse.Namespace) -> int:
-    try:
-        recording = read_recording(args.file)
-    except RecordingError as exc:
-        raise CliError(str(exc)) from None
+    recording = read_recording(args.file)
     rows = inspect_rows(recording)
     if args.format == "json":
         _out(json.dumps({"keying": recording.keying, "entries": rows}, indent=2))

@@ -179,12 +179,7 @@ def _show(value: Any) -> str:
 
 def _text_change(new: str, old: str) -> str:
     """Where two long texts part: the differing stretch with a few characters of context on each side."""
-    start = 0
-    while start < min(len(new), len(old)) and new[start] == old[start]:
-        start += 1
-    end = 0
-    while end < min(len(new), len(old)) - start and new[-1 - end] == old[-1 - end]:
-        end += 1
+    start, end = _common_ends(new, old)
     lo = max(0, start - 25)
 
     def stretch(text: str) -> str:
@@ -200,13 +195,20 @@ def _distance(new: Any, old: Any) -> float:
     if not (isinstance(new, str) and isinstance(old, str)):
         return 1.0
     longest = max(len(new), len(old)) or 1
+    start, end = _common_ends(new, old)
+    return 1.0 - (start + end) / longest
+
+
+def _common_ends(new: str, old: str) -> tuple[int, int]:
+    """How many characters two texts share at their start, and then at their end (never overlapping)."""
+    shortest = min(len(new), len(old))
     start = 0
-    while start < min(len(new), len(old)) and new[start] == old[start]:
+    while start < shortest and new[start] == old[start]:
         start += 1
     end = 0
-    while end < min(len(new), len(old)) - start and new[-1 - end] == old[-1 - end]:
+    while end < shortest - start and new[-1 - end] == old[-1 - end]:
         end += 1
-    return 1.0 - (start + end) / longest
+    return start, end
 
 
 def describe_difference(request: Mapping[str, Any], recorded: Iterable[Mapping[str, Any]]) -> str | None:
