@@ -56,12 +56,18 @@ class ClientBuildError(redis.ConnectionError):
 
 
 #: Failures that mean the whole deployment could not be reached or used, whatever the key.
-_DISCOVERY_FAILED: tuple[type[BaseException], ...] = (
-    ClientBuildError,
-    redis.exceptions.RedisClusterUnreachableError,  # the slot-map refresh reached no node
-    redis.exceptions.ClusterDownError,
-    redis.sentinel.MasterNotFoundError,
-    redis.asyncio.sentinel.MasterNotFoundError,
+#: (RedisClusterUnreachableError, "the slot-map refresh reached no node", came with redis-py 5.1; older releases raise
+#: ClientBuildError or ClusterDownError there, both below.)
+_DISCOVERY_FAILED: tuple[type[BaseException], ...] = tuple(
+    kind
+    for kind in (
+        ClientBuildError,
+        getattr(redis.exceptions, "RedisClusterUnreachableError", None),
+        redis.exceptions.ClusterDownError,
+        redis.sentinel.MasterNotFoundError,
+        redis.asyncio.sentinel.MasterNotFoundError,
+    )
+    if isinstance(kind, type)
 )
 
 
