@@ -37,7 +37,9 @@ REPLAY_SCRIPT = textwrap.dedent(
     """
     import json, os, sys, time, warnings
     warnings.filterwarnings("ignore")
-    import dspy, litellm
+    # litellm before dspy: DSPy 3.4.0's lazy import of openai breaks `import dspy, litellm` with openai 3.x
+    # (a circular import inside openai, before any code of ours runs); DSPy 3.4.1 does not.
+    import litellm, dspy
     from dspy_tiered_cache import CacheCore, ReplayMiss
     from dspy_tiered_cache.integrations.dspy import CachedLM
     from dspy_tiered_cache.integrations.litellm import TieredCache
