@@ -44,7 +44,7 @@ class TierGuard:
             tier.name,
             tier,
             type(exc).__name__,
-            exc,
+            _brief(exc),
             state,
         )
 
@@ -146,3 +146,10 @@ class TierGuard:
         if breaker is not None:
             breaker.success()
         self.stats.record(tier.name, set_=True)
+
+
+def _brief(exc: BaseException, limit: int = 300) -> str:
+    """An exception's text for a one-line warning: redis-py puts whole client reprs (every connection option)
+    into some messages, e.g. Sentinel's MasterNotFoundError."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
