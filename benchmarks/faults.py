@@ -10,7 +10,7 @@
 
 Each scenario runs the same ~1 s workload (60 distinct requests, half already in Redis, 3 cache instances,
 6 threads, every miss a real HTTP call to the local stand-in provider) against a private Redis with one fault
-injected; the scenarios and the figures are those of ``dspy_tiered_cache.testing.faults``, the code the test
+injected; the scenarios and the figures are those of ``tests/support/faults.py``, the code the test
 suite in ``tests/fault`` asserts on. The exit status is 1 when a goal was missed.
 """
 
@@ -20,19 +20,21 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# The fault harnesses are test machinery, not shipped: they live in tests/support.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from dspy_tiered_cache.testing.faults import (
+from support.faults import (
     SCENARIOS,
     FaultHarness,
     format_soak,
     format_table,
     run_soak,
 )
-from dspy_tiered_cache.testing.provider import StandInProvider
-from dspy_tiered_cache.testing.topology_faults import (
+from support.topology_faults import (
     CELLS,
     TOPOLOGIES,
     CellResult,
@@ -41,6 +43,8 @@ from dspy_tiered_cache.testing.topology_faults import (
     run_cell,
     run_door_cell,
 )
+
+from dspy_tiered_cache.testing.provider import StandInProvider
 
 
 def run_topologies(*, doors: bool, verbose: bool) -> list[CellResult]:

@@ -28,7 +28,6 @@ import argparse
 import json
 import logging
 import os
-import sqlite3
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -36,136 +35,26 @@ from pathlib import Path
 from typing import Any
 
 from dspy_tiered_cache import __version__
-from dspy_tiered_cache.core import CacheCore
+from dspy_tiered_cache.cli_common import (
+    DEFAULT_SCAN_LIMIT,
+    PROG,
+    CliError,
+    admin_core,
+    confirm,
+    health_dict,
+    health_of,
+    health_table,
+    log,
+    one_line,
+    out,
+    print_json,
+    require_healthy,
+    settings_from_args,
+    shared_tiers,
+    where,
+)
 from dspy_tiered_cache.report import format_table
-from dspy_tiered_cache.settings import ENV_PREFIX, CacheSettings, ConfigError, load_settings, mask_url
-from dspy_tiered_cache.tiers.base import Tier, TierHealth
-from dspy_tiered_cache.tiers.disk import DiskTier
-
-PROG = "dspy-tiered-cache"
-#: Keys a ``stats`` SCAN of Redis looks at before it stops and says so (SCAN is O(N) over the whole keyspace).
-DEFAULT_SCAN_LIMIT = 100_000
-
-log = logging.getLogger("dspy_tiered_cache")
-
-
-class CliError(Exception):
-    """A failure to report as one line on stderr with a non-zero exit code (no traceback)."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-# ------------------------------------------------------------------------------------------------- helpers
-
-
-def _out(text: str = "") -> None:
-    print(text, file=sys.stdout, flush=True)
-
-
-def _json(data: Any) -> None:
-    _out(json.dumps(data, indent=2, default=str))
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"  # pragma: no cover - the loop always returns
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} ms"
-
-
-def _one_line(text: str) -> str:
-    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
-
-
-def settings_from_args(args: argparse.Namespace, **extra: Any) -> CacheSettings:
-    """Env settings with the global options on top (``ConfigError`` names the bad option or env var)."""
-    overrides: dict[str, Any] = dict(extra)
-    if getattr(args, "redis_url", None):
-        overrides["redis_url"] = args.redis_url
-    if getattr(args, "disk_path", None):
-        overrides["disk_path"] = Path(args.disk_path).expanduser()
-    if getattr(args, "namespace", None):
-        overrides["namespace"] = args.namespace
-    return load_settings(**overrides)
-
-
-def admin_core(args: argparse.Namespace) -> CacheCore:
-    """A core over the shared tiers only: a memory tier is private to each process, so there is nothing to
-    inspect or clear in ours; writes are synchronous so a command's effect has landed when it returns."""
-    return CacheCore(settings_from_args(args), memory=False, write_behind=False, telemetry=False)
-
-
-def _shared_tiers(core: CacheCore) -> list[Tier]:
-    return [t for t in core.tiers if t.name != "l1"]
-
-
-def _where(tier: Tier) -> str:
-    if tier.name == "l1":
-        return "in-process memory"
-    path = getattr(tier, "path", None)
-    if path is not None:
-        return str(path)
-    url = getattr(tier, "url", None)
-    return mask_url(url) or "" if isinstance(url, str) else repr(tier)
-
-
-def _health(tier: Tier) -> TierHealth:
-    """The tier's health, without creating a disk file that does not exist yet (a read must not write)."""
-    if isinstance(tier, DiskTier) and not tier.path.exists():
-        problem = tier.unusable()
-        if problem is not None:  # nothing could ever be saved there: that is not "ok"
-            return TierHealth(tier.name, False, None, None, detail=problem)
-        return TierHealth(tier.name, True, None, f"sqlite {sqlite3.sqlite_version}", detail="no file yet")
-    return tier.health()
-
-
-def _require_healthy(core: CacheCore, action: str) -> list[TierHealth]:
-    """Refuse to act on a cache whose configured tier is down: the action would silently miss that tier."""
-    healths = [_health(t) for t in _shared_tiers(core)]
-    for h in healths:
-        if not h.ok:
-            raise CliError(f"cannot {action}: tier {h.name} is unreachable ({_one_line(h.detail)})")
-    return healths
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
-def _confirm(question: str, assume_yes: bool) -> None:
-    if assume_yes:
-        return
-    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
-    try:
-        answer = sys.stdin.readline()
-    except (OSError, ValueError):
-        answer = ""
-    if not _isatty(sys.stdin):  # a terminal echoes the answer and its newline; piped input does not
-        print(answer.strip(), file=sys.stderr, flush=True)
-    if answer.strip().lower() not in ("y", "yes"):
-        raise CliError("not confirmed, nothing changed (pass --yes to skip the question)")
-
-
-def _health_dict(h: TierHealth) -> dict[str, Any]:
-    return {"tier": h.name, "ok": h.ok, "latency_ms": h.latency_ms, "version": h.version, "detail": h.detail}
-
-
-def _health_table(healths: list[TierHealth]) -> str:
-    rows = [
-        [h.name, "ok" if h.ok else "DOWN", _ms(h.latency_ms), h.version or "-", _one_line(h.detail)] for h in healths
-    ]
-    return format_table(["tier", "status", "latency", "version", "detail"], rows)
-
+from dspy_tiered_cache.settings import ENV_PREFIX, ConfigError
 
 # -------------------------------------------------------------------------------------------------- stats
 
@@ -182,23 +71,23 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_clear(args: argparse.Namespace) -> int:
     with admin_core(args) as core:
         s = core.settings
-        _require_healthy(core, "clear the cache")
-        targets = ", ".join(f"{t.name} ({_where(t)})" for t in _shared_tiers(core))
+        require_healthy(core, "clear the cache")
+        targets = ", ".join(f"{t.name} ({where(t)})" for t in shared_tiers(core))
         if not targets:
             raise CliError("no shared tier is configured (disk is off and no Redis URL is set): nothing to clear")
         if args.namespace:
-            _confirm(f"Invalidate namespace {args.namespace!r} in {targets}?", args.yes)
+            confirm(f"Invalidate namespace {args.namespace!r} in {targets}?", args.yes)
             generation = core.invalidate_namespace(args.namespace)
-            _out(
+            out(
                 f"namespace {args.namespace!r} invalidated (generation {generation}): its entries are unreachable "
                 f"now; processes re-read generations within {s.generation_refresh_s:g} s. "
                 f"`{PROG} clear` reclaims their space."
             )
             return 0
-        _confirm(f"Remove every cached entry under key prefix {s.key_prefix!r} from {targets}?", args.yes)
+        confirm(f"Remove every cached entry under key prefix {s.key_prefix!r} from {targets}?", args.yes)
         removed = core.clear()
-    _out(f"removed {removed:,} entries from {targets}")
-    _out(
+    out(f"removed {removed:,} entries from {targets}")
+    out(
         "processes running now keep what their own memory tier holds; `clear --namespace NS` reaches them too "
         "(they re-read namespace generations)"
     )
@@ -231,12 +120,12 @@ def cmd_config(args: argparse.Namespace) -> int:
         + (["redis"] if settings.redis_url is not None else [])
     )
     if args.format == "json":
-        _json({"settings": masked, "sources": sources, "tiers": tiers})
+        print_json({"settings": masked, "sources": sources, "tiers": tiers})
         return 0
     rows = [[k, json.dumps(v) if not isinstance(v, str) else v, sources[k]] for k, v in masked.items()]
-    _out(format_table(["setting", "value", "from"], rows))
-    _out()
-    _out(f"tiers: {' -> '.join(tiers) if tiers else '(none: every lookup misses)'}")
+    out(format_table(["setting", "value", "from"], rows))
+    out()
+    out(f"tiers: {' -> '.join(tiers) if tiers else '(none: every lookup misses)'}")
     return 0
 
 
@@ -245,18 +134,18 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_health(args: argparse.Namespace) -> int:
     with admin_core(args) as core:
-        healths = [_health(t) for t in _shared_tiers(core)]
+        healths = [health_of(t) for t in shared_tiers(core)]
     down = [h for h in healths if not h.ok]
     if args.format == "json":
-        _json({"ok": not down, "tiers": [_health_dict(h) for h in healths]})
+        print_json({"ok": not down, "tiers": [health_dict(h) for h in healths]})
     else:
         if healths:
-            _out(_health_table(healths))
+            out(health_table(healths))
         else:
-            _out("no shared tier configured (memory only)")
-        _out("memory (l1) lives inside each process: nothing to check from here")
+            out("no shared tier configured (memory only)")
+        out("memory (l1) lives inside each process: nothing to check from here")
     for h in down:
-        print(f"{PROG}: tier {h.name} is down: {_one_line(h.detail)}", file=sys.stderr)
+        print(f"{PROG}: tier {h.name} is down: {one_line(h.detail)}", file=sys.stderr)
     return 1 if down else 0
 
 
@@ -450,7 +339,7 @@ def _config_message(message: str) -> str:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr, flush=True)
+    print(f"{PROG}: error: {one_line(message)}", file=sys.stderr, flush=True)
     return code
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dspy_tiered_cache.cli import PROG, CliError, _json, _out, _require_healthy, _where, settings_from_args
+from dspy_tiered_cache.cli_common import PROG, CliError, out, print_json, require_healthy, settings_from_args, where
 from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.report import format_table
 from dspy_tiered_cache.settings import CacheSettings
@@ -61,7 +61,7 @@ def _bench_tier(settings: CacheSettings, tier: Tier, count: int, value: Any, nam
             hit = core.get(key)
             hits.append(time.perf_counter() - t)
             if hit is None:
-                raise CliError(f"benchmark: tier {tier.name} lost a value it was just given ({_where(tier)})")
+                raise CliError(f"benchmark: tier {tier.name} lost a value it was just given ({where(tier)})")
         for key in absent:
             t = time.perf_counter()
             core.get(key)
@@ -73,7 +73,7 @@ def _bench_tier(settings: CacheSettings, tier: Tier, count: int, value: Any, nam
             core.close()
     return {
         "tier": tier.name,
-        "where": _where(tier),
+        "where": where(tier),
         "write": _percentiles(writes),
         "hit": _percentiles(hits),
         "miss": _percentiles(misses),
@@ -91,7 +91,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     base = CacheCore(settings, memory=False, write_behind=False, telemetry=False)
     try:
-        _require_healthy(base, "benchmark")
+        require_healthy(base, "benchmark")
         codec = base.codec
         results.append(_bench_tier(settings, MemoryTier(), args.count, value, namespace))
         # The disk tier is measured on a scratch file next to the configured one (same filesystem), so the
@@ -113,11 +113,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         base.close()
     payload = len(json.dumps(value))
     if args.format == "json":
-        _json({"count": args.count, "value_bytes": payload, "results": results})
+        print_json({"count": args.count, "value_bytes": payload, "results": results})
         return 0
-    _out(f"{PROG} benchmark: {args.count} writes, hits and misses per tier, {payload:,}-byte JSON values")
-    _out("(times include key lookup, integrity check, decompression and JSON decoding of a fresh object)")
-    _out()
+    out(f"{PROG} benchmark: {args.count} writes, hits and misses per tier, {payload:,}-byte JSON values")
+    out("(times include key lookup, integrity check, decompression and JSON decoding of a fresh object)")
+    out()
     rows = []
     for r in results:
         rows.append(
@@ -128,7 +128,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                 r["where"],
             ]
         )
-    _out(
+    out(
         format_table(
             ["tier", "hit p50 µs", "miss p50", "write p50", "hit p99", "miss p99", "write p99", "where"],
             rows,
@@ -136,6 +136,6 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         )
     )
     if not any(r["tier"] == "l2" for r in results):
-        _out()
-        _out("no Redis configured: pass --redis-url redis://host:6379/0 to measure it too")
+        out()
+        out("no Redis configured: pass --redis-url redis://host:6379/0 to measure it too")
     return 0

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from dspy_tiered_cache.cli import CliError, _out, _require_healthy, admin_core
+from dspy_tiered_cache.cli_common import CliError, admin_core, out, require_healthy
 from dspy_tiered_cache.portable import (
     RecordingError,
     export_recording,
@@ -66,14 +66,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         path = getattr(tier, "path", None)
         if isinstance(path, Path) and not path.exists():
             raise CliError(f"nothing to export: there is no disk cache at {path} (set --disk-path or --redis-url)")
-        _require_healthy(core, "export")
+        require_healthy(core, "export")
         namespaces = None if args.all else [core.settings.namespace]
         summary = export_recording(
             core, args.output, namespaces=namespaces, all_namespaces=args.all, allow_empty=False
         )
     finally:
         core.close()
-    _out(str(summary))
+    out(str(summary))
     return 0
 
 
@@ -82,11 +82,11 @@ def cmd_import(args: argparse.Namespace) -> int:
     read_recording(args.file)  # a bad file is reported before any tier is touched
     core = admin_core(args)
     try:
-        _require_healthy(core, "import")
+        require_healthy(core, "import")
         summary = import_recording(core, args.file, namespace=getattr(args, "namespace", None))
     finally:
         core.close()
-    _out(str(summary))
+    out(str(summary))
     return 0
 
 
@@ -95,8 +95,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     recording = read_recording(args.file)
     rows = inspect_rows(recording)
     if args.format == "json":
-        _out(json.dumps({"keying": recording.keying, "entries": rows}, indent=2))
+        out(json.dumps({"keying": recording.keying, "entries": rows}, indent=2))
     else:
-        _out(f"{args.file}: {len(rows)} entries, keyed {recording.keying}")
-        _out(format_rows(rows))
+        out(f"{args.file}: {len(rows)} entries, keyed {recording.keying}")
+        out(format_rows(rows))
     return 0

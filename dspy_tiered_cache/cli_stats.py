@@ -9,19 +9,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dspy_tiered_cache.cli import (
+from dspy_tiered_cache.cli_common import (
     PROG,
     CliError,
-    _health,
-    _health_dict,
-    _health_table,
-    _json,
-    _one_line,
-    _out,
-    _shared_tiers,
     admin_core,
+    health_dict,
+    health_of,
+    health_table,
     human_bytes,
+    one_line,
+    out,
+    print_json,
     settings_from_args,
+    shared_tiers,
 )
 from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.report import format_table
@@ -158,11 +158,11 @@ def _settings_summary(s: CacheSettings) -> dict[str, Any]:
 def cmd_stats(args: argparse.Namespace) -> int:
     with admin_core(args) as core:
         s = core.settings
-        healths = [_health(t) for t in _shared_tiers(core)]
+        healths = [health_of(t) for t in shared_tiers(core)]
         contents: list[dict[str, Any]] = []
-        for tier, health in zip(_shared_tiers(core), healths, strict=True):
+        for tier, health in zip(shared_tiers(core), healths, strict=True):
             if not health.ok:
-                raise CliError(f"tier {tier.name} is unreachable: {_one_line(health.detail)}")
+                raise CliError(f"tier {tier.name} is unreachable: {one_line(health.detail)}")
             if tier.name == "disk":
                 contents.append(disk_contents(Path(getattr(tier, "path", s.disk_path)), s.key_prefix))
             else:
@@ -171,23 +171,23 @@ def cmd_stats(args: argparse.Namespace) -> int:
     data = {
         # The user's settings, what `config` shows: this admin process runs without a memory tier of its own.
         "settings": _settings_summary(settings_from_args(args)),
-        "health": [_health_dict(h) for h in healths],
+        "health": [health_dict(h) for h in healths],
         "tiers": contents,
         "fleet": fleet_data,
         "note": "fleet: what every process added to the shared tier (hour buckets); one process's own counters: "
         "core.stats / dspy_tiered_cache.report.report(core)",
     }
     if args.format == "json":
-        _json(data)
+        print_json(data)
         return 0
-    _out(f"{PROG} stats — what the shared tiers hold now (key prefix {s.key_prefix!r})")
-    _out()
-    _out(_health_table(healths))
+    out(f"{PROG} stats — what the shared tiers hold now (key prefix {s.key_prefix!r})")
+    out()
+    out(health_table(healths))
     for info in contents:
-        _out()
+        out()
         head = f"{info['tier']} · {info['where']}"
         if info.get("note"):
-            _out(f"{head}: {info['note']}")
+            out(f"{head}: {info['note']}")
             continue
         rows = [
             [
@@ -204,8 +204,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
             sum(r[k] for r in info["namespaces"]) for k in ("entries", "bytes", "unreachable", "unreachable_bytes")
         ]
         rows.append(["(total)", "", f"{total[0]:,}", human_bytes(total[1]), f"{total[2]:,}", human_bytes(total[3])])
-        _out(head)
-        _out(
+        out(head)
+        out(
             format_table(
                 ["namespace", "generation", "entries", "size", "unreachable", "unreachable size"],
                 rows,
@@ -213,9 +213,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
             )
         )
         if info.get("truncated"):
-            _out(f"(SCAN stopped after {info['scanned']:,} keys: raise --scan-limit to count them all)")
-    _out()
-    _out(f"* default namespace. 'unreachable' = invalidated or expired entries; `{PROG} clear` reclaims them.")
+            out(f"(SCAN stopped after {info['scanned']:,} keys: raise --scan-limit to count them all)")
+    out()
+    out(f"* default namespace. 'unreachable' = invalidated or expired entries; `{PROG} clear` reclaims them.")
     _print_fleet(fleet_data, args.since)
     return 0
 
@@ -226,17 +226,17 @@ def _read_fleet(core: CacheCore, args: argparse.Namespace) -> dict[str, Any] | N
     try:
         return read_fleet(core, since=args.since, namespace=args.namespace or None)
     except Exception as exc:
-        raise CliError(f"cannot read the fleet counters: {_one_line(str(exc))}") from None
+        raise CliError(f"cannot read the fleet counters: {one_line(str(exc))}") from None
 
 
 def _print_fleet(fleet: dict[str, Any] | None, since: str) -> None:
     from dspy_tiered_cache.report import fleet_tables
 
-    _out()
+    out()
     if fleet is None:
-        _out("fleet: no shared tier (memory only), so no fleet totals; counters live in each process")
+        out("fleet: no shared tier (memory only), so no fleet totals; counters live in each process")
         return
     scope = f" · namespace {fleet['namespace']!r}" if fleet.get("namespace") else ""
-    _out(f"fleet · every process, last {since} (hour buckets) · {fleet['store']}{scope}")
-    _out(fleet_tables(fleet))
+    out(f"fleet · every process, last {since} (hour buckets) · {fleet['store']}{scope}")
+    out(fleet_tables(fleet))
 

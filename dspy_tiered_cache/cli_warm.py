@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from dspy_tiered_cache.cli import PROG, CliError, _one_line, _out, _require_healthy, settings_from_args
+from dspy_tiered_cache.cli_common import PROG, CliError, one_line, out, require_healthy, settings_from_args
 from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.settings import mask_url
 
@@ -112,7 +112,7 @@ def cmd_warm(args: argparse.Namespace) -> int:
     _preflight(requests, args.api_base, litellm)
     core = CacheCore(settings)
     try:
-        _require_healthy(core, "warm the cache")
+        require_healthy(core, "warm the cache")
         cache = TieredCache(core=core)
         previous, litellm.cache = litellm.cache, cache
         try:
@@ -198,7 +198,7 @@ def _unreachable(url: str) -> str | None:
         with socket.create_connection((host, port), timeout=_CONNECT_TIMEOUT_S):
             return None
     except (OSError, ValueError) as exc:
-        return _one_line(str(exc)) or type(exc).__name__
+        return one_line(str(exc)) or type(exc).__name__
 
 
 def _warm(
@@ -243,7 +243,7 @@ def _warm(
             else:
                 failed += 1
                 consecutive += 1
-                line = f"line {futures[future]}: {type(exc).__name__}: {_one_line(str(exc))[:300]}"
+                line = f"line {futures[future]}: {type(exc).__name__}: {one_line(str(exc))[:300]}"
                 if len(errors) < 5:
                     errors.append(line)
                 if stopped is None and consecutive >= args.max_failures:
@@ -255,7 +255,7 @@ def _warm(
     core.flush(30.0)
     progress.update(skipped + warmed + failed, skipped, warmed, failed, final=True)
     elapsed = time.perf_counter() - started
-    _out(
+    out(
         f"warmed {warmed} new, {skipped} already cached, {failed} failed of {len(requests)} requests in {elapsed:.1f} s"
     )
     if stopped is not None:

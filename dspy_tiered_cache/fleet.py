@@ -34,9 +34,10 @@ import uuid
 import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
-from dspy_tiered_cache import forksafe
+from dspy_tiered_cache import forksafe, hooks
+from dspy_tiered_cache.coherence import PubSubSource
 from dspy_tiered_cache.stats import _unit_prices, namespace_of_stem
 
 if TYPE_CHECKING:
@@ -205,16 +206,24 @@ class DiskFleetStore:
         return {str(field): float(value) for field, value in rows}
 
 
-def store_for(core: CacheCore) -> FleetStore | None:
-    """The most shared tier's store (Redis, else the disk file); None when the cache has only a memory tier."""
-    from dspy_tiered_cache.tiers.disk import DiskTier
-    from dspy_tiered_cache.tiers.redis import RedisTier
+@runtime_checkable
+class FileTier(Protocol):
+    """A tier kept in a local SQLite file (the disk tier): the fleet's rows go into the same file."""
 
+    path: Path
+
+
+def store_for(core: CacheCore) -> FleetStore | None:
+    """The most shared tier's store (Redis, else the disk file); None when the cache has only a memory tier.
+
+    Tiers are told apart by protocol, never by class: a Redis server is a tier that carries invalidations
+    (:class:`~dspy_tiered_cache.coherence.PubSubSource`, a method, so the check builds no client), a file tier has
+    a ``path``."""
     prefix = core.settings.key_prefix
     for tier in reversed(core.tiers):
-        if isinstance(tier, RedisTier):
-            return RedisFleetStore(lambda tier=tier: tier.client, prefix)
-        if isinstance(tier, DiskTier):
+        if isinstance(tier, PubSubSource):
+            return RedisFleetStore(tier.pubsub_client, prefix)
+        if isinstance(tier, FileTier):
             return DiskFleetStore(tier.path, prefix)
     return None
 
@@ -375,6 +384,14 @@ def start_publisher(core: CacheCore) -> FleetPublisher | None:
     _publishers.add(publisher)
     _ensure_thread()
     return publisher
+
+
+def _attach(core: CacheCore) -> FleetPublisher | None:
+    """The fleet feature's hook (:mod:`dspy_tiered_cache.hooks`): a publisher for every core with ``fleet`` on."""
+    return start_publisher(core) if core.settings.fleet else None
+
+
+hooks.on_attach("fleet", _attach)
 
 
 def _ensure_thread() -> None:

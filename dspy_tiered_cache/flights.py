@@ -25,15 +25,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from dspy_tiered_cache.keys import lease_key
-from dspy_tiered_cache.singleflight import Flight
+from dspy_tiered_cache.singleflight import Flight, SingleFlight
 
 if TYPE_CHECKING:
-    from dspy_tiered_cache.codec import Entry
-    from dspy_tiered_cache.core import CacheCore
-    from dspy_tiered_cache.options import CallOptions
-    from dspy_tiered_cache.tiers.base import Tier
+    from collections.abc import Mapping, Sequence
 
-__all__ = ["Claim", "Claims", "LeaseTier", "adrive", "drive"]
+    from dspy_tiered_cache.breaker import CircuitBreaker
+    from dspy_tiered_cache.codec import Entry
+    from dspy_tiered_cache.guard import TierGuard
+    from dspy_tiered_cache.options import CallOptions
+    from dspy_tiered_cache.settings import CacheSettings
+    from dspy_tiered_cache.stats import Stats
+    from dspy_tiered_cache.tiers.base import Tier
+    from dspy_tiered_cache.writer import BackgroundWriter
+
+__all__ = ["Claim", "ClaimHost", "Claims", "LeaseTier", "adrive", "drive"]
 
 #: Rounds a follower makes when the flight it joined ended without an answer (its leader failed): it then leads.
 _MAX_ROUNDS = 3
@@ -48,6 +54,28 @@ class LeaseTier(Protocol):
     def acquire_lock(self, name: str, token: str, lease_s: float) -> bool: ...
 
     def release_lock(self, name: str, token: str) -> None: ...
+
+
+class ClaimHost(Protocol):
+    """What the protocol needs of the cache it serves (the core): public parts only, so this module is typed by
+    what it uses, and the core drives it without it reaching back into the core's internals."""
+
+    @property
+    def settings(self) -> CacheSettings: ...
+    @property
+    def tiers(self) -> Sequence[Tier]: ...
+    @property
+    def stats(self) -> Stats: ...
+    @property
+    def breakers(self) -> Mapping[str, CircuitBreaker]: ...
+    @property
+    def guard(self) -> TierGuard: ...
+    @property
+    def writer(self) -> BackgroundWriter: ...
+
+    def peek_local(self, key: str, *, max_age: float | None = None) -> bytes | None: ...
+
+    def promote(self, source: Tier, key: str, entry: Entry) -> None: ...
 
 
 @dataclass(slots=True)
@@ -100,9 +128,9 @@ Steps = Generator[Step, Any, Claim]
 class Claims:
     """The core's single-flight: the in-process flights and the cross-process leases, behind one protocol."""
 
-    def __init__(self, core: CacheCore) -> None:
+    def __init__(self, core: ClaimHost) -> None:
         self.core = core
-        self.flights = core._flights
+        self.flights = SingleFlight()
         lockable = [t for t in core.tiers if isinstance(t, LeaseTier)]
         #: Leases live in the most shared tier that can hold them (Redis, else the machine's SQLite file).
         self.tier: Tier | None = lockable[-1] if lockable and core.settings.distributed_single_flight else None
@@ -237,7 +265,7 @@ class Claims:
 
     def _failed(self, action: str, exc: Exception) -> None:
         if self.tier is not None:
-            self.core._guard.tier_failed(self.tier, action, exc)
+            self.core.guard.tier_failed(self.tier, action, exc)
 
     async def arelease(self, key: str, token: str) -> None:
         tier = self._leases
@@ -265,17 +293,17 @@ class Claims:
     def peek(self, key: str) -> tuple[Entry | None, str]:
         tier = self.tier
         assert tier is not None
-        entry = self.core._guard.get(tier, key)
+        entry = self.core.guard.get(tier, key)
         if entry is not None:
-            self.core._promote(tier, key, entry)
+            self.core.promote(tier, key, entry)
         return entry, tier.name
 
     async def apeek(self, key: str) -> tuple[Entry | None, str]:
         tier = self.tier
         assert tier is not None
-        entry = await self.core._guard.aget(tier, key)
+        entry = await self.core.guard.aget(tier, key)
         if entry is not None:
-            self.core._promote(tier, key, entry)
+            self.core.promote(tier, key, entry)
         return entry, tier.name
 
 

@@ -13,15 +13,34 @@ from typing import TYPE_CHECKING, Any
 from dspy_tiered_cache.keys import namespace_prefix
 
 if TYPE_CHECKING:
-    from dspy_tiered_cache.core import CacheCore
+    from collections.abc import Mapping
+
+    from dspy_tiered_cache.breaker import CircuitBreaker
+    from dspy_tiered_cache.guard import TierGuard
+    from dspy_tiered_cache.settings import CacheSettings
+    from dspy_tiered_cache.tiers.base import Tier
+    from dspy_tiered_cache.tiers.memory import MemoryTier
 
 
 class Generations:
-    def __init__(self, core: CacheCore) -> None:
-        self.core = core
+    """The generations of the namespaces this process uses, read from ``authority`` (the most shared tier)."""
+
+    def __init__(
+        self,
+        settings: CacheSettings,
+        authority: Tier | None,
+        breakers: Mapping[str, CircuitBreaker],
+        guard: TierGuard,
+        memory: MemoryTier | None,
+    ) -> None:
+        self._authority = authority
+        self._breakers = breakers
+        self._guard = guard
+        self._memory = memory
+        self._key_prefix = settings.key_prefix
         #: namespace -> (generation, when it was read, monotonic)
         self._known: dict[str, tuple[int, float]] = {}
-        self._refresh_s = core.settings.generation_refresh_s  # read on every key build: keep it one load
+        self._refresh_s = settings.generation_refresh_s  # read on every key build: keep it one load
 
     def forget(self) -> None:
         """Re-read every generation on next use (pub/sub reconnected: messages may have been lost)."""
@@ -37,17 +56,16 @@ class Generations:
         now = time.monotonic()
         if cached is not None and now - cached[1] < self._refresh_s:
             return cached[0]
-        core = self.core
-        authority = core._authority
+        authority = self._authority
         if authority is None:
             return 0
-        breaker = core.breakers.get(authority.name)
+        breaker = self._breakers.get(authority.name)
         if breaker is not None and not breaker.allow():
             return cached[0] if cached else 0
         try:
             gen = authority.get_generation(namespace)
         except Exception as exc:
-            core._guard.tier_failed(authority, "read generation of", exc)
+            self._guard.tier_failed(authority, "read generation of", exc)
             # Remember the failure for a refresh period: a hanging Redis must cost one timeout, not one per key.
             gen = cached[0] if cached else 0
             self._known[namespace] = (gen, now)
@@ -61,13 +79,13 @@ class Generations:
             try:
                 authority.raise_generation(namespace, gen)
             except Exception as exc:
-                core._guard.tier_failed(authority, "restore the generation in", exc)
+                self._guard.tier_failed(authority, "restore the generation in", exc)
         self._known[namespace] = (gen, now)
         return gen
 
     def apply(self, message: dict[str, Any]) -> None:
         """Another instance invalidated something: drop it from our memory tier."""
-        mem = self.core.memory
+        mem = self._memory
         if mem is None:
             return
         op = message.get("op")
@@ -78,6 +96,6 @@ class Generations:
             current = self._known.get(ns)
             if current is None or current[0] < gen:
                 self._known[ns] = (gen, time.monotonic())
-            mem.drop_namespace(namespace_prefix(self.core.settings.key_prefix, ns))
+            mem.drop_namespace(namespace_prefix(self._key_prefix, ns))
         elif op == "clear":
             mem.clear()

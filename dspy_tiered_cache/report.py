@@ -16,7 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dspy_tiered_cache import hooks
 from dspy_tiered_cache.core import CacheCore
+from dspy_tiered_cache.fleet import read_fleet
 from dspy_tiered_cache.stats import Stats
 
 __all__ = ["StatsReport", "fleet_tables", "format_table", "report"]
@@ -48,8 +50,6 @@ def report(source: Any, *, fleet: bool = False, since: str = "24h", namespace: s
         core = _core_of(source)
         if core is None:
             raise TypeError("report(fleet=True) needs a cache (CacheCore, TieredCache, CachedLM, @cached function)")
-        from dspy_tiered_cache.fleet import read_fleet
-
         if core.fleet is not None:
             core.fleet.flush()
         data = read_fleet(core, since=since, namespace=namespace)
@@ -296,3 +296,7 @@ def fleet_tables(fleet: Mapping[str, Any]) -> str:
         ]
         lines += ["", format_table(["model", "hits", "tokens saved", "dollars saved"], rows, align_right={1, 2, 3})]
     return "\n".join(lines)
+
+
+# ``CacheCore.report()``: the report feature provides it through the core's extension point (hooks.py).
+hooks.provide("report", report)

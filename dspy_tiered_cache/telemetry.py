@@ -12,13 +12,10 @@ import os
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from opentelemetry import metrics, trace
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, Span, StatusCode
-
-if TYPE_CHECKING:
-    from dspy_tiered_cache.core import CacheCore
 
 SCOPE = "dspy_tiered_cache"
 LEVELS = ("l1", "l2", "disk", "miss", "bypass", "joined", "replay-miss")
@@ -27,7 +24,23 @@ _MISSING = object()
 _PROVIDER_FROM_ENV = bool(os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"))
 _tracer = trace.get_tracer(SCOPE)
 _meter = metrics.get_meter(SCOPE)
-_cores: weakref.WeakSet[CacheCore] = weakref.WeakSet()
+
+
+class Observed(Protocol):
+    """What the metric callbacks read of a cache (the core): its settings, counters, memory tier and breakers.
+    Typed by use, not by the core's class: this module sits below the core and knows nothing above it."""
+
+    @property
+    def settings(self) -> Any: ...
+    @property
+    def stats(self) -> Any: ...
+    @property
+    def memory(self) -> Any: ...
+    @property
+    def breakers(self) -> Any: ...
+
+
+_cores: weakref.WeakSet[Observed] = weakref.WeakSet()
 
 
 def tracing_active() -> bool:
@@ -133,7 +146,7 @@ def mark_tier_error(tier: str, exc: BaseException) -> None:
         span.set_status(StatusCode.UNSET)
 
 
-def register(core: CacheCore) -> None:
+def register(core: Observed) -> None:
     _cores.add(core)
 
 
@@ -148,7 +161,7 @@ def _observe(fn: Any) -> Any:
 
 
 def _per_tier(field: str) -> Any:
-    def read(core: CacheCore) -> list[metrics.Observation]:
+    def read(core: Observed) -> list[metrics.Observation]:
         ns = core.settings.namespace
         return [
             metrics.Observation(getattr(t, field), {"tier": name, "namespace": ns})
@@ -159,7 +172,7 @@ def _per_tier(field: str) -> Any:
 
 
 def _memory(field: str) -> Any:
-    def read(core: CacheCore) -> list[metrics.Observation]:
+    def read(core: Observed) -> list[metrics.Observation]:
         mem = core.memory
         return [] if mem is None else [metrics.Observation(getattr(mem, field), {"tier": mem.name})]
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-
-from dspy_tiered_cache.testing.faults import FaultHarness, ScenarioResult
+from support.faults import FaultHarness, ScenarioResult
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
-
-from dspy_tiered_cache import CacheCore, UncacheableRequest
-from dspy_tiered_cache.testing.faults import (
+from support.faults import (
     answer_text,
     ask,
     core_settings,
@@ -27,6 +25,8 @@ from dspy_tiered_cache.testing.faults import (
     reference_answers,
     request_for,
 )
+
+from dspy_tiered_cache import CacheCore, UncacheableRequest
 from dspy_tiered_cache.testing.provider import StandInProvider
 from dspy_tiered_cache.testing.redis_server import RedisServer
 

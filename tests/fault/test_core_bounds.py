@@ -13,8 +13,7 @@ import threading
 import time
 from typing import Any
 
-from dspy_tiered_cache import CacheCore
-from dspy_tiered_cache.testing.faults import (
+from support.faults import (
     REDIS_TIMEOUT_MS,
     answer_text,
     ask,
@@ -23,6 +22,8 @@ from dspy_tiered_cache.testing.faults import (
     reference_answers,
     request_for,
 )
+
+from dspy_tiered_cache import CacheCore
 from dspy_tiered_cache.testing.provider import StandInProvider
 from dspy_tiered_cache.testing.redis_server import RedisServer
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 import redis
+from support.faults import core_settings, prompt_for, request_for
 
 from dspy_tiered_cache import CacheCore
-from dspy_tiered_cache.testing.faults import core_settings, prompt_for, request_for
 
 FORK = multiprocessing.get_context("fork")
 PARENT_ANSWER = {"answer": "from the parent"}

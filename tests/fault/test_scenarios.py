@@ -1,7 +1,7 @@
 """The fault table as assertions: a killed, frozen, restarted, slow, full or poisoned Redis never costs a caller
 an exception, a wrong answer or a lost request, and adds at most one Redis operation timeout to the p99.
 
-The figures come from ``dspy_tiered_cache.testing.faults`` (the code ``benchmarks/faults.py`` prints from); each
+The figures come from ``tests/support/faults.py`` (the code ``benchmarks/faults.py`` prints from); each
 scenario's own goals (e.g. "an OOM on writes does not open the breaker for reads", "the pickle did not run") are
 in its ``check`` and show up in ``failures``.
 """
@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-
-from dspy_tiered_cache.testing.faults import REDIS_TIMEOUT_MS, SCENARIOS, ScenarioResult, Workload
+from support.faults import REDIS_TIMEOUT_MS, SCENARIOS, ScenarioResult, Workload
 
 Result = Callable[[str], ScenarioResult]
 

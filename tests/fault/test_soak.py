@@ -3,14 +3,13 @@ restarted (empty dataset) half-way through. Every request must be answered, and 
 
 The default run is a short soak (2,000 requests, still restarting Redis mid-run); the full 10,000 runs with
 ``--run-slow`` and from ``python benchmarks/faults.py --soak``. Both are ``run_soak`` from
-``dspy_tiered_cache.testing.faults``.
+``tests/support/faults.py``.
 """
 
 from __future__ import annotations
 
 import pytest
-
-from dspy_tiered_cache.testing.faults import SoakResult, format_soak, run_soak
+from support.faults import SoakResult, format_soak, run_soak
 
 
 def _assert_sound(result: SoakResult, requests: int) -> None:

@@ -1,7 +1,7 @@
 """The fault table's topology dimension as assertions: a Redis standalone, Sentinel or Cluster deployment that is
 refused, hung, killed, paused, restarted, failed over or partly gone never raises to a caller, never answers
 wrong, never stalls construction, costs the first call at most about one timeout and later calls well under a
-millisecond, and comes back by itself. Figures from ``dspy_tiered_cache.testing.topology_faults`` (the code
+millisecond, and comes back by itself. Figures from ``tests/support/topology_faults.py`` (the code
 ``benchmarks/faults.py --topologies`` prints). The default run covers the at-start cells (the ones that used to
 crash applications) and the partial Cluster; ``--run-slow`` runs every cell and both doors on each topology.
 """
@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from dspy_tiered_cache.testing.provider import StandInProvider
-from dspy_tiered_cache.testing.topology_faults import (
+from support.topology_faults import (
     CELLS,
     CONSTRUCT_GOAL_MS,
     TIMEOUT_MS,
@@ -22,6 +20,8 @@ from dspy_tiered_cache.testing.topology_faults import (
     run_cell,
     run_door_cell,
 )
+
+from dspy_tiered_cache.testing.provider import StandInProvider
 
 #: Generous bounds for a loaded 2-core machine; the table itself states the strict goals.
 FIRST_CALL_BOUND_MS = TIMEOUT_MS + 150

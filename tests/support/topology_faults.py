@@ -1,7 +1,7 @@
 """The fault table's topology dimension: {standalone, Sentinel, Cluster} x {refused at start, hung at start,
 killed, paused, restarted empty, failover, partial}, shared by ``tests/fault`` and ``benchmarks/faults.py``.
 
-Why a second harness next to :mod:`dspy_tiered_cache.testing.faults`: that one measures what a fault costs a busy
+Why a second harness next to ``faults.py``: that one measures what a fault costs a busy
 fleet on standalone Redis (p99 over 300 requests); this one measures the latency contract itself, per topology,
 which needs finer figures than a p99: how long constructing the cache takes while the deployment is down (goal:
 < 50 ms, no network), what the first call after the fault pays (goal: at most one connect/operation timeout),
@@ -32,7 +32,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dspy_tiered_cache.core import CacheCore
-from dspy_tiered_cache.testing.faults import (
+from dspy_tiered_cache.testing.provider import StandInProvider
+from dspy_tiered_cache.testing.redis_server import LocalRedisCluster, LocalSentinel, RedisServer
+from support.faults import (
     API_KEY,
     MODEL,
     answer_text,
@@ -41,8 +43,6 @@ from dspy_tiered_cache.testing.faults import (
     reference_answers,
     request_for,
 )
-from dspy_tiered_cache.testing.provider import StandInProvider
-from dspy_tiered_cache.testing.redis_server import LocalRedisCluster, LocalSentinel, RedisServer
 
 __all__ = [
     "CELLS",
