@@ -149,3 +149,18 @@ def test_cli_export_import_inspect(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["--disk-path", str(target), "--namespace", "renamed", "import", str(out)]) == 0
     assert "imported 2 entries into namespace(s) renamed" in capsys.readouterr().out
     assert main(["--disk-path", str(target), "--namespace", "renamed", "export", "-o", str(tmp_path / "x.gz")]) == 0
+
+
+@pytest.mark.parametrize("below", ["x.jsonl.gz", "a/b/x.jsonl.gz"])
+def test_an_output_path_through_a_file_names_that_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], below: str
+) -> None:
+    source = tmp_path / "a.sqlite3"
+    with CacheCore(disk_path=source) as core:
+        fill(core)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a directory")
+    assert main(["--disk-path", str(source), "export", "-o", str(a_file / below)]) == 1
+    err = capsys.readouterr().err
+    assert f"{a_file} is a file, not a directory" in err and "File exists" not in err
+    assert err.count("\n") == 1 and "Traceback" not in err
