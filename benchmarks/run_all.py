@@ -11,7 +11,7 @@ for the smaller runs, so they never overwrite a full run). Absolute figures vary
 which come from peers measured side by side in the same run, on the same values and the same private Redis.
 
 Sections, each in its own process so that one peer's imports and threads cannot skew another's figures:
-``peers.py`` (hits, litellm, zipf, stampede, unreachable, throughput, memory), ``litellm_door.py`` and
+``peers/`` (hits, litellm, zipf, stampede, unreachable, throughput, memory), ``litellm_door.py`` and
 ``dspy_door.py`` (whole-call hits through each front door). The exit status is 0 when every section ran, whether
 or not every goal was met: a missed goal is a finding shown in the table, not a crash.
 """
@@ -154,7 +154,7 @@ def _run_child(cmd: list[str], json_path: Path, timeout: float) -> JSON:
 
 
 def run_peer_sections(names: list[str], scale: str, tmp: Path, one_process: bool) -> dict[str, JSON]:
-    peers = str(BENCH_DIR / "peers.py")
+    peers = str(BENCH_DIR / "peers")  # a package run as a directory: one module per peer
     timeout = SECTION_TIMEOUT_S[scale]
     if one_process and names:
         started = time.perf_counter()
