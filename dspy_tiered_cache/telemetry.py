@@ -91,15 +91,8 @@ class _NoopTrace(CallTrace):
     def __init__(self) -> None:
         pass
 
-    def record(
-        self,
-        level: str,
-        *,
-        key: str | None = None,
-        tokens_saved: int | None = None,
-        model: str | None = None,
-        similarity: float | None = None,
-    ) -> None:
+    def record(self, level: str, **attributes: Any) -> None:
+        """Tracing is off: nothing to record (accepts every keyword :meth:`CallTrace.record` does)."""
         return None
 
 

@@ -21,9 +21,9 @@ from dspy_tiered_cache.settings import NAME_PATTERN
 FORMAT: Final = "dspy-tiered-cache/recording"
 VERSION: Final = 1
 _GZIP_LEVEL: Final = 6
-_DIGEST = re.compile(r"^[0-9a-f]{40}$")
+DIGEST = re.compile(r"^[0-9a-f]{40}$")
 #: Request fields an ``include_api_base`` cache adds to keys: endpoints never go into a recording.
-_ENDPOINT_FIELDS: Final = ("__api_base__", "_dtc_endpoint")
+ENDPOINT_FIELDS: Final = ("__api_base__", "_dtc_endpoint")
 _MAX_DECOMPRESSED: Final = 4 * 1024**3
 
 
@@ -178,7 +178,7 @@ def _entry(source: Path, number: int, line: bytes) -> RecordedEntry:
     ns, digest, created, request = obj.get("namespace"), obj.get("digest"), obj.get("created"), obj.get("request")
     if not isinstance(ns, str) or not NAME_PATTERN.match(ns):
         raise _bad(source, f"line {number}: 'namespace' is missing or not a valid name")
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
+    if not isinstance(digest, str) or not DIGEST.match(digest):
         raise _bad(source, f"line {number}: 'digest' is missing or not 40 hex digits")
     if not isinstance(created, (int, float)) or isinstance(created, bool):
         raise _bad(source, f"line {number}: 'created' is missing or not a number")

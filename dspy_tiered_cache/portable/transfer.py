@@ -15,18 +15,8 @@ import orjson
 
 from dspy_tiered_cache.codec import Entry, encode_value
 from dspy_tiered_cache.keys import entry_key, request_digest, request_key
-from dspy_tiered_cache.portable.fileformat import (
-    _DIGEST,
-    _ENDPOINT_FIELDS,
-    ExportSummary,
-    ImportSummary,
-    RecordedEntry,
-    Recording,
-    RecordingError,
-    dumps,
-    keying_of,
-    read_recording,
-)
+from dspy_tiered_cache.portable import fileformat as fmt
+from dspy_tiered_cache.portable.fileformat import RecordingError
 from dspy_tiered_cache.settings import NAME_PATTERN
 
 if TYPE_CHECKING:
@@ -56,14 +46,14 @@ def _all_namespaces(core: CacheCore) -> list[str]:
 
 def collect(
     core: CacheCore, namespaces: Iterable[str] | None = None, *, all_namespaces: bool = False
-) -> tuple[Recording, int]:
+) -> tuple[fmt.Recording, int]:
     """The live entries of the current generation of ``namespaces`` in the shared tier; (recording, skipped)."""
     tier = core.shared_tier
     if tier is None:
         raise RecordingError("this cache has no tier to export from (enable the memory, disk or Redis tier)")
     core.flush()
     names = _all_namespaces(core) if all_namespaces else sorted(set(namespaces or [core.settings.namespace]))
-    entries: list[RecordedEntry] = []
+    entries: list[fmt.RecordedEntry] = []
     skipped = 0
     for ns in names:
         prefix = _entry_prefix(core, ns)
@@ -73,7 +63,7 @@ def collect(
                 requests[key.rsplit(":", 1)[-1]] = entry.payload
         for key, entry in tier.scan_prefix(prefix):  # type: ignore[attr-defined]
             digest = key[len(prefix) :]
-            if not _DIGEST.match(digest):
+            if not fmt.DIGEST.match(digest):
                 continue
             if entry is None:
                 skipped += 1
@@ -86,16 +76,16 @@ def collect(
                 skipped += 1
                 continue
             redacted = False
-            if isinstance(request, dict) and any(f in request for f in _ENDPOINT_FIELDS):
-                request = {k: v for k, v in request.items() if k not in _ENDPOINT_FIELDS}
+            if isinstance(request, dict) and any(f in request for f in fmt.ENDPOINT_FIELDS):
+                request = {k: v for k, v in request.items() if k not in fmt.ENDPOINT_FIELDS}
                 redacted = True
             entries.append(
-                RecordedEntry(
+                fmt.RecordedEntry(
                     ns, digest, int(entry.created_at), value, request if isinstance(request, dict) else None, redacted
                 )
             )
     entries.sort(key=lambda e: (e.namespace, e.digest))
-    return Recording(keying_of(_secret_of(core)), entries), skipped
+    return fmt.Recording(fmt.keying_of(_secret_of(core)), entries), skipped
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -133,7 +123,7 @@ def export_recording(
     namespaces: Iterable[str] | None = None,
     all_namespaces: bool = False,
     allow_empty: bool = True,
-) -> ExportSummary:
+) -> fmt.ExportSummary:
     """Write the live entries of ``namespaces`` (default: the configured one; ``all_namespaces``: every one) to
     ``path``. Raises :class:`RecordingError` when the file cannot be written (or, unless ``allow_empty``, when
     there is nothing to write: then no file is written)."""
@@ -143,12 +133,12 @@ def export_recording(
         names = ", ".join(namespaces or [core.settings.namespace])
         where = "the cache holds no live entries" if all_namespaces else f"namespace(s) {names} hold no live entries"
         raise RecordingError(f"nothing to export: {where} (--all exports every namespace)")
-    data = dumps(recording)
+    data = fmt.dumps(recording)
     try:
         _write_atomically(target, data)
     except OSError as exc:
         raise RecordingError(f"cannot write the recording {target}: {_write_problem(target, exc)}") from None
-    return ExportSummary(
+    return fmt.ExportSummary(
         target,
         len(recording.entries),
         recording.namespaces,
@@ -158,15 +148,17 @@ def export_recording(
     )
 
 
-def import_recording(core: CacheCore, path: str | os.PathLike[str], *, namespace: str | None = None) -> ImportSummary:
+def import_recording(
+    core: CacheCore, path: str | os.PathLike[str], *, namespace: str | None = None
+) -> fmt.ImportSummary:
     """Load a recording into every tier of ``core``. The file is validated completely first; a tier that fails
     half way has what was written removed again, and the error is raised."""
     source = Path(path).expanduser()
-    recording = read_recording(source)
+    recording = fmt.read_recording(source)
     if namespace is not None and not NAME_PATTERN.match(namespace):
         raise RecordingError(f"namespace {namespace!r} is not valid: use 1-64 characters from letters, digits, '_.-'")
     secret = _secret_of(core)
-    same_keying = recording.keying == keying_of(secret)
+    same_keying = recording.keying == fmt.keying_of(secret)
     prefix = core.settings.key_prefix
     generations: dict[str, int] = {}
     items: list[tuple[str, Entry]] = []
@@ -187,7 +179,7 @@ def import_recording(core: CacheCore, path: str | os.PathLike[str], *, namespace
         else:
             raise RecordingError(
                 f"{source}: entry on line {number} was keyed {recording.keying!r} and this cache keys "
-                f"{keying_of(secret)!r}, and the file holds no request to re-key it from; import it with the same "
+                f"{fmt.keying_of(secret)!r}, and the file holds no request to re-key it from; import it with the same "
                 "DSPY_TIERED_CACHE_KEY_SECRET it was recorded with"
             )
         try:
@@ -200,7 +192,7 @@ def import_recording(core: CacheCore, path: str | os.PathLike[str], *, namespace
         if canonical is not None:
             requests.append((request_key(key), Entry(canonical, float(e.created), expiry)))
     _write_all(core, items, requests, source)
-    return ImportSummary(source, len(items), sorted(generations))
+    return fmt.ImportSummary(source, len(items), sorted(generations))
 
 
 def _write_all(
