@@ -68,8 +68,13 @@ def test_a_feature_attaches_once_per_core_and_closes_with_it(registry: None) -> 
 def test_operations_are_bound_when_the_core_is_built(registry: None) -> None:
     """A provider registered later does not change an existing core; the lookup path never reads the registry."""
     calls: list[Any] = []
+
+    def replaced(core: CacheCore) -> str:
+        calls.append(core)
+        return "replaced"
+
     with CacheCore(disk=False) as before:
-        hooks.provide("report", lambda core: calls.append(core) or "replaced")
+        hooks.provide("report", replaced)
         with CacheCore(disk=False) as after:
             assert after.report() == "replaced" and calls == [after]
         assert isinstance(before.report(), StatsReport)
