@@ -13,7 +13,7 @@ import orjson
 
 from dspy_tiered_cache.keys import request_key
 from dspy_tiered_cache.modes import ReplayMiss, describe_difference, model_of, prompt_of
-from dspy_tiered_cache.portable.transfer import _entry_prefix
+from dspy_tiered_cache.portable.transfer import ScanTier, _entry_prefix
 
 if TYPE_CHECKING:
     from dspy_tiered_cache.core import CacheCore
@@ -25,9 +25,9 @@ _MAX_COMPARED: Final = 20_000
 
 def _recorded_requests(core: CacheCore, namespace: str) -> Iterator[dict[str, Any]]:
     tier = core.shared_tier
-    scan = getattr(tier, "scan_prefix", None)
-    if scan is None:
+    if not isinstance(tier, ScanTier):
         return
+    scan = tier.scan_prefix
     prefix = request_key(_entry_prefix(core, namespace))
     for n, (_, entry) in enumerate(scan(prefix)):
         if n >= _MAX_COMPARED:

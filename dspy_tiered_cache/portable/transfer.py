@@ -7,9 +7,9 @@ import errno
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import orjson
 
@@ -21,6 +21,31 @@ from dspy_tiered_cache.settings import NAME_PATTERN
 
 if TYPE_CHECKING:
     from dspy_tiered_cache.core import CacheCore
+    from dspy_tiered_cache.tiers.base import Tier
+
+
+@runtime_checkable
+class ScanTier(Protocol):
+    """A tier that can list what it holds under a prefix (memory, disk, Redis): exports read through it."""
+
+    def scan_prefix(self, prefix: str) -> Iterator[tuple[str, Entry | None]]: ...
+
+
+@runtime_checkable
+class BatchTier(Protocol):
+    """A tier that writes many entries in one round trip or transaction (disk, Redis): imports use it."""
+
+    def set_many(self, items: Iterable[tuple[str, Entry]]) -> None: ...
+
+
+def scannable(core: CacheCore) -> ScanTier:
+    """The shared tier, which exports and replay-miss diagnoses read; RecordingError when there is none."""
+    tier = core.shared_tier
+    if tier is None:
+        raise RecordingError("this cache has no tier to export from (enable the memory, disk or Redis tier)")
+    if not isinstance(tier, ScanTier):
+        raise RecordingError(f"tier {tier.name} cannot list its entries, so it cannot be exported")
+    return tier
 
 
 def _secret_of(core: CacheCore) -> bytes | None:
@@ -36,11 +61,8 @@ def _entry_prefix(core: CacheCore, namespace: str) -> str:
 
 
 def _all_namespaces(core: CacheCore) -> list[str]:
-    tier = core.shared_tier
-    if tier is None:
-        return []
     head = f"{core.settings.key_prefix}:e:"
-    found = {key[len(head) :].split(":", 1)[0] for key, _ in tier.scan_prefix(head)}  # type: ignore[attr-defined]
+    found = {key[len(head) :].split(":", 1)[0] for key, _ in scannable(core).scan_prefix(head)}
     return sorted(ns for ns in found if NAME_PATTERN.match(ns))
 
 
@@ -48,9 +70,7 @@ def collect(
     core: CacheCore, namespaces: Iterable[str] | None = None, *, all_namespaces: bool = False
 ) -> tuple[fmt.Recording, int]:
     """The live entries of the current generation of ``namespaces`` in the shared tier; (recording, skipped)."""
-    tier = core.shared_tier
-    if tier is None:
-        raise RecordingError("this cache has no tier to export from (enable the memory, disk or Redis tier)")
+    tier = scannable(core)
     core.flush()
     names = _all_namespaces(core) if all_namespaces else sorted(set(namespaces or [core.settings.namespace]))
     entries: list[fmt.RecordedEntry] = []
@@ -58,10 +78,10 @@ def collect(
     for ns in names:
         prefix = _entry_prefix(core, ns)
         requests: dict[str, bytes] = {}
-        for key, entry in tier.scan_prefix(request_key(prefix)):  # type: ignore[attr-defined]
+        for key, entry in tier.scan_prefix(request_key(prefix)):
             if entry is not None:
                 requests[key.rsplit(":", 1)[-1]] = entry.payload
-        for key, entry in tier.scan_prefix(prefix):  # type: ignore[attr-defined]
+        for key, entry in tier.scan_prefix(prefix):
             digest = key[len(prefix) :]
             if not fmt.DIGEST.match(digest):
                 continue
@@ -199,13 +219,12 @@ def _write_all(
     core: CacheCore, items: list[tuple[str, Entry]], requests: list[tuple[str, Entry]], source: Path
 ) -> None:
     """Every tier gets the entries (the shared tier also the requests); a failure undoes what was written."""
-    written: list[tuple[Any, list[str]]] = []
+    written: list[tuple[Tier, list[str]]] = []
     try:
         for tier in core.tiers:
             batch = items + requests if tier is core.shared_tier else items
-            set_many = getattr(tier, "set_many", None)
-            if set_many is not None:
-                set_many(batch)
+            if isinstance(tier, BatchTier):
+                tier.set_many(batch)
             else:
                 for key, entry in batch:
                     tier.set(key, entry)
