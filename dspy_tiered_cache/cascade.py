@@ -340,7 +340,7 @@ class Cascade:
                 self._store_in(tier, key, entry.capped(tier.ttl, now))
         if self.settings.record_requests and self._authority is not None:
             canonical = self.request_of(key)
-            if canonical is not None:  # beside the answer, for exports and replay-miss diagnoses (the record/replay feature)
+            if canonical is not None:  # beside the answer: exports and replay-miss diagnoses (record/replay) read it
                 tier = self._authority
                 self._store_in(tier, request_key(key), Entry(canonical, now, entry.expires_at).capped(tier.ttl, now))
         return last
