@@ -72,7 +72,10 @@ class CacheSettings(BaseSettings):
     memory: bool = Field(True, description="Use the in-process memory tier (L1).")
     memory_max_entries: int = Field(10_000, ge=0, description="L1 bound on entries (0 disables L1).")
     memory_max_bytes: int = Field(128 * 1024 * 1024, ge=0, description="L1 bound on payload bytes.")
-    redis_url: SecretStr | None = Field(None, description="redis://, rediss://, unix:// URL of the shared tier.")
+    redis_url: SecretStr | None = Field(
+        None,
+        description="redis://, rediss:// (TLS), unix://, redis+sentinel:// URL; host:port,host:port seeds a Cluster.",
+    )
     redis_cluster: bool = Field(False, description="Treat redis_url as one node of a Redis Cluster.")
     redis_connect_timeout_ms: int = Field(250, gt=0, le=60_000)
     redis_timeout_ms: int = Field(150, gt=0, le=60_000, description="Per-operation timeout for Redis.")
@@ -211,7 +214,9 @@ class CacheSettings(BaseSettings):
                     f"({ENV_PREFIX}REDIS_CLUSTER=true) or use redis+cluster://, or give one host",
                 )
             if cluster and parsed.db:
-                raise _FieldError("redis_url", f"a Redis Cluster has only database 0, not {parsed.db}: end the URL in /0")
+                raise _FieldError(
+                    "redis_url", f"a Redis Cluster has only database 0, not {parsed.db}: end the URL in /0"
+                )
         return self
 
     @property
@@ -277,7 +282,10 @@ def parse_redis_url(raw: str) -> RedisURL:
     path = [segment for segment in parts.path.split("/") if segment]
     if sentinel:
         if not path or len(path) > 2:
-            raise ValueError("a redis+sentinel:// URL is redis+sentinel://host:26379[,host:26379]/mymaster[/db]")
+            problem = "needs the master name" if not path else f"has a path {parts.path!r} of more than master/db"
+            raise ValueError(
+                f"a redis+sentinel:// URL {problem}: redis+sentinel://host:26379[,host:26379]/mymaster[/db]"
+            )
         db = _database(path[1], "the database after the master name") if len(path) > 1 else 0
     else:
         if len(path) > 1:

@@ -292,9 +292,33 @@ def model_prices(model: str) -> tuple[float, float] | None:
 #: Prefixes ``litellm.get_llm_provider`` reads as a provider although LiteLLM's price map names no model under
 #: them (the map's ``litellm_provider`` values supply the rest): serving stacks, routers, local runtimes.
 _UNPRICED_PROVIDERS = frozenset(
-    "ai21_chat anthropic_text custom custom_openai databricks_agent docker_model_runner github hosted_vllm "
-    "huggingface infinity litellm_proxy llamafile lm_studio ollama_chat oobabooga openai_like openrouter predibase "
-    "reka sagemaker_chat triton vertex_ai_beta vllm watsonx_text xinference".split()
+    {
+        "ai21_chat",
+        "anthropic_text",
+        "custom",
+        "custom_openai",
+        "databricks_agent",
+        "docker_model_runner",
+        "github",
+        "hosted_vllm",
+        "huggingface",
+        "infinity",
+        "litellm_proxy",
+        "llamafile",
+        "lm_studio",
+        "ollama_chat",
+        "oobabooga",
+        "openai_like",
+        "openrouter",
+        "predibase",
+        "reka",
+        "sagemaker_chat",
+        "triton",
+        "vertex_ai_beta",
+        "vllm",
+        "watsonx_text",
+        "xinference",
+    }
 )
 _PROVIDERS: frozenset[str] | None = None
 

@@ -192,9 +192,19 @@ def test_disk_tier_keeps_fleet_counters_in_its_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "model",
-    ["gpt-4o-mini", "openai/gpt-4o-mini", "azure/gpt-4o", "anthropic/claude-3-haiku-20240307",
-     "openrouter/openai/gpt-4o", "ollama_chat/llama3", "hosted_vllm/meta/llama-3", "gemini/gemini-1.5-flash",
-     "text-embedding-3-small", "openai/text-embedding-3-small", "bedrock/anthropic.claude-v2"],
+    [
+        "gpt-4o-mini",
+        "openai/gpt-4o-mini",
+        "azure/gpt-4o",
+        "anthropic/claude-3-haiku-20240307",
+        "openrouter/openai/gpt-4o",
+        "ollama_chat/llama3",
+        "hosted_vllm/meta/llama-3",
+        "gemini/gemini-1.5-flash",
+        "text-embedding-3-small",
+        "openai/text-embedding-3-small",
+        "bedrock/anthropic.claude-v2",
+    ],
 )
 def test_model_names_resolve_as_litellm_resolves_them(model: str) -> None:
     """The fleet's model name is the one ``litellm.get_llm_provider`` resolves (without importing LiteLLM)."""
