@@ -171,7 +171,12 @@ class CacheSettings(BaseSettings):
             if text.startswith("["):
                 import json
 
-                return json.loads(text)
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    raise ValueError(
+                        "starts with '[' but is not a JSON list; use a JSON list or comma-separated keys"
+                    ) from None
             return [k.strip() for k in text.split(",") if k.strip()]
         return value
 
@@ -201,8 +206,8 @@ class CacheSettings(BaseSettings):
     def _check_consistency(self) -> CacheSettings:
         if self.semantic_verifier == "rules+llm" and not self.semantic_judge_model:
             raise ValueError("semantic_verifier='rules+llm' needs semantic_judge_model (a LiteLLM chat model)")
-        if self.disk is True and self.disk_path.exists() and self.disk_path.is_dir():
-            raise _FieldError("disk_path", f"{str(self.disk_path)!r} is a directory; point it at a file")
+        if self.uses_disk:
+            self._check_disk_path()
         url = self.redis_url_value
         if url is not None:
             parsed = parse_redis_url(url)
@@ -218,6 +223,17 @@ class CacheSettings(BaseSettings):
                     "redis_url", f"a Redis Cluster has only database 0, not {parsed.db}: end the URL in /0"
                 )
         return self
+
+    def _check_disk_path(self) -> None:
+        """The SQLite file's path can work: it is not a directory, and no part of it is a file (``/etc/hostname/x``
+        would otherwise fail later with a bare "File exists" or "Not a directory")."""
+        if self.disk_path.is_dir():
+            raise _FieldError("disk_path", f"{str(self.disk_path)!r} is a directory; point it at a file")
+        parent = self.disk_path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if parent.exists() and not parent.is_dir():
+            raise _FieldError("disk_path", f"{str(parent)!r} is a file, so it cannot hold the cache's file")
 
     @property
     def uses_disk(self) -> bool:
@@ -372,6 +388,8 @@ def _explain(exc: ValidationError, given_in_code: set[str]) -> str:
         else:
             origin = f"{field} (env {env})="
         value = err.get("input")
+        if isinstance(cause, _FieldError) and isinstance(value, dict):  # a model check: show the one field
+            value = value.get(field)
         shown = _shown_url(value) if field == "redis_url" else "****" if field in _SECRET_FIELDS else repr(value)
         problems.append(f"{origin}{shown}: {message}")
     return "invalid dspy_tiered_cache settings: " + "; ".join(problems)

@@ -176,3 +176,20 @@ def test_a_default_value_is_named_by_its_field_and_variable(tmp_path: Path) -> N
     (tmp_path / "xdg-cache" / "dspy_tiered_cache" / "cache.sqlite3").mkdir(parents=True)  # the default path
     with pytest.raises(ConfigError, match=r"disk_path \(env DSPY_TIERED_CACHE_DISK_PATH\)=.*is a directory"):
         load_settings(disk=True)
+
+
+def test_a_disk_path_under_a_file_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "hostname"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("DSPY_TIERED_CACHE_DISK_PATH", str(blocker / "x" / "cache.sqlite3"))
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "env DSPY_TIERED_CACHE_DISK_PATH=" in message and f"{str(blocker)!r} is a file" in message
+    assert load_settings(redis_url="redis://localhost:6379/0").redis_url is not None  # no disk tier: not checked
+
+
+def test_encryption_keys_that_look_like_json_but_are_not_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSPY_TIERED_CACHE_ENCRYPTION_KEYS", '["new-key-abcdefghijkl", ')
+    with pytest.raises(ConfigError, match="ENCRYPTION_KEYS=\\*\\*\\*\\*: starts with '\\[' but is not a JSON list"):
+        load_settings()
