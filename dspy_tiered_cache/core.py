@@ -590,6 +590,8 @@ class CacheCore:
             self.fleet.close()  # the last batch, while the tiers are still open
         if self._bus is not None:
             self._bus.stop()
+        for breaker in self.breakers.values():
+            breaker.close()  # a probe scheduled while a tier was down must not outlive the cache
         self.writer.close()
         for tier in self.tiers:
             try:
