@@ -94,15 +94,21 @@ class CircuitBreaker:
             self._probing = True
             return True  # this caller is the probe
 
+    def close(self) -> None:
+        """No more background probes: the tier is closed, so a probe would only reach a server nobody uses."""
+        self.probe = None
+
     def _run_probe(self) -> None:
-        assert self.probe is not None
+        probe = self.probe
+        if probe is None:  # closed while this probe was scheduled
+            return
         with self._lock:
             if self._open_until == 0.0 or self._probing:
                 return
             self._probing = True
         self.probes += 1
         try:
-            self.probe()
+            probe()
         except Exception as exc:
             log.debug("circuit probe failed: %s: %s", type(exc).__name__, exc)
             self.failure(trip=True)

@@ -437,6 +437,8 @@ class Cascade:
         """Stop the invalidation subscriber and the background writer, then release every tier."""
         if self._bus is not None:
             self._bus.stop()
+        for breaker in self.breakers.values():
+            breaker.close()  # a probe scheduled while a tier was down must not outlive the cache
         self.writer.close()
         for tier in self.tiers:
             try:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from dspy_tiered_cache import forksafe, hooks
 from dspy_tiered_cache.coherence import PubSubSource
-from dspy_tiered_cache.stats import _unit_prices, namespace_of_stem
+from dspy_tiered_cache.stats import _unit_prices, fleet_model_name, namespace_of_stem
 
 if TYPE_CHECKING:
     from dspy_tiered_cache.core import CacheCore
@@ -486,7 +486,7 @@ def summarize(fields: Mapping[str, float], *, namespace: str | None = None) -> d
             continue
         if len(parts) != 4:
             continue
-        model = parts[2] or "(unknown)"
+        model = fleet_model_name(parts[2]) or "(unknown)"  # batches of older releases too
         mrow = by_model.setdefault(
             model,
             {

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -19,11 +20,28 @@ from dspy_tiered_cache.errors import CacheError
 
 ENV_PREFIX = "DSPY_TIERED_CACHE_"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+#: URL schemes of the shared tier; Valkey's own names mean the same protocol as redis:// and rediss://.
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys", "redis+sentinel", "redis+cluster")
+_SCHEME_ALIASES = {"valkey": "redis", "valkeys": "rediss"}
+_URL_FORMS = (
+    "use redis://host:6379/0, rediss://host:6380/0 (TLS), unix:///path/to/redis.sock, "
+    "redis+sentinel://host:26379/mymaster or, for a Cluster, redis://host1:7000,host2:7001"
+)
+_SECRET_FIELDS = frozenset(
+    {"redis_url", "key_secret", "encryption_keys", "semantic_embedding_api_key", "semantic_judge_api_key"}
+)
 
 
 class ConfigError(CacheError, ValueError):
     """A setting a user gave is wrong; the message names the setting, its env var and how to fix it."""
+
+
+class _FieldError(ValueError):
+    """A check that needs several fields (so pydantic gives it no location) but is about one field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def check_namespace(name: str) -> str:
@@ -54,7 +72,10 @@ class CacheSettings(BaseSettings):
     memory: bool = Field(True, description="Use the in-process memory tier (L1).")
     memory_max_entries: int = Field(10_000, ge=0, description="L1 bound on entries (0 disables L1).")
     memory_max_bytes: int = Field(128 * 1024 * 1024, ge=0, description="L1 bound on payload bytes.")
-    redis_url: SecretStr | None = Field(None, description="redis://, rediss://, unix:// URL of the shared tier.")
+    redis_url: SecretStr | None = Field(
+        None,
+        description="redis://, rediss:// (TLS), unix://, redis+sentinel:// URL; host:port,host:port seeds a Cluster.",
+    )
     redis_cluster: bool = Field(False, description="Treat redis_url as one node of a Redis Cluster.")
     redis_connect_timeout_ms: int = Field(250, gt=0, le=60_000)
     redis_timeout_ms: int = Field(150, gt=0, le=60_000, description="Per-operation timeout for Redis.")
@@ -138,10 +159,9 @@ class CacheSettings(BaseSettings):
 
     @field_validator("mode", mode="before")
     @classmethod
-    def _check_mode(cls, value: Any) -> Any:
-        from dspy_tiered_cache.modes import check_mode
-
-        return check_mode(value) if isinstance(value, str) else value
+    def _normalize_mode(cls, value: Any) -> Any:
+        """``Replay`` and ``read_write`` mean what they say; the field's choices then name the allowed values."""
+        return value.strip().lower().replace("_", "-") if isinstance(value, str) else value
 
     @field_validator("encryption_keys", mode="before")
     @classmethod
@@ -151,7 +171,12 @@ class CacheSettings(BaseSettings):
             if text.startswith("["):
                 import json
 
-                return json.loads(text)
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    raise ValueError(
+                        "starts with '[' but is not a JSON list; use a JSON list or comma-separated keys"
+                    ) from None
             return [k.strip() for k in text.split(",") if k.strip()]
         return value
 
@@ -168,22 +193,47 @@ class CacheSettings(BaseSettings):
     def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
             return None
-        raw = value.get_secret_value().strip()
-        scheme = urlsplit(raw).scheme.lower()
-        if scheme not in _REDIS_SCHEMES:
-            raise ValueError(
-                f"scheme {scheme or '(none)'!r} is not supported; use redis://host:6379/0, rediss:// for TLS "
-                "or unix:///path/to/redis.sock"
-            )
-        return SecretStr(raw)
+        return SecretStr(parse_redis_url(value.get_secret_value().strip()).url)
+
+    @field_validator("semantic_embedding_api_base", "semantic_judge_api_base")
+    @classmethod
+    def _check_api_base(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value.strip()).scheme.lower() not in ("http", "https"):
+            raise ValueError("use an http:// or https:// endpoint, e.g. https://api.openai.com/v1")
+        return value.strip() if value is not None else None
 
     @model_validator(mode="after")
     def _check_consistency(self) -> CacheSettings:
         if self.semantic_verifier == "rules+llm" and not self.semantic_judge_model:
             raise ValueError("semantic_verifier='rules+llm' needs semantic_judge_model (a LiteLLM chat model)")
-        if self.disk is True and self.disk_path.exists() and self.disk_path.is_dir():
-            raise ValueError(f"disk_path {str(self.disk_path)!r} is a directory; point it at a file")
+        if self.uses_disk:
+            self._check_disk_path()
+        url = self.redis_url_value
+        if url is not None:
+            parsed = parse_redis_url(url)
+            cluster = self.redis_cluster or parsed.cluster
+            if len(parsed.hosts) > 1 and not (cluster or parsed.sentinel):
+                raise _FieldError(
+                    "redis_url",
+                    "several hosts name a Redis Cluster's seed nodes: set redis_cluster=true "
+                    f"({ENV_PREFIX}REDIS_CLUSTER=true) or use redis+cluster://, or give one host",
+                )
+            if cluster and parsed.db:
+                raise _FieldError(
+                    "redis_url", f"a Redis Cluster has only database 0, not {parsed.db}: end the URL in /0"
+                )
         return self
+
+    def _check_disk_path(self) -> None:
+        """The SQLite file's path can work: it is not a directory, and no part of it is a file (``/etc/hostname/x``
+        would otherwise fail later with a bare "File exists" or "Not a directory")."""
+        if self.disk_path.is_dir():
+            raise _FieldError("disk_path", f"{str(self.disk_path)!r} is a directory; point it at a file")
+        parent = self.disk_path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if parent.exists() and not parent.is_dir():
+            raise _FieldError("disk_path", f"{str(parent)!r} is a file, so it cannot hold the cache's file")
 
     @property
     def uses_disk(self) -> bool:
@@ -216,8 +266,95 @@ def mask_url(url: str | None) -> str | None:
     return parts._replace(netloc=netloc).geturl()
 
 
+@dataclass(frozen=True)
+class RedisURL:
+    """What a shared-tier URL names, checked the way the tier will read it (so a typo fails here, not later)."""
+
+    url: str  #: the URL as the tier takes it (Valkey scheme names mapped to redis:// and rediss://)
+    hosts: tuple[tuple[str, int], ...]
+    db: int
+    sentinel: bool
+    cluster: bool  #: the scheme says Cluster (``redis+cluster://``); ``redis_cluster=true`` says so too
+
+
+def parse_redis_url(raw: str) -> RedisURL:
+    """Check every part redis-py would otherwise read loosely: it takes ``/zz`` as database 0 and only fails on
+    a bad port at the first command, which the fail-open tier turns into a warning instead of an error."""
+    parts = urlsplit(raw)
+    scheme = parts.scheme.lower()
+    if scheme not in _REDIS_SCHEMES or "://" not in raw:
+        raise ValueError(f"scheme {scheme or '(none)'!r} is not supported; {_URL_FORMS}")
+    if scheme in _SCHEME_ALIASES:
+        raw = _SCHEME_ALIASES[scheme] + raw[len(scheme) :]
+        scheme = _SCHEME_ALIASES[scheme]
+    query = parse_qs(parts.query)
+    query_db = _database(query["db"][-1], "the db= query parameter") if "db" in query else None
+    if scheme == "unix":
+        if not parts.path or parts.path == "/":
+            raise ValueError("a unix:// URL needs the socket's path: unix:///path/to/redis.sock")
+        return RedisURL(raw, (), query_db or 0, sentinel=False, cluster=False)
+    sentinel = scheme == "redis+sentinel"
+    hosts = tuple(_host_port(item, 26379 if sentinel else 6379) for item in _host_list(parts.netloc))
+    path = [segment for segment in parts.path.split("/") if segment]
+    if sentinel:
+        if not path or len(path) > 2:
+            problem = "needs the master name" if not path else f"has a path {parts.path!r} of more than master/db"
+            raise ValueError(
+                f"a redis+sentinel:// URL {problem}: redis+sentinel://host:26379[,host:26379]/mymaster[/db]"
+            )
+        db = _database(path[1], "the database after the master name") if len(path) > 1 else 0
+    else:
+        if len(path) > 1:
+            raise ValueError(f"the path {parts.path!r} is not a database number; end the URL in /0 (or /1, ...)")
+        db = _database(path[0], "the database in the path") if path else 0
+    return RedisURL(raw, hosts, query_db if query_db is not None else db, sentinel, scheme == "redis+cluster")
+
+
+def _host_list(netloc: str) -> list[str]:
+    hosts = netloc.rsplit("@", 1)[-1]
+    return hosts.split(",") if hosts else [""]
+
+
+def _host_port(item: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[ipv6]:port``; the port must be a number from 1 to 65535."""
+    if item.startswith("["):
+        host, _, rest = item[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else rest
+    elif item.count(":") == 1:
+        host, _, port_text = item.partition(":")
+    else:
+        host, port_text = item, ""
+    if not port_text:
+        if item.endswith(":"):
+            raise ValueError(f"host {item!r} has an empty port; use host:6379")
+        return host or "localhost", default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"port {port_text!r} of host {host or 'localhost'!r} is not a port number (1-65535)")
+    return host or "localhost", int(port_text)
+
+
+def _database(text: str, where: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"{where} is {text!r}, not a database number; use 0 (or 1, 2, ...)")
+    return int(text)
+
+
+def _shown_url(value: Any) -> str:
+    """The URL with its password masked, so the user sees which URL is meant; ``****`` if that is not sure."""
+    raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if not isinstance(raw, str):
+        return "****"
+    try:
+        password = urlsplit(raw).password
+        masked = mask_url(raw) or ""
+    except ValueError:
+        return "****"
+    return "****" if password and password in masked else repr(masked)
+
+
 def load_settings(settings: CacheSettings | None = None, **overrides: Any) -> CacheSettings:
-    """Build settings from env plus overrides, turning pydantic's report into one actionable message."""
+    """Build settings from env plus overrides, turning pydantic's report into one actionable line."""
+    given = set(overrides)
     if settings is not None:
         if not overrides:
             return settings
@@ -227,24 +364,32 @@ def load_settings(settings: CacheSettings | None = None, **overrides: Any) -> Ca
     try:
         return CacheSettings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, set(overrides))) from None
+        raise ConfigError(_explain(exc, given)) from None
 
 
 def _explain(exc: ValidationError, given_in_code: set[str]) -> str:
-    lines = ["invalid dspy_tiered_cache settings:"]
+    """One line per run: each bad setting named as the user wrote it (the argument, else the env variable)."""
+    problems = []
     for err in exc.errors():
-        field = str(err["loc"][0]) if err["loc"] else "settings"
-        env = ENV_PREFIX + field.upper()
-        origin = f"argument {field}=" if field in given_in_code else f"env {env} / argument {field}="
-        value = err.get("input")
-        shown = (
-            "****"
-            if field
-            in {"redis_url", "key_secret", "encryption_keys", "semantic_embedding_api_key", "semantic_judge_api_key"}
-            else repr(value)
-        )
+        cause = (err.get("ctx") or {}).get("error")
+        field = cause.field if isinstance(cause, _FieldError) else str(err["loc"][0]) if err["loc"] else ""
         if err["type"] == "extra_forbidden":
-            lines.append(f"- unknown setting {field!r}: check the spelling against CacheSettings' fields")
+            problems.append(f"unknown setting {field!r}: check the spelling against CacheSettings' fields")
+            continue
+        message = str(cause) if isinstance(cause, ValueError) else err["msg"]
+        if not field:
+            problems.append(message)
+            continue
+        env = ENV_PREFIX + field.upper()
+        if field in given_in_code:
+            origin = f"argument {field}="
+        elif any(name.upper() == env for name in os.environ):
+            origin = f"env {env}="
         else:
-            lines.append(f"- {origin}{shown}: {err['msg']}")
-    return "\n".join(lines)
+            origin = f"{field} (env {env})="
+        value = err.get("input")
+        if isinstance(cause, _FieldError) and isinstance(value, dict):  # a model check: show the one field
+            value = value.get(field)
+        shown = _shown_url(value) if field == "redis_url" else "****" if field in _SECRET_FIELDS else repr(value)
+        problems.append(f"{origin}{shown}: {message}")
+    return "invalid dspy_tiered_cache settings: " + "; ".join(problems)

@@ -16,6 +16,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -158,8 +159,9 @@ class Stats:
         if usage:
             prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
             completion = _int(usage.get("completion_tokens", usage.get("output_tokens")))
+        model = fleet_model_name(model)
         with self._lock:
-            by_stem = self.saved_by_stem.setdefault((key_stem(key) if key else "", model or ""), [0, 0, 0])
+            by_stem = self.saved_by_stem.setdefault((key_stem(key) if key else "", model), [0, 0, 0])
             by_stem[0] += 1
             by_stem[1] += prompt
             by_stem[2] += completion
@@ -167,7 +169,7 @@ class Stats:
                 return 0
             self.prompt_tokens_saved += prompt
             self.completion_tokens_saved += completion
-            tokens = self.saved_by_model.setdefault(model or "", [0, 0])
+            tokens = self.saved_by_model.setdefault(model, [0, 0])
             tokens[0] += prompt
             tokens[1] += completion
         return prompt + completion
@@ -285,6 +287,66 @@ def model_prices(model: str) -> tuple[float, float] | None:
         if isinstance(entry, dict) and "input_cost_per_token" in entry:
             return float(entry["input_cost_per_token"]), float(entry.get("output_cost_per_token") or 0.0)
     return None
+
+
+#: Prefixes ``litellm.get_llm_provider`` reads as a provider although LiteLLM's price map names no model under
+#: them (the map's ``litellm_provider`` values supply the rest): serving stacks, routers, local runtimes.
+_UNPRICED_PROVIDERS = frozenset(
+    {
+        "ai21_chat",
+        "anthropic_text",
+        "custom",
+        "custom_openai",
+        "databricks_agent",
+        "docker_model_runner",
+        "github",
+        "hosted_vllm",
+        "huggingface",
+        "infinity",
+        "litellm_proxy",
+        "llamafile",
+        "lm_studio",
+        "ollama_chat",
+        "oobabooga",
+        "openai_like",
+        "openrouter",
+        "predibase",
+        "reka",
+        "sagemaker_chat",
+        "triton",
+        "vertex_ai_beta",
+        "vllm",
+        "watsonx_text",
+        "xinference",
+    }
+)
+_PROVIDERS: frozenset[str] | None = None
+
+
+@lru_cache(maxsize=4096)
+def fleet_model_name(model: str | None) -> str:
+    """One name per model in the counts: ``openai/gpt-4o-mini`` (what a DSPy LM is given) and ``gpt-4o-mini``
+    (what a LiteLLM response carries) are the same model, so the totals must not split it in two.
+
+    The rule is ``litellm.get_llm_provider``'s: a first path segment naming a provider is dropped, once
+    (``openrouter/openai/gpt-4o`` -> ``openai/gpt-4o``); other names stay as they are. Providers come from the
+    price map LiteLLM ships, so counting a hit never imports LiteLLM (seconds, and the DSPy door may not need it).
+    """
+    if not model:
+        return ""
+    name = model.strip()
+    prefix, slash, rest = name.partition("/")
+    if not slash or not rest:
+        return name
+    global _PROVIDERS
+    if _PROVIDERS is None:
+        try:
+            table = _price_table()
+        except (OSError, ValueError):  # no readable price map: the serving stacks above still resolve
+            table = {}
+        known = {str(v.get("litellm_provider")) for v in table.values() if isinstance(v, dict)}
+        _PROVIDERS = _UNPRICED_PROVIDERS | {p for p in known if p and " " not in p}
+    return rest if prefix.lower() in _PROVIDERS else name
 
 
 def _unit_prices(model: str) -> tuple[float, float]:

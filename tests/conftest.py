@@ -32,6 +32,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Close every cache a test body built and left open, while the servers its fixtures started still run.
+
+    A cache left open keeps background work going (the fleet publisher's last batch at exit, a Cluster client's
+    slot-map refresh): once the test's Redis is gone, that work fails after pytest's summary and says so. Closing
+    here, before the fixtures' teardown, lets it end cleanly. Caches built by fixtures are their fixtures' job.
+    """
+    from dspy_tiered_cache import fleet
+
+    before = set(fleet._publishers)
+    yield
+    for publisher in set(fleet._publishers) - before:
+        if not publisher.closed:
+            core = publisher._core()
+            if core is not None:
+                core.close()
+            else:
+                publisher.close()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test reads the developer's DSPY_TIERED_CACHE_* settings or writes to their ~/.cache."""

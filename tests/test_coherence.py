@@ -31,7 +31,11 @@ def _instance(url: str, ready: Any, go: Any, results: Any, op: str) -> None:
 
 
 def _propagation(url: str, op: str) -> list[float | None]:
-    core = CacheCore(redis_url=url, disk=False, generation_refresh_s=30.0)
+    with CacheCore(redis_url=url, disk=False, generation_refresh_s=30.0) as core:
+        return _propagate(core, url, op)
+
+
+def _propagate(core: CacheCore, url: str, op: str) -> list[float | None]:
     key = core.key_for(REQUEST, namespace="coh")
     core.set(key, {"answer": 1})
     core.flush()
@@ -94,3 +98,5 @@ def test_lost_messages_are_bounded_by_generation_refresh(redis_url: str) -> None
     mine.invalidate_namespace()
     time.sleep(0.25)
     assert theirs.get(theirs.key_for(REQUEST)) is None
+    mine.close()
+    theirs.close()

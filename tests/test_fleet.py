@@ -21,7 +21,7 @@ import redis
 
 from dspy_tiered_cache import CacheCore
 from dspy_tiered_cache.fleet import SEP, buckets_since, read_fleet, summarize
-from dspy_tiered_cache.stats import model_prices
+from dspy_tiered_cache.stats import fleet_model_name, model_prices
 from dspy_tiered_cache.testing.provider import StandInProvider
 from dspy_tiered_cache.testing.redis_server import RedisServer
 
@@ -121,6 +121,8 @@ def test_three_workers_fleet_totals_equal_the_sum_of_their_counters(
     # Priced for a known model: gpt-4o-mini's price per token times the tokens saved.
     prices = model_prices("gpt-4o-mini")
     assert prices is not None
+    # One model, one row: the LiteLLM door's "gpt-4o-mini" and the DSPy door's "openai/gpt-4o-mini".
+    assert set(fleet["by_model"]) == {"gpt-4o-mini"}
     model_row = fleet["by_model"]["gpt-4o-mini"]
     assert model_row["dollars_saved"] == pytest.approx(
         model_row["prompt_tokens_saved"] * prices[0] + model_row["completion_tokens_saved"] * prices[1], rel=1e-9
@@ -186,6 +188,45 @@ def test_disk_tier_keeps_fleet_counters_in_its_file(tmp_path: Path) -> None:
     assert (fleet["hits"], fleet["misses"], fleet["tokens_saved"]) == (1, 1, 15)
     assert fleet["store"] == "disk"
     assert fleet["by_namespace"]["batch"]["dollars_saved"] > 0
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "gpt-4o-mini",
+        "openai/gpt-4o-mini",
+        "azure/gpt-4o",
+        "anthropic/claude-3-haiku-20240307",
+        "openrouter/openai/gpt-4o",
+        "ollama_chat/llama3",
+        "hosted_vllm/meta/llama-3",
+        "gemini/gemini-1.5-flash",
+        "text-embedding-3-small",
+        "openai/text-embedding-3-small",
+        "bedrock/anthropic.claude-v2",
+    ],
+)
+def test_model_names_resolve_as_litellm_resolves_them(model: str) -> None:
+    """The fleet's model name is the one ``litellm.get_llm_provider`` resolves (without importing LiteLLM)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    assert fleet_model_name(model) == litellm.get_llm_provider(model)[0]
+
+
+def test_model_names_outside_litellm_providers_stay_as_given(tmp_path: Path) -> None:
+    assert fleet_model_name("org/my-model") == "org/my-model"
+    assert fleet_model_name("bag-of-words") == "bag-of-words"
+    assert fleet_model_name(None) == fleet_model_name("") == ""
+    # Counted under both spellings, read back as one row.
+    with CacheCore(disk_path=tmp_path / "c.sqlite3", fleet_flush_s=3600) as core:
+        key = core.key_for({"q": 1}, namespace="ns")
+        for name in ("gpt-4o-mini", "openai/gpt-4o-mini"):
+            core.stats.record_savings(name, {"prompt_tokens": 10, "completion_tokens": 5}, key=key)
+    with CacheCore(disk_path=tmp_path / "c.sqlite3", fleet=False) as reader:
+        fleet = read_fleet(reader, since="1h")
+    assert fleet is not None and set(fleet["by_model"]) == {"gpt-4o-mini"}
+    assert fleet["by_model"]["gpt-4o-mini"]["tokens_saved"] == 30
 
 
 def test_memory_only_cache_has_no_fleet() -> None:

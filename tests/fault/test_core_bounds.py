@@ -105,6 +105,7 @@ def test_a_lease_stranded_by_a_hung_redis_does_not_stall_other_instances(
     worker.join(3.0)
     waited = time.perf_counter() - began
     leader.close()
+    other.close()
     assert answers, f"another instance was still waiting after {waited:.1f} s (lease TTL left: {lease_ttl_ms} ms)"
     assert answer_text(answers[0][0]) is not None
 

@@ -71,7 +71,7 @@ def test_at_start_cell(
 @pytest.mark.parametrize(("topology", "fault"), _cells(False))
 def test_mid_run_cell(topology: str, fault: str, cell_provider: StandInProvider, cell_expected: dict[str, str]) -> None:
     result = run_cell(topology, fault, cell_provider, cell_expected)
-    # Known gap (see README): while a Cluster's nodes answer CLUSTERDOWN (re-forming after a restart), redis-py
+    # Known gap (docs/reliability.md): while a Cluster's nodes answer CLUSTERDOWN (re-forming after a restart), redis-py
     # sleeps a fixed 0.25 s inside the one call that sees it before raising; the breaker then opens.
     bound = FIRST_CALL_BOUND_MS + 250 if (topology, fault) == ("cluster", "restarted-empty") else FIRST_CALL_BOUND_MS
     _assert_contract(result, first_bound=bound)
