@@ -33,6 +33,29 @@ class Tier(ABC):
     #: Default lifetime cap of this tier, applied on top of the entry's own expiry.
     ttl: float | None = None
     evictions: int = 0
+    #: Writes counted by :meth:`count_stored`: how many, their payload bytes and the bytes actually stored (after
+    #: the frame and compression). Plain ints bumped without a lock, like the hit counters: a rare lost update
+    #: under threads skews an average by a hair, never a stored value.
+    writes: int = 0
+    payload_bytes: int = 0
+    stored_bytes: int = 0
+
+    def count_stored(self, payload: int, stored: int) -> None:
+        self.writes += 1
+        self.payload_bytes += payload
+        self.stored_bytes += stored
+
+    def storage(self) -> dict[str, Any]:
+        """Bytes stored per entry and the compression ratio (payload bytes / stored bytes) of what this tier
+        wrote since it started; ``stats`` and the fleet view show it per tier."""
+        if not self.writes:
+            return {"writes": 0, "bytes_per_entry": None, "payload_bytes_per_entry": None, "compression_ratio": None}
+        return {
+            "writes": self.writes,
+            "bytes_per_entry": round(self.stored_bytes / self.writes, 1),
+            "payload_bytes_per_entry": round(self.payload_bytes / self.writes, 1),
+            "compression_ratio": round(self.payload_bytes / self.stored_bytes, 3) if self.stored_bytes else None,
+        }
 
     @abstractmethod
     def get(self, key: str) -> Entry | None: ...

@@ -101,6 +101,7 @@ class DiskTier(Tier):
         if entry.expired(now):
             return
         blob = self.codec.dumps(entry)
+        self.count_stored(len(entry.payload), len(blob))
         self._conn().execute(
             "INSERT OR REPLACE INTO entries (key, value, expires_at, size, stored_at) VALUES (?, ?, ?, ?, ?)",
             (key, blob, entry.expires_at, len(blob) + len(key), now),
@@ -165,6 +166,7 @@ class DiskTier(Tier):
         for key, entry in items:
             if not entry.expired(now):
                 blob = self.codec.dumps(entry)
+                self.count_stored(len(entry.payload), len(blob))
                 rows.append((key, blob, entry.expires_at, len(blob) + len(key), now))
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
