@@ -181,6 +181,8 @@ class RedisTier(Tier):
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._dictionaries = _StoredDictionaries(codec, prefix)
+        #: token -> monotonic time until which the lease it names is surely still held (see acquire_lock).
+        self._leases: dict[str, float] = {}
         forksafe.register(self)
 
     def _after_fork_in_child(self) -> None:
@@ -554,18 +556,43 @@ class RedisTier(Tier):
         return isinstance(exc, (redis.TimeoutError, TimeoutError, *_DISCOVERY_FAILED))
 
     # -- cross-process leases (single-flight across processes) -------------------------------------
+    # A lease is released after every miss. The safe release is a compare-and-delete script (EVAL + GET + DEL:
+    # three commands in Redis's accounting) because a lease that expired may belong to another process by now.
+    # A lease taken by this tier less than half its lifetime ago cannot have expired (Redis keeps it for the whole
+    # lifetime), so it is released with one DEL; only older leases pay for the script.
     def acquire_lock(self, name: str, token: str, lease_s: float) -> bool:
-        return bool(self.client.set(name, token, nx=True, px=max(1, int(lease_s * 1000))))
+        held = bool(self.client.set(name, token, nx=True, px=max(1, int(lease_s * 1000))))
+        return self._took(name, token, lease_s, held)
 
     async def aacquire_lock(self, name: str, token: str, lease_s: float) -> bool:
-        return bool(await (await self._ac()).set(name, token, nx=True, px=max(1, int(lease_s * 1000))))
+        held = bool(await (await self._ac()).set(name, token, nx=True, px=max(1, int(lease_s * 1000))))
+        return self._took(name, token, lease_s, held)
+
+    def _took(self, name: str, token: str, lease_s: float, held: bool) -> bool:
+        if held:
+            if len(self._leases) > 4096:  # leases never released (a crashed caller): forget the oldest half
+                for stale in list(self._leases)[:2048]:
+                    self._leases.pop(stale, None)
+            self._leases[token] = time.monotonic() + lease_s / 2
+        return held
+
+    def _surely_ours(self, token: str) -> bool:
+        safe_until = self._leases.pop(token, None)
+        return safe_until is not None and time.monotonic() < safe_until
 
     def release_lock(self, name: str, token: str) -> None:
         """Delete the lock only if it is still ours (a lease that expired may now belong to another process)."""
-        self.client.eval(_RELEASE, 1, name, token)
+        if self._surely_ours(token):
+            self.client.delete(name)
+        else:
+            self.client.eval(_RELEASE, 1, name, token)
 
     async def arelease_lock(self, name: str, token: str) -> None:
-        await (await self._ac()).eval(_RELEASE, 1, name, token)
+        client = await self._ac()
+        if self._surely_ours(token):
+            await client.delete(name)
+        else:
+            await client.eval(_RELEASE, 1, name, token)
 
     def health(self) -> TierHealth:
         started = time.perf_counter()

@@ -244,3 +244,20 @@ def test_adopted_dictionary_is_taken_up_by_writers(redis_url: str, monkeypatch: 
         assert int.from_bytes(other.client.get("dtc:e:default:0:adopted")[3:7], "big") == trained.id
     finally:
         other.close()
+
+
+def test_lease_release_deletes_only_our_own_lease(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    tier = RedisTier(redis_url, codec=CODEC)
+    try:
+        assert tier.acquire_lock("dtc:lock:fresh", "mine", 30.0)
+        assert not tier.acquire_lock("dtc:lock:fresh", "theirs", 30.0)
+        tier.release_lock("dtc:lock:fresh", "mine")  # fresh lease: one DEL
+        assert tier.client.get("dtc:lock:fresh") is None
+        # A lease past half its lifetime may have expired and been taken by another process: checked release.
+        assert tier.acquire_lock("dtc:lock:old", "mine", 0.05)
+        time.sleep(0.1)  # the lease expires (a real expiry on the server, not a timing assertion)
+        tier.client.set("dtc:lock:old", "theirs")
+        tier.release_lock("dtc:lock:old", "mine")
+        assert tier.client.get("dtc:lock:old") == b"theirs"
+    finally:
+        tier.close()
