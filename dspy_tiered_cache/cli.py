@@ -417,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dspy_tiered_cache.cli_portable import register as register_recording_commands
 
     register_recording_commands(command)  # export, import, inspect
+    __import__("dspy_tiered_cache.cli_dictionary", fromlist=["register"]).register(command)  # dictionary (i24)
     return parser
 
 

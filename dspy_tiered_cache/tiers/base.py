@@ -25,6 +25,18 @@ class TierHealth:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def storage_figures(entries: int, stored: int, payloads: list[int], usage: list[int]) -> dict[str, Any]:
+    """Per-entry figures of a sample of stored entries (``stats``): bytes stored, payload bytes (decoded), the
+    compression ratio, and the backend's own accounting where it has one (Redis ``MEMORY USAGE``)."""
+    return {
+        "sampled": entries,
+        "bytes_per_entry": round(stored / entries, 1) if entries else None,
+        "payload_bytes_per_entry": round(sum(payloads) / len(payloads), 1) if payloads else None,
+        "compression_ratio": round(sum(payloads) / stored, 3) if stored and len(payloads) == entries else None,
+        "memory_usage_per_entry": round(sum(usage) / len(usage), 1) if usage else None,
+    }
+
+
 class Tier(ABC):
     #: "l1", "l2" or "disk": the value of the ``cache.level`` span attribute for a hit here.
     name: str = "tier"

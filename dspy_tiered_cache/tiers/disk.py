@@ -14,10 +14,11 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from dspy_tiered_cache import forksafe
 from dspy_tiered_cache.codec import CorruptEntry, Entry, FrameCodec
-from dspy_tiered_cache.tiers.base import Tier, TierHealth
+from dspy_tiered_cache.tiers.base import Tier, TierHealth, storage_figures
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -158,6 +159,17 @@ class DiskTier(Tier):
                 yield key, self.codec.loads(bytes(blob))
             except CorruptEntry:
                 yield key, None
+
+    def storage_sample(self, limit: int = 200) -> dict[str, Any]:
+        """What ``limit`` stored entries cost: value bytes and their payload bytes (for ``stats``)."""
+        rows = self._conn().execute("SELECT value FROM entries WHERE key LIKE ? LIMIT ?", ("%:e:%", limit)).fetchall()
+        payloads = []
+        for (blob,) in rows:
+            try:
+                payloads.append(len(self.codec.loads(bytes(blob)).payload))
+            except CorruptEntry:
+                continue
+        return storage_figures(len(rows), sum(len(blob) for (blob,) in rows), payloads, [])
 
     def set_many(self, items: Iterable[tuple[str, Entry]]) -> None:
         """Write many entries in one transaction (imports): all land, or none do."""

@@ -39,7 +39,7 @@ from dspy_tiered_cache.codec import CorruptEntry, Entry, FrameCodec, MissingDict
 from dspy_tiered_cache.dictionary import Dictionary, ForeignDictionary, pack, unpack
 from dspy_tiered_cache.keys import entry_pattern, generation_key
 from dspy_tiered_cache.settings import mask_url
-from dspy_tiered_cache.tiers.base import Tier, TierHealth
+from dspy_tiered_cache.tiers.base import Tier, TierHealth, storage_figures
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 
@@ -502,6 +502,30 @@ class RedisTier(Tier):
                     continue
                 if entry is not None:
                     yield key, entry
+
+    def storage_sample(self, limit: int = 200) -> dict[str, Any]:
+        """What ``limit`` stored entries cost: value bytes, their payload bytes, and Redis's own ``MEMORY USAGE``
+        (key + value + per-key overhead). For ``stats``; SCANs, so never on a call's path."""
+        client = self.client
+        keys = []
+        for key in client.scan_iter(match=entry_pattern(self.prefix), count=1000):
+            keys.append(key)
+            if len(keys) >= limit:
+                break
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+            pipe.memory_usage(key, samples=0)
+        replies = pipe.execute(raise_on_error=False) if keys else []
+        frames = [(raw, used) for raw, used in zip(replies[::2], replies[1::2], strict=True) if isinstance(raw, bytes)]
+        payloads = []
+        for raw, _ in frames:
+            try:
+                payloads.append(len(self.codec.loads(raw).payload))
+            except CorruptEntry:
+                continue
+        usage = [int(used) for _, used in frames if isinstance(used, int)]
+        return storage_figures(len(frames), sum(len(raw) for raw, _ in frames), payloads, usage)
 
     def set_many(self, items: Iterable[tuple[str, Entry]], batch: int = 500) -> None:
         """Write many entries with pipelined SETs (imports): one round trip per ``batch``, not per entry."""
