@@ -30,6 +30,7 @@ from dspy_tiered_cache.tiers.memory import MemoryTier
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from core import paired_us, request_2kb, response
+from fleet_timing import alternating_min_us
 
 
 class CoreBefore(CacheCore):
@@ -53,20 +54,6 @@ class CoreBefore(CacheCore):
         if started:
             tstats.observe(time.perf_counter() - started)
         return tuple.__new__(Hit, (value, "l1", entry.created_at, entry.expires_at))
-
-
-def alternating_min_us(fns: dict[str, Any], rounds: int = 41, number: int = 3000) -> dict[str, float]:
-    """Best per-call time of each callable over alternating rounds: a difference of ~0.1 us on a loaded 2-core
-    box is lost in medians (load swings 2x between rounds) but shows in the minimum, the uncontended cost."""
-    best = dict.fromkeys(fns, float("inf"))
-    items = list(fns.items())
-    for r in range(rounds):
-        for name, fn in items if r % 2 else items[::-1]:
-            started = time.perf_counter()
-            for _ in range(number):
-                fn()
-            best[name] = min(best[name], (time.perf_counter() - started) / number * 1e6)
-    return best
 
 
 def hit_path() -> dict[str, Any]:

@@ -180,7 +180,7 @@ def markdown(r: dict[str, Any]) -> str:
         "# Redis memory per cached answer: ours vs LiteLLM `Cache(type=\"redis\")`",
         "",
         f"Measured by `python benchmarks/memory.py --answers {r['answers']}` on {r['when']}, on a loaded 2-core box "
-        f"(other work running), redis-server {r['redis_version']}, litellm {litellm.__version__ if hasattr(litellm, '__version__') else r['litellm']}. "
+        f"(other work running), redis-server {r['redis_version']}, litellm {r['litellm']}. "
         "Each row: that many distinct `litellm.completion` calls through each cache into an empty private Redis; "
         "answers are held-out README paragraphs of installed packages (not the dictionary's training text).",
         "",
@@ -235,13 +235,14 @@ def main() -> None:
             with ReadmeProvider(texts) as provider:
                 rows.append(memory_per_entry(server, provider, size, args.answers))
             row = rows[-1]
+            ours, theirs = row["ours"], row["litellm"]
             print(
-                f"{size:>5} B answers: ours {row['ours']['memory_usage_per_entry']:.0f} B/entry (MEMORY USAGE), "
-                f"LiteLLM {row['litellm']['memory_usage_per_entry']:.0f} B -> {row['memory_usage_per_entry_ratio']:.2f}x; "
-                f"used_memory {row['ours']['used_memory_per_entry']:.0f} vs {row['litellm']['used_memory_per_entry']:.0f}"
+                f"{size:>5} B answers: ours {ours['memory_usage_per_entry']:.0f} B/entry (MEMORY USAGE), LiteLLM "
+                f"{theirs['memory_usage_per_entry']:.0f} B -> {row['memory_usage_per_entry_ratio']:.2f}x; used_memory "
+                f"{ours['used_memory_per_entry']:.0f} vs {theirs['used_memory_per_entry']:.0f}"
                 f" -> {row['used_memory_per_entry_ratio']:.2f}x",
                 flush=True,
-            )  # fmt: skip
+            )
         result["sizes"] = rows
         result["l2_hit"] = l2_hit(server, next(answers(held, 1500, 1, seed=99)))
     result["memory_goal_met"] = all(
