@@ -156,7 +156,9 @@ def _cpu_ms(client: redis.Redis) -> float:
     return (float(info["used_cpu_user"]) + float(info["used_cpu_sys"])) * 1000
 
 
-def run_config(config: str, ctx: Any, server: RedisServer, provider: StandInProvider, a: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
+def run_config(
+    config: str, ctx: Any, server: RedisServer, provider: StandInProvider, a: argparse.Namespace
+) -> dict[str, Any]:
     client = redis.Redis.from_url(server.url)
     client.flushdb()  # the benchmark's own private server
     barrier = ctx.Barrier(a.workers + 1)
@@ -198,6 +200,14 @@ def run_config(config: str, ctx: Any, server: RedisServer, provider: StandInProv
     }
 
 
+def _ratio(best: dict[str, Any], row: dict[str, Any], metric: str) -> float:
+    return round(best[metric] / max(row[metric], 1e-9), 2)
+
+
+#: Commands a process sends on a clock, not per lookup: the fleet counters (one batch per fleet_flush_s).
+_PUBLISHER = ("evalsha", "hincrby", "hincrbyfloat", "expire", "script|load")
+
+
 def markdown(r: dict[str, Any]) -> str:
     lines = [
         "# Fleet on one Redis: 8 workers, Zipf(1.0), ours vs LiteLLM's caches",
@@ -224,6 +234,15 @@ def markdown(r: dict[str, Any]) -> str:
             f"{GOALS['commands_ratio']}x), {ratio['throughput_ratio']:.2f}x the lookups/s (goal >= "
             f"{GOALS['throughput_ratio']}x), {ratio['cpu_ratio']:.1f}x less Redis CPU per lookup"
         )
+    lines += ["", "Where the Redis commands went (all workers, whole run; a script's own calls count too):", ""]
+    for row in r["rows"]:
+        counts = row.get("redis_commands", {})
+        clocked = sum(n for name, n in counts.items() if name in _PUBLISHER)
+        per_lookup = (sum(counts.values()) - clocked) / row["lookups"]
+        lines.append(
+            f"- {row['config']}: {counts}; without the fleet counters' batches ({clocked} commands, sent every "
+            f"fleet_flush_s whatever the traffic): {per_lookup:.3f} per lookup"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -235,11 +254,17 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--md", type=Path)
+    parser.add_argument("--from-json", type=Path, help="rewrite --md from an earlier run's --json; run nothing")
     a = parser.parse_args()
+    if a.from_json:
+        if a.md:
+            a.md.write_text(markdown(json.loads(a.from_json.read_text())))
+        return
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["litellm", "dspy", "dspy_tiered_cache.integrations.litellm"])
-    result: dict[str, Any] = {"workers": a.workers, "prompts": a.prompts, "lookups": a.lookups,
-                              "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg()[0]}  # fmt: skip
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    result: dict[str, Any] = {"workers": a.workers, "prompts": a.prompts, "lookups": a.lookups, "when": when,
+                              "load": os.getloadavg()[0]}  # fmt: skip
     rows = []
     with RedisServer() as server, StandInProvider() as provider:
         for config in a.configs.split(","):
@@ -260,10 +285,10 @@ def main() -> None:
         for row in rows:
             if row["config"].startswith("ours/"):
                 result["ratios"][row["config"]] = {
-                    "commands_ratio": round(best["redis_commands_per_lookup"] / max(row["redis_commands_per_lookup"], 1e-9), 2),
+                    "commands_ratio": _ratio(best, row, "redis_commands_per_lookup"),
                     "throughput_ratio": round(row["lookups_per_s"] / best["lookups_per_s"], 3),
-                    "cpu_ratio": round(best["redis_cpu_ms_per_1000_lookups"] / max(row["redis_cpu_ms_per_1000_lookups"], 1e-9), 2),
-                }  # fmt: skip
+                    "cpu_ratio": _ratio(best, row, "redis_cpu_ms_per_1000_lookups"),
+                }
         for name, ratio in result["ratios"].items():
             print(f"{name} vs {best['config']}: {ratio['commands_ratio']}x fewer commands/lookup, "
                   f"{ratio['throughput_ratio']}x lookups/s, {ratio['cpu_ratio']}x less Redis CPU")  # fmt: skip
