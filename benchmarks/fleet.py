@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +40,9 @@ os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="dtc-bench-"))
 os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="dtc-bench-dspy-"))
 
 import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fleet_timing import write_results
 
 from dspy_tiered_cache.testing.provider import StandInProvider
 from dspy_tiered_cache.testing.redis_server import RedisServer
@@ -292,10 +296,7 @@ def main() -> None:
         for name, ratio in result["ratios"].items():
             print(f"{name} vs {best['config']}: {ratio['commands_ratio']}x fewer commands/lookup, "
                   f"{ratio['throughput_ratio']}x lookups/s, {ratio['cpu_ratio']}x less Redis CPU")  # fmt: skip
-    if a.json:
-        a.json.write_text(json.dumps(result, indent=2) + "\n")
-    if a.md:
-        a.md.write_text(markdown(result))
+    write_results(result, a.json, a.md, markdown)
 
 
 if __name__ == "__main__":

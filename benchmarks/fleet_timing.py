@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -21,3 +23,13 @@ def alternating_min_us(fns: dict[str, Callable[[], Any]], rounds: int = 41, numb
                 fn()
             best[name] = min(best[name], (time.perf_counter() - started) / number * 1e6)
     return best
+
+
+def write_results(
+    result: dict[str, Any], json_path: Path | None, md_path: Path | None, markdown: Callable[[Any], str]
+) -> None:
+    """The run's figures as JSON and as the Markdown table under benchmarks/results/ (either, both or none)."""
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+    if md_path is not None:
+        md_path.write_text(markdown(result))

@@ -23,7 +23,6 @@ Figures are measured on a loaded 2-core box shared with other work: read the rat
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -41,7 +40,7 @@ import redis
 from litellm.caching.caching import Cache
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fleet_timing import alternating_min_us
+from fleet_timing import alternating_min_us, write_results
 from memory_corpus import answers, held_out_texts
 
 from dspy_tiered_cache import CacheCore
@@ -251,10 +250,7 @@ def main() -> None:
     h = result["l2_hit"]
     print(f"L2 hit {h['l2_hit_us']} us vs raw GET + decode {h['raw_get_decode_us']} us -> {h['l2_vs_raw']:.2f}x; "
           f"vs uncompressed (before) {h['l2_hit_uncompressed_us']} us -> {h['l2_vs_uncompressed']:.2f}x")  # fmt: skip
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    if args.md:
-        args.md.write_text(markdown(result))
+    write_results(result, args.json, args.md, markdown)
 
 
 if __name__ == "__main__":
