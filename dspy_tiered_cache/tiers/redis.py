@@ -36,10 +36,11 @@ from redis.retry import Retry
 
 from dspy_tiered_cache import forksafe
 from dspy_tiered_cache.codec import CorruptEntry, Entry, FrameCodec, MissingDictionary
-from dspy_tiered_cache.dictionary import Dictionary, ForeignDictionary, pack, unpack
+from dspy_tiered_cache.dictionary import Dictionary, pack
 from dspy_tiered_cache.keys import entry_pattern, generation_key
 from dspy_tiered_cache.settings import mask_url
 from dspy_tiered_cache.tiers.base import Tier, TierHealth, storage_figures
+from dspy_tiered_cache.tiers.stored_dictionaries import StoredDictionaries
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 
@@ -83,67 +84,6 @@ def _generation(raw: bytes | None, namespace: str) -> int:
         return 0
 
 
-#: How often a writer checks whether a trained dictionary was adopted (one GET per process per period).
-ADOPT_CHECK_S = 300.0
-#: How long a dictionary that could not be fetched or was refused stays refused (its entries are misses).
-_REFUSED_S = 60.0
-
-
-class _StoredDictionaries:
-    """Trained dictionaries kept in Redis beside the entries: fetched the first time a frame names one, validated
-    (:func:`~dspy_tiered_cache.dictionary.unpack`), and refused for a while when missing, corrupt or foreign, so
-    those entries are plain misses and cost one extra GET a minute, not one per lookup."""
-
-    __slots__ = ("_checked", "_codec", "_prefix", "_refused", "current_key")
-
-    def __init__(self, codec: FrameCodec, prefix: str) -> None:
-        self._codec = codec
-        self._prefix = prefix
-        self.current_key = f"{prefix}:zdict:current"
-        self._refused: dict[int, float] = {}
-        self._checked = 0.0
-
-    def key(self, number: int) -> str:
-        return f"{self._prefix}:zdict:{number:08x}"
-
-    def wanted(self, number: int) -> bool:
-        refused = self._refused.get(number)
-        return refused is None or time.monotonic() - refused > _REFUSED_S
-
-    def found(self, number: int, blob: bytes | None) -> None:
-        """Add the fetched dictionary to the codec, or refuse it (the caller's retry then raises CorruptEntry)."""
-        try:
-            if blob is None:
-                raise ForeignDictionary(f"no dictionary {number:#x} is stored in Redis")
-            self._codec.add_dictionary(unpack(blob, expected=number))
-        except ForeignDictionary as exc:
-            self._refused[number] = time.monotonic()
-            log.warning("dspy_tiered_cache: entries compressed with dictionary %#x are misses: %s", number, exc)
-
-    def due(self) -> bool:
-        now = time.monotonic()
-        if now - self._checked < ADOPT_CHECK_S:
-            return False
-        self._checked = now
-        return True
-
-    def adoptable(self, raw: bytes | None) -> int | None:
-        """The number of the fleet's adopted dictionary when writers here do not use it yet."""
-        if not raw or not raw.isdigit():
-            return None
-        number = int(raw)
-        writing = self._codec.write_dictionary
-        return None if writing is not None and writing.id == number else number
-
-    def missing(self, number: int | None) -> bool:
-        return number is not None and not self._codec.has_dictionary(number) and self.wanted(number)
-
-    def adopt(self, number: int | None) -> None:
-        """Write with ``number`` from now on if it is held (fetched and validated); else keep the current one."""
-        if number is not None and self._codec.has_dictionary(number):
-            self._codec.adopt(number)
-
-
 class RedisTier(Tier):
     name = "l2"
     remote = True
@@ -180,7 +120,7 @@ class RedisTier(Tier):
         self._unready: weakref.WeakSet[Any] = weakref.WeakSet()  # asyncio Cluster clients not initialized yet
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
-        self._dictionaries = _StoredDictionaries(codec, prefix)
+        self._dictionaries = StoredDictionaries(codec, prefix)
         #: token -> monotonic time until which the lease it names is surely still held (see acquire_lock).
         self._leases: dict[str, float] = {}
         forksafe.register(self)
@@ -448,7 +388,7 @@ class RedisTier(Tier):
     def store_dictionary(self, dictionary: Dictionary, *, adopt: bool = True) -> None:
         """Share a trained dictionary with every process of the fleet (``dspy-tiered-cache dictionary train``):
         readers fetch it the first time a frame names it; with ``adopt``, writers switch to it within
-        :data:`ADOPT_CHECK_S`. Dictionaries are kept without expiry: entries compressed with one need it."""
+        ``ADOPT_CHECK_S`` (:mod:`.stored_dictionaries`). Kept without expiry: entries compressed with it need it."""
         client = self.client
         client.set(self._dictionaries.key(dictionary.id), pack(dictionary))
         if adopt:

@@ -237,7 +237,7 @@ def test_adopted_dictionary_is_taken_up_by_writers(redis_url: str, monkeypatch: 
     trained = _trained()
     fresh = FrameCodec(secret=None, compression_threshold=256, max_bytes=10**6)
     RedisTier(redis_url, codec=fresh).store_dictionary(trained, adopt=True)
-    monkeypatch.setattr("dspy_tiered_cache.tiers.redis.ADOPT_CHECK_S", 0.0)
+    monkeypatch.setattr("dspy_tiered_cache.tiers.stored_dictionaries.ADOPT_CHECK_S", 0.0)
     other = RedisTier(redis_url, codec=FrameCodec(secret=None, compression_threshold=256, max_bytes=10**6))
     try:
         other.set("dtc:e:default:0:adopted", Entry(_payload(), time.time()))
