@@ -161,7 +161,10 @@ class DiskTier(Tier):
                 yield key, None
 
     def storage_sample(self, limit: int = 200) -> dict[str, Any]:
-        """What ``limit`` stored entries cost: value bytes and their payload bytes (for ``stats``)."""
+        """What ``limit`` stored entries cost: value bytes and their payload bytes (for ``stats``, which must not
+        create the file by looking)."""
+        if not Path(self.path).exists():
+            return storage_figures(0, 0, [], [])
         rows = self._conn().execute("SELECT value FROM entries WHERE key LIKE ? LIMIT ?", ("%:e:%", limit)).fetchall()
         payloads = []
         for (blob,) in rows:
