@@ -1,162 +1,302 @@
-"""What the fleet counters cost a busy process: Redis commands per second, and the publisher's own time.
+"""A fleet on one Redis: 8 worker processes, a Zipf(1.0) request mix, ours against LiteLLM's own caches.
 
-    python benchmarks/fleet.py [--seconds 12] [--flush 5] [--json]
+    python benchmarks/fleet.py [--workers 8] [--prompts 400] [--lookups 1500] [--json out.json] [--md out.md]
 
-A core over a private redis-server serves a hot loop of hits (L1, with an L2 lookup and a miss now and then, in
-several namespaces and models) for ``--seconds``. Redis's own ``INFO commandstats`` says how many commands the
-fleet publisher sent (``evalsha``) against everything else the process sent, and how long one batch took.
+One private redis-server and one stand-in provider (real HTTP: a miss is a real upstream call). For each
+configuration, ``--workers`` processes (forked from a server process that imported LiteLLM and DSPy once) start
+together and each makes ``--lookups`` calls drawn from the same Zipf(1.0) distribution over ``--prompts`` prompts
+(each worker its own seed; the same seeds for every configuration):
 
-The hit path: an L1 hit with this issue's one addition (a per-namespace dict bump) against the same core with
-the lookup as it was before, alternating in one run (best of 41 rounds each); and the cost of
-building a LiteLLM hit's ``_hidden_params["cache"]``.
+* ``ours/litellm``: ``litellm.cache = TieredCache(redis_url=...)`` (default settings: memory tier + Redis);
+* ``ours/dspy``: ``CachedLM(dspy.LM(...), cache=...)`` over the same kind of core (the DSPy door);
+* ``litellm/redis``: ``litellm.cache = Cache(type="redis")``;
+* ``litellm/dual``: LiteLLM's ``DualCache`` (its in-memory cache in front of its ``RedisCache``), passed to
+  ``Cache(type="redis", _backend=...)``.
+
+Per configuration: aggregate lookups per second (all lookups / wall time from the common start to the last
+worker's end), p50/p99 latency of hits (a whole ``litellm.completion`` / ``lm(...)`` call), hit ratio, Redis
+commands per lookup (``INFO commandstats``, everything every worker sent) and Redis CPU (``INFO cpu``, user + sys)
+per 1,000 lookups. Goals: >= 3x fewer commands per lookup and >= 1.5x the lookups/s of the best LiteLLM
+configuration. Measured on a loaded 2-core box shared with other work: the ratios within one run are the result.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
+import multiprocessing
+import os
+import random
+import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import orjson
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="dtc-bench-"))
+os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="dtc-bench-dspy-"))
+
 import redis
 
-from dspy_tiered_cache import CacheCore
-from dspy_tiered_cache.core import CallOptions, Hit
-from dspy_tiered_cache.testing.redis_server import RedisServer
-from dspy_tiered_cache.tiers.memory import MemoryTier
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from core import paired_us, request_2kb, response
+from fleet_timing import write_results
+
+from dspy_tiered_cache.testing.provider import StandInProvider
+from dspy_tiered_cache.testing.redis_server import RedisServer
+
+CONFIGS = ("ours/litellm", "ours/dspy", "litellm/redis", "litellm/dual")
+GOALS = {"commands_ratio": 3.0, "throughput_ratio": 1.5}
+MODEL = "openai/gpt-4o-mini"
 
 
-class CoreBefore(CacheCore):
-    """The L1 lookup as it was before the fleet view (no per-namespace count): the baseline of the same run."""
+def zipf_sampler(n: int, seed: int, s: float = 1.0) -> Any:
+    weights = [1.0 / (k**s) for k in range(1, n + 1)]
+    total = sum(weights)
+    cumulative = []
+    acc = 0.0
+    for w in weights:
+        acc += w / total
+        cumulative.append(acc)
+    rng = random.Random(seed)
+    return lambda: min(n - 1, bisect.bisect_left(cumulative, rng.random()))
 
-    def _l1_get(self, l1: MemoryTier, key: str, opts: CallOptions, now: float) -> Hit | None:
-        tstats = self._l1_stats
-        assert tstats is not None
-        if (tstats.hits + tstats.misses) & 63:
-            entry = l1.get(key)
-            started = 0.0
+
+def prompt(i: int) -> str:
+    return f"Question {i}: explain, in a short paragraph, how a shared cache saves money for topic number {i}."
+
+
+def _setup(config: str, redis_url: str, port: int, base_url: str) -> tuple[Any, Any]:
+    """(call(i) -> is_hit, close()) for one configuration, built inside the worker."""
+    import litellm
+
+    kwargs = {"api_base": base_url, "api_key": "sk-fleet", "temperature": 0.0}
+    if config == "ours/dspy":
+        import dspy
+
+        from dspy_tiered_cache import CachedLM, TieredCache
+
+        tiered = TieredCache(redis_url=redis_url)
+        lm = CachedLM(dspy.LM(MODEL, **kwargs), cache=tiered)
+        stats = tiered.core.stats
+
+        def call_dspy(i: int) -> bool:
+            before = stats.hits
+            lm(messages=[{"role": "user", "content": prompt(i)}])
+            return stats.hits > before
+
+        return call_dspy, tiered.core.close
+    if config == "ours/litellm":
+        from dspy_tiered_cache import TieredCache
+
+        litellm.cache = TieredCache(redis_url=redis_url)
+        close = litellm.cache.core.close
+    else:
+        from litellm.caching.caching import Cache
+
+        from dspy_tiered_cache.integrations._litellm_hit_path import ensure_hit_path
+
+        # LiteLLM's own hit path imports fastapi (a proxy-only package) on every hit; route around it exactly as
+        # our door does, or each of LiteLLM's hits would raise here.
+        ensure_hit_path()
+        if config == "litellm/redis":
+            litellm.cache = Cache(type="redis", host="127.0.0.1", port=port)
         else:
-            started = time.perf_counter()
-            entry = l1.get(key)
-        if entry is None or (opts.max_age is not None and now - entry.created_at > opts.max_age):
-            tstats.misses += 1
-            return None
-        value = orjson.loads(entry.payload)
-        tstats.hits += 1
-        self.stats.hits += 1
-        if started:
-            tstats.observe(time.perf_counter() - started)
-        return tuple.__new__(Hit, (value, "l1", entry.created_at, entry.expires_at))
+            from litellm.caching.dual_cache import DualCache
+            from litellm.caching.in_memory_cache import InMemoryCache
+            from litellm.caching.redis_cache import RedisCache
+
+            dual = DualCache(in_memory_cache=InMemoryCache(), redis_cache=RedisCache(host="127.0.0.1", port=port))
+            litellm.cache = Cache(type="redis", host="127.0.0.1", port=port, _backend=dual)
+
+        def close() -> None:
+            litellm.cache = None
+
+    def call(i: int) -> bool:
+        response = litellm.completion(model=MODEL, messages=[{"role": "user", "content": prompt(i)}], **kwargs)
+        return bool(getattr(response, "_hidden_params", {}).get("cache_hit"))
+
+    return call, close
 
 
-def alternating_min_us(fns: dict[str, Any], rounds: int = 41, number: int = 3000) -> dict[str, float]:
-    """Best per-call time of each callable over alternating rounds: a difference of ~0.1 us on a loaded 2-core
-    box is lost in medians (load swings 2x between rounds) but shows in the minimum, the uncontended cost."""
-    best = dict.fromkeys(fns, float("inf"))
-    items = list(fns.items())
-    for r in range(rounds):
-        for name, fn in items if r % 2 else items[::-1]:
-            started = time.perf_counter()
-            for _ in range(number):
-                fn()
-            best[name] = min(best[name], (time.perf_counter() - started) / number * 1e6)
-    return best
+def worker(config: str, index: int, args: dict[str, Any], barrier: Any, results: Any) -> None:
+    try:
+        _work(config, index, args, barrier, results)
+    except BaseException:
+        import traceback
+
+        barrier.abort()
+        results.put({"error": traceback.format_exc()})
 
 
-def hit_path() -> dict[str, Any]:
-    from dspy_tiered_cache.integrations.litellm import _mark_hit
+def _work(config: str, index: int, args: dict[str, Any], barrier: Any, results: Any) -> None:
+    call, close = _setup(config, args["redis_url"], args["port"], args["base_url"])
+    sample = zipf_sampler(args["prompts"], seed=1000 + index)
+    draws = [sample() for _ in range(args["lookups"])]
+    barrier.wait()
+    started = time.time()
+    hit_ms: list[float] = []
+    hits = 0
+    for i in draws:
+        t0 = time.perf_counter()
+        hit = call(i)
+        elapsed = (time.perf_counter() - t0) * 1000
+        if hit:
+            hits += 1
+            hit_ms.append(elapsed)
+    ended = time.time()
+    close()  # ours: lands the background writes, so every command the run caused is counted
+    results.put({"started": started, "ended": ended, "hits": hits, "lookups": len(draws), "hit_ms": hit_ms})
 
-    req, value = request_2kb(), response()
-    now, before = CacheCore(disk=False), CoreBefore(disk=False)
-    for core in (now, before):
-        core.set(core.key_for(req), value)
-    timed = alternating_min_us(
-        {"before": lambda: before.get(before.key_for(req)), "now": lambda: now.get(now.key_for(req))}
-    )
-    stored = {"timestamp": time.time() - 5, "response": value}
-    mark = paired_us({"mark": lambda: _mark_hit(dict(value), stored, ("l1", "k"))}, number=20_000)["mark"]
+
+def _commands(client: redis.Redis) -> dict[str, int]:
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in client.info("commandstats").items()}
+
+
+def _cpu_ms(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return (float(info["used_cpu_user"]) + float(info["used_cpu_sys"])) * 1000
+
+
+def run_config(
+    config: str, ctx: Any, server: RedisServer, provider: StandInProvider, a: argparse.Namespace
+) -> dict[str, Any]:
+    client = redis.Redis.from_url(server.url)
+    client.flushdb()  # the benchmark's own private server
+    barrier = ctx.Barrier(a.workers + 1)
+    results = ctx.Queue()
+    shared = {"redis_url": server.url, "port": server.port, "base_url": provider.base_url, "prompts": a.prompts,
+              "lookups": a.lookups}  # fmt: skip
+    procs = [ctx.Process(target=worker, args=(config, i, shared, barrier, results)) for i in range(a.workers)]
+    for p in procs:
+        p.start()
+    upstream_before = provider.request_count
+    commands_before, cpu_before = _commands(client), _cpu_ms(client)
+    barrier.wait(timeout=300)
+    rows = [results.get(timeout=900) for _ in procs]
+    errors = [r["error"] for r in rows if "error" in r]
+    if errors:
+        raise RuntimeError(f"{config}: a worker failed:\n{errors[0]}")
+    for p in procs:
+        p.join(timeout=60)
+    after = _commands(client)
+    by_command = {k: n - commands_before.get(k, 0) for k, n in after.items() if n - commands_before.get(k, 0)}
+    by_command["info"] = by_command.get("info", 0) - 2  # the two INFO calls of this measurement
+    commands = sum(by_command.values())
+    cpu = _cpu_ms(client) - cpu_before
+    client.close()
+    lookups = sum(r["lookups"] for r in rows)
+    wall = max(r["ended"] for r in rows) - min(r["started"] for r in rows)
+    hit_ms = sorted(ms for r in rows for ms in r["hit_ms"])
     return {
-        "l1_hit_before_us": round(timed["before"], 3),
-        "l1_hit_now_us": round(timed["now"], 3),
-        "l1_hit_ratio": round(timed["now"] / timed["before"], 3),
-        "litellm_mark_hit_us": round(mark, 3),
+        "config": config,
+        "lookups": lookups,
+        "lookups_per_s": round(lookups / wall, 1),
+        "hit_ratio": round(sum(r["hits"] for r in rows) / lookups, 4),
+        "upstream_calls": provider.request_count - upstream_before,
+        "hit_p50_ms": round(statistics.median(hit_ms), 3) if hit_ms else None,
+        "hit_p99_ms": round(hit_ms[min(len(hit_ms) - 1, int(0.99 * len(hit_ms)))], 3) if hit_ms else None,
+        "redis_commands_per_lookup": round(commands / lookups, 4),
+        "redis_cpu_ms_per_1000_lookups": round(cpu / lookups * 1000, 2),
+        "redis_commands": {k: v for k, v in sorted(by_command.items()) if v},
     }
 
 
-def commandstats(client: redis.Redis) -> dict[str, int]:
-    info = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in info.items()}
+def _ratio(best: dict[str, Any], row: dict[str, Any], metric: str) -> float:
+    return round(best[metric] / max(row[metric], 1e-9), 2)
 
 
-def run(seconds: float, flush_s: float) -> dict[str, Any]:
-    with RedisServer() as server:
-        client = redis.Redis.from_url(server.url)
-        core = CacheCore(redis_url=server.url, fleet_flush_s=flush_s)
-        assert core.fleet is not None
-        keys = [core.key_for({"q": i}, namespace=f"ns{i % 4}") for i in range(64)]
-        for i, key in enumerate(keys):
-            core.set(key, {"i": i})
-        core.flush()
-        before = commandstats(client)
-        started = time.monotonic()
-        calls = 0
-        while time.monotonic() - started < seconds:
-            for i, key in enumerate(keys):
-                if core.get(key) is not None:
-                    core.stats.record_savings(f"model-{i % 3}", {"prompt_tokens": 10, "completion_tokens": 2}, key=key)
-                calls += 1
-            if calls % 6400 == 0 and core.memory is not None:
-                core.memory.delete(keys[0])  # an L2 hit now and then
-            core.get(core.key_for({"miss": calls}))
-            calls += 1
-        elapsed = time.monotonic() - started
-        after = commandstats(client)
-        batch_started = time.perf_counter()
-        core.fleet.flush()
-        one_batch_ms = (time.perf_counter() - batch_started) * 1000
-        core.close()
-        client.close()
-    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    fleet_cmds = delta.get("evalsha", 0) + delta.get("eval", 0)
-    return {
-        "seconds": round(elapsed, 1),
-        "flush_s": flush_s,
-        "lookups": calls,
-        "lookups_per_s": round(calls / elapsed),
-        "fleet_commands": fleet_cmds,
-        "fleet_commands_per_s": round(fleet_cmds / elapsed, 3),
-        "other_commands_per_s": round((sum(delta.values()) - fleet_cmds) / elapsed, 1),
-        "one_batch_ms": round(one_batch_ms, 2),
-    }
+#: Commands a process sends on a clock, not per lookup: the fleet counters (one batch per fleet_flush_s).
+_PUBLISHER = ("evalsha", "hincrby", "hincrbyfloat", "expire", "script|load")
+
+
+def markdown(r: dict[str, Any]) -> str:
+    lines = [
+        "# Fleet on one Redis: 8 workers, Zipf(1.0), ours vs LiteLLM's caches",
+        "",
+        f"Measured by `python benchmarks/fleet.py --workers {r['workers']} --prompts {r['prompts']} --lookups "
+        f"{r['lookups']}` on {r['when']}, **on a loaded 2-core box** (load average {r['load']:.1f} at the start; "
+        "other work running): absolute rates are low and noisy, the ratios within this one run are the result. "
+        "Every worker is a process with its own client; a miss is a real HTTP call to the local stand-in provider.",
+        "",
+        "| configuration | lookups/s (all workers) | hit ratio | upstream calls | hit p50 ms | hit p99 ms | "
+        "Redis commands / lookup | Redis CPU ms / 1,000 lookups |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in r["rows"]:
+        lines.append(
+            f"| {row['config']} | {row['lookups_per_s']:.0f} | {row['hit_ratio']:.3f} | {row['upstream_calls']} | "
+            f"{row['hit_p50_ms']} | {row['hit_p99_ms']} | {row['redis_commands_per_lookup']:.3f} | "
+            f"{row['redis_cpu_ms_per_1000_lookups']:.1f} |"
+        )
+    lines += ["", "Ratios against the best LiteLLM configuration (by lookups/s) of this run:", ""]
+    for name, ratio in r["ratios"].items():
+        lines.append(
+            f"- {name}: {ratio['commands_ratio']:.1f}x fewer Redis commands per lookup (goal >= "
+            f"{GOALS['commands_ratio']}x), {ratio['throughput_ratio']:.2f}x the lookups/s (goal >= "
+            f"{GOALS['throughput_ratio']}x), {ratio['cpu_ratio']:.1f}x less Redis CPU per lookup"
+        )
+    lines += ["", "Where the Redis commands went (all workers, whole run; a script's own calls count too):", ""]
+    for row in r["rows"]:
+        counts = row.get("redis_commands", {})
+        clocked = sum(n for name, n in counts.items() if name in _PUBLISHER)
+        per_lookup = (sum(counts.values()) - clocked) / row["lookups"]
+        lines.append(
+            f"- {row['config']}: {counts}; without the fleet counters' batches ({clocked} commands, sent every "
+            f"fleet_flush_s whatever the traffic): {per_lookup:.3f} per lookup"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=12.0)
-    parser.add_argument("--flush", type=float, default=5.0, help="fleet_flush_s")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    r = {**hit_path(), **run(args.seconds, args.flush)}
-    if args.json:
-        json.dump(r, sys.stdout, indent=2)
-        print()
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=400)
+    parser.add_argument("--lookups", type=int, default=1500, help="per worker")
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--md", type=Path)
+    parser.add_argument("--from-json", type=Path, help="rewrite --md from an earlier run's --json; run nothing")
+    a = parser.parse_args()
+    if a.from_json:
+        if a.md:
+            a.md.write_text(markdown(json.loads(a.from_json.read_text())))
         return
-    print(f"{r['lookups']:,} lookups in {r['seconds']} s ({r['lookups_per_s']:,}/s), fleet_flush_s={r['flush_s']}")
-    print(
-        f"fleet publisher: {r['fleet_commands']} Redis commands = {r['fleet_commands_per_s']}/s "
-        f"(one batch: {r['one_batch_ms']} ms, off the hit path)"
-    )
-    print(f"everything else this process sent: {r['other_commands_per_s']}/s")
-    print(
-        f"L1 hit: {r['l1_hit_now_us']} us now vs {r['l1_hit_before_us']} us before the fleet view (same run): "
-        f"{r['l1_hit_ratio']}x; a LiteLLM hit's _hidden_params['cache']: {r['litellm_mark_hit_us']} us"
-    )
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["litellm", "dspy", "dspy_tiered_cache.integrations.litellm"])
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    result: dict[str, Any] = {"workers": a.workers, "prompts": a.prompts, "lookups": a.lookups, "when": when,
+                              "load": os.getloadavg()[0]}  # fmt: skip
+    rows = []
+    with RedisServer() as server, StandInProvider() as provider:
+        for config in a.configs.split(","):
+            rows.append(run_config(config, ctx, server, provider, a))
+            row = rows[-1]
+            print(f"{config:14s} {row['lookups_per_s']:8.0f} lookups/s  hit {row['hit_ratio']:.3f}  "
+                  f"p50 {row['hit_p50_ms']} ms  p99 {row['hit_p99_ms']} ms  "
+                  f"{row['redis_commands_per_lookup']:.3f} cmds/lookup  "
+                  f"{row['redis_cpu_ms_per_1000_lookups']:.1f} ms Redis CPU/1k  upstream {row['upstream_calls']}",
+                  flush=True)  # fmt: skip
+            print(f"{'':14s} Redis commands: {row['redis_commands']}", flush=True)
+    result["rows"] = rows
+    peers = [r for r in rows if r["config"].startswith("litellm/")]
+    best = max(peers, key=lambda r: r["lookups_per_s"]) if peers else None
+    result["best_litellm"] = best["config"] if best else None
+    result["ratios"] = {}
+    if best is not None:
+        for row in rows:
+            if row["config"].startswith("ours/"):
+                result["ratios"][row["config"]] = {
+                    "commands_ratio": _ratio(best, row, "redis_commands_per_lookup"),
+                    "throughput_ratio": round(row["lookups_per_s"] / best["lookups_per_s"], 3),
+                    "cpu_ratio": _ratio(best, row, "redis_cpu_ms_per_1000_lookups"),
+                }
+        for name, ratio in result["ratios"].items():
+            print(f"{name} vs {best['config']}: {ratio['commands_ratio']}x fewer commands/lookup, "
+                  f"{ratio['throughput_ratio']}x lookups/s, {ratio['cpu_ratio']}x less Redis CPU")  # fmt: skip
+    write_results(result, a.json, a.md, markdown)
 
 
 if __name__ == "__main__":

@@ -303,9 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the demo's entries from earlier runs (run 1 is then served by the disk or Redis)",
     )
+    from dspy_tiered_cache.cli_dictionary import register as register_dictionary_commands
     from dspy_tiered_cache.cli_portable import register as register_recording_commands
 
     register_recording_commands(command)  # export, import, inspect
+    register_dictionary_commands(command)  # dictionary train | status
     return parser
 
 

@@ -26,6 +26,7 @@ from dspy_tiered_cache.cli_common import (
 from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.report import format_table
 from dspy_tiered_cache.settings import CacheSettings, mask_url
+from dspy_tiered_cache.stats import format_storage, storage_summary
 
 
 def disk_contents(path: Path, prefix: str) -> dict[str, Any]:
@@ -168,12 +169,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
             else:
                 contents.append(redis_contents(tier, s.key_prefix, args.scan_limit))
         fleet_data = _read_fleet(core, args)
+        storage = storage_summary(shared_tiers(core))  # bytes per entry, compression ratio
     data = {
         # The user's settings, what `config` shows: this admin process runs without a memory tier of its own.
         "settings": _settings_summary(settings_from_args(args)),
         "health": [health_dict(h) for h in healths],
         "tiers": contents,
         "fleet": fleet_data,
+        "storage": storage,
         "note": "fleet: what every process added to the shared tier (hour buckets); one process's own counters: "
         "core.stats / dspy_tiered_cache.report.report(core)",
     }
@@ -216,6 +219,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
             out(f"(SCAN stopped after {info['scanned']:,} keys: raise --scan-limit to count them all)")
     out()
     out(f"* default namespace. 'unreachable' = invalidated or expired entries; `{PROG} clear` reclaims them.")
+    for st in storage:  # what each stored answer costs, per tier
+        out(f"{st['tier']}: {st.get('error') or format_storage(st)}")
     _print_fleet(fleet_data, args.since)
     return 0
 

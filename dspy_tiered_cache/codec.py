@@ -4,6 +4,10 @@ Anything read back from a shared tier may have been written by another version o
 program, or by an attacker with access to Redis. So the frame is checked before anything is parsed, the payload
 is JSON (never pickle: decoding must not be able to run code), decompression is bounded, and every failure is
 a :class:`CorruptEntry` that the core turns into a counted miss.
+
+Frame format 2 adds the number of the zstd dictionary the payload was compressed with
+(:mod:`.dictionary`), so payloads of a few hundred bytes compress too and entries keep naming the dictionary they
+need after another one is adopted. Format 1 frames (no dictionary) are still read.
 """
 
 from __future__ import annotations
@@ -21,13 +25,19 @@ from typing import Any
 import orjson
 import zstandard
 
+from dspy_tiered_cache.dictionary import SHIPPED_ID, Dictionary, shipped
 from dspy_tiered_cache.errors import CacheError
 
 MAGIC = 0xD7
-VERSION = 1
+VERSION = 2
+#: Format 1 (the first format): ``magic, version, flags, created_ms (8), expires_ms (8)``, zstd without dictionary.
+VERSION_1 = 1
 FLAG_ZSTD = 0x01
 FLAG_AESGCM = 0x02
-_HEADER = struct.Struct(">BBBQQ")  # magic, version, flags, created_ms, expires_ms (0 = never)
+_HEADER = struct.Struct(">BBBQQ")  # format 1: magic, version, flags, created_ms, expires_ms (0 = never)
+#: Format 2: magic, version, flags, dictionary number (0 = none), then created_ms and expires_ms in 6 bytes each
+#: (milliseconds up to the year 10889): the same 19 bytes as format 1.
+_HEADER_2 = struct.Struct(">BBBIHIHI")
 _MAC_LEN = 16
 _PREFIX_LEN = _HEADER.size + _MAC_LEN
 #: Fixed per-entry overhead charged to the memory tier's byte budget (object headers, dict slot, key).
@@ -110,14 +120,25 @@ def decode_value(payload: bytes) -> Any:
     return orjson.loads(payload)
 
 
+class MissingDictionary(CorruptEntry):
+    """The frame was compressed with a dictionary this codec does not hold (yet): a tier that can fetch stored
+    dictionaries (:meth:`FrameCodec.add_dictionary`) retries once; otherwise the entry is a miss."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(f"the value was compressed with zstd dictionary {number:#x}, which this process does not have")
+        self.number = number
+
+
 class FrameCodec:
     """Frames entries for shared tiers. One instance per secret, encryption keys and compression setting.
 
+    Payloads of at least ``compression_threshold`` bytes are compressed with zstd and the write dictionary (the
+    shipped one unless a trained one is adopted), and kept compressed only where that makes them smaller.
     With encryption keys, the (possibly compressed) payload is sealed with AES-256-GCM under the first key, the
     frame header as associated data; any listed key opens it, so keys can be rotated by prepending the new one.
     """
 
-    __slots__ = ("_aeads", "_compression_threshold", "_max_bytes", "_secret")
+    __slots__ = ("_aeads", "_compression_threshold", "_dictionaries", "_max_bytes", "_secret", "_writing")
 
     def __init__(
         self,
@@ -126,10 +147,19 @@ class FrameCodec:
         compression_threshold: int,
         max_bytes: int,
         encryption_keys: Sequence[bytes] = (),
+        dictionary: Dictionary | bool | None = True,
     ) -> None:
+        """``dictionary``: True for the shipped one, a :class:`Dictionary` to write with, None/False for none."""
         self._secret = secret or None
         self._compression_threshold = compression_threshold
         self._max_bytes = max_bytes
+        self._dictionaries: dict[int, Dictionary] = {}
+        shipped_one = shipped(SHIPPED_ID)
+        if shipped_one is not None:
+            self._dictionaries[shipped_one.id] = shipped_one
+        self._writing: Dictionary | None = shipped_one if dictionary is True else (dictionary or None)
+        if self._writing is not None:
+            self._dictionaries[self._writing.id] = self._writing
         self._aeads: list[tuple[bytes, Any]] = []
         if encryption_keys:
             try:
@@ -143,6 +173,24 @@ class FrameCodec:
                 key = hashlib.sha256(b"dspy_tiered_cache/aes-gcm/" + raw).digest()
                 self._aeads.append((hashlib.sha256(key).digest()[:4], AESGCM(key)))
 
+    @property
+    def write_dictionary(self) -> Dictionary | None:
+        """The dictionary new frames are compressed with (None: plain zstd)."""
+        return self._writing
+
+    def add_dictionary(self, dictionary: Dictionary, *, adopt: bool = False) -> None:
+        """Read frames compressed with ``dictionary`` from now on; with ``adopt``, also write with it."""
+        self._dictionaries[dictionary.id] = dictionary
+        if adopt:
+            self._writing = dictionary
+
+    def adopt(self, number: int) -> None:
+        """Write with dictionary ``number`` (one this codec holds) from now on."""
+        self._writing = self._dictionaries[number]
+
+    def has_dictionary(self, number: int) -> bool:
+        return number in self._dictionaries
+
     def _mac(self, data: bytes) -> bytes:
         if self._secret is not None:
             return hmac.digest(self._secret, data, "sha256")[:_MAC_LEN]
@@ -151,14 +199,19 @@ class FrameCodec:
     def dumps(self, entry: Entry) -> bytes:
         body = entry.payload
         flags = 0
+        number = 0
         if self._compression_threshold and len(body) >= self._compression_threshold:
-            packed = zstandard.compress(body, 3)
+            writing = self._writing
+            packed = writing.compress(body) if writing is not None else zstandard.compress(body, 3)
             if len(packed) < len(body):
-                body, flags = packed, FLAG_ZSTD
+                body, flags, number = packed, FLAG_ZSTD, writing.id if writing is not None else 0
         if self._aeads:
             flags |= FLAG_AESGCM
-        expires_ms = 0 if entry.expires_at is None else max(1, int(entry.expires_at * 1000))
-        header = _HEADER.pack(MAGIC, VERSION, flags, int(entry.created_at * 1000), expires_ms)
+        created = int(entry.created_at * 1000)
+        expires = 0 if entry.expires_at is None else max(1, int(entry.expires_at * 1000))
+        header = _HEADER_2.pack(
+            MAGIC, VERSION, flags, number, created >> 32, created & 0xFFFF_FFFF, expires >> 32, expires & 0xFFFF_FFFF
+        )
         if self._aeads:
             key_id, aead = self._aeads[0]
             nonce = os.urandom(12)
@@ -168,10 +221,16 @@ class FrameCodec:
     def loads(self, data: bytes) -> Entry:
         if len(data) < _PREFIX_LEN:
             raise CorruptEntry(f"frame of {len(data)} bytes is shorter than the {_PREFIX_LEN}-byte header")
-        magic, version, flags, created_ms, expires_ms = _HEADER.unpack_from(data)
-        if magic != MAGIC:
+        if data[0] != MAGIC:
             raise CorruptEntry("not a dspy_tiered_cache frame (bad magic byte): a foreign value under our prefix")
-        if version != VERSION:
+        version = data[1]
+        if version == VERSION:
+            _, _, flags, number, c_hi, c_lo, e_hi, e_lo = _HEADER_2.unpack_from(data)
+            created_ms, expires_ms = (c_hi << 32) | c_lo, (e_hi << 32) | e_lo
+        elif version == VERSION_1:
+            _, _, flags, created_ms, expires_ms = _HEADER.unpack_from(data)
+            number = 0
+        else:
             raise CorruptEntry(f"frame version {version} is not readable by this version ({VERSION})")
         if flags & ~(FLAG_ZSTD | FLAG_AESGCM):
             raise CorruptEntry(f"unknown frame flags {flags:#x}")
@@ -185,14 +244,24 @@ class FrameCodec:
         elif self._aeads:
             raise CorruptEntry("value is not encrypted but encryption_keys are set: refusing plaintext")
         if flags & FLAG_ZSTD:
-            try:
-                claimed = zstandard.frame_content_size(body)
-                if claimed < 0 or claimed > self._max_bytes:
-                    raise CorruptEntry(f"compressed payload claims {claimed} bytes, over max_value_bytes")
-                body = _decompressor().decompress(body, max_output_size=self._max_bytes)
-            except zstandard.ZstdError as exc:
-                raise CorruptEntry(f"compressed payload does not decompress within the size limit: {exc}") from None
+            body = self._decompress(body, number)
+        elif number:
+            raise CorruptEntry("frame names a dictionary but is not compressed")
         return Entry(body, created_ms / 1000.0, expires_ms / 1000.0 if expires_ms else None)
+
+    def _decompress(self, body: bytes, number: int) -> bytes:
+        dictionary = self._dictionaries.get(number) if number else None
+        if number and dictionary is None:
+            raise MissingDictionary(number)
+        try:
+            claimed = zstandard.frame_content_size(body)
+            if claimed < 0 or claimed > self._max_bytes:
+                raise CorruptEntry(f"compressed payload claims {claimed} bytes, over max_value_bytes")
+            if dictionary is not None:
+                return dictionary.decompress(body, self._max_bytes)
+            return _decompressor().decompress(body, max_output_size=self._max_bytes)
+        except zstandard.ZstdError as exc:
+            raise CorruptEntry(f"compressed payload does not decompress within the size limit: {exc}") from None
 
     def _open(self, header: bytes, body: bytes) -> bytes:
         if not self._aeads:

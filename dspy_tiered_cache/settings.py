@@ -97,7 +97,7 @@ class CacheSettings(BaseSettings):
         "separated or a JSON list. Needs the [encryption] extra.",
     )
     include_api_base: bool = Field(False, description="Key on the endpoint too (two servers, one model name).")
-    compression_threshold: int = Field(2048, ge=0, description="Compress payloads at least this large (0 = off).")
+    compression_threshold: int = Field(256, ge=0, description="Compress payloads at least this large (0 = off).")
     max_value_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Larger values are not stored.")
     write_behind: bool = Field(True, description="Write remote tiers from a background thread.")
     write_queue_size: int = Field(10_000, gt=0)

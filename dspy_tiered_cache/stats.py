@@ -14,12 +14,12 @@ import json
 import sys
 import threading
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from dspy_tiered_cache import forksafe
 from dspy_tiered_cache.telemetry import LATENCY
@@ -361,3 +361,40 @@ def _unit_prices(model: str) -> tuple[float, float]:
             cached = (0.0, 0.0)
         _PRICES[model] = cached
     return cached
+
+
+@runtime_checkable
+class SampledStorage(Protocol):
+    """A shared tier that can say what its stored entries cost (Redis, the SQLite file)."""
+
+    name: str
+
+    def storage_sample(self, limit: int = 200) -> dict[str, Any]: ...
+
+
+def storage_summary(tiers: Iterable[Any], limit: int = 200) -> list[dict[str, Any]]:
+    """Bytes stored per entry and the compression ratio per shared tier, from a sample of ``limit`` entries each
+    (``stats``): what a fleet pays for each cached answer. A tier that cannot be read is reported, not raised."""
+    out = []
+    for tier in tiers:
+        if not isinstance(tier, SampledStorage):
+            continue
+        try:
+            out.append({"tier": tier.name, **tier.storage_sample(limit)})
+        except Exception as exc:
+            out.append({"tier": tier.name, "error": f"{type(exc).__name__}: {exc}"[:300]})
+    return out
+
+
+def format_storage(st: Mapping[str, Any]) -> str:
+    """One line of :func:`storage_summary` for a terminal."""
+    if not st.get("sampled"):
+        return "no entries to sample"
+    parts = [f"{st['bytes_per_entry']:,.0f} B stored per entry (sample of {st['sampled']})"]
+    if st.get("payload_bytes_per_entry"):
+        parts.append(f"{st['payload_bytes_per_entry']:,.0f} B payload")
+    if st.get("compression_ratio"):
+        parts.append(f"compression {st['compression_ratio']:.2f}x")
+    if st.get("memory_usage_per_entry"):
+        parts.append(f"Redis MEMORY USAGE {st['memory_usage_per_entry']:,.0f} B per entry")
+    return ", ".join(parts)

@@ -1,12 +1,27 @@
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
 import time
+from typing import Any
 
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from dspy_tiered_cache.codec import CodecError, CorruptEntry, Entry, FrameCodec, decode_value, encode_value
+from dspy_tiered_cache import dictionary
+from dspy_tiered_cache.codec import (
+    CodecError,
+    CorruptEntry,
+    Entry,
+    FrameCodec,
+    MissingDictionary,
+    decode_value,
+    encode_value,
+)
+from dspy_tiered_cache.dictionary import SHIPPED_ID, shipped
 
 
 def codec(secret: bytes | None = None, threshold: int = 64) -> FrameCodec:
@@ -106,3 +121,136 @@ def test_encrypted_and_plain_frames_do_not_mix() -> None:
         sealed.loads(plain.dumps(Entry(b"1", time.time())))
     with pytest.raises(CorruptEntry, match="no encryption_keys"):
         plain.loads(sealed.dumps(Entry(b"1", time.time())))
+
+
+# -- frame format 2: zstd dictionaries ----------------------------------------------------------------
+#: Frames written by the code at commit 779bc70 (format 1, before dictionaries), kept as bytes: entries already in
+#: users' Redis and SQLite files must keep reading. The second is zstd-compressed (threshold 64), the third is
+#: checksummed under key_secret=b"k-779bc70".
+OLD_FRAME_SMALL = bytes.fromhex(
+    "d701000000018bcfe5687b000000000000000005237e74a7eca0add3678756e0887f8e7b22616e73776572223a22796573227d"
+)
+OLD_FRAME_ZSTD = bytes.fromhex(
+    "d701010000018bcfe5687b000001a3185c51f42b6e8629fc5da9a7f5a5ef2b5761ce4828b52ffd20e0450200f4037b2263686f696365"
+    "73223a5b7b226d657373616765223a7b22636f6e74656e74223a226f6c64206672616d6573207374696c6c20726561642e20227d7d5d7d"
+    "0100ea516a4201"
+)
+OLD_FRAME_SECRET = bytes.fromhex(
+    "d701000000018bcfe5687b0000000000000000f2c71c5adf4634380a96c9705999c1257b22616e73776572223a22796573227d"
+)
+
+
+def test_frames_from_before_dictionaries_still_read() -> None:
+    small = codec().loads(OLD_FRAME_SMALL)
+    assert small.payload == b'{"answer":"yes"}'
+    assert small.created_at == pytest.approx(1_700_000_000.123, abs=0.001)
+    assert small.expires_at is None
+    packed = codec().loads(OLD_FRAME_ZSTD)
+    assert packed.payload == b'{"choices":[{"message":{"content":"' + b"old frames still read. " * 8 + b'"}}]}'
+    assert packed.expires_at == pytest.approx(1_800_000_000.5, abs=0.001)
+    assert codec(b"k-779bc70").loads(OLD_FRAME_SECRET).payload == b'{"answer":"yes"}'
+    with pytest.raises(CorruptEntry, match="key_secret"):
+        codec(b"another").loads(OLD_FRAME_SECRET)
+
+
+def _answer(n: int) -> bytes:
+    """A stored chat answer of about ``n`` bytes of English (the shape the LiteLLM door stores)."""
+    words = ["the", "cache", "keeps", "each", "answer", "small", "enough", "that", "a", "fleet", "of", "workers"]
+    text = " ".join(words[(i * 7) % len(words)] for i in range(n // 5))
+    return encode_value(
+        {"__dtc_litellm__": 1, "r": {"id": "chatcmpl-abc", "object": "chat.completion", "choices": [
+            {"finish_reason": "stop", "index": 0, "message": {"content": text, "role": "assistant"}}]}},
+        10**6,
+    )  # fmt: skip
+
+
+def test_small_answers_compress_with_the_shipped_dictionary() -> None:
+    shipped_one = shipped()
+    assert shipped_one is not None and shipped_one.id == SHIPPED_ID
+    payload = _answer(400)
+    with_dict = FrameCodec(secret=None, compression_threshold=256, max_bytes=10**6)
+    without = FrameCodec(secret=None, compression_threshold=256, max_bytes=10**6, dictionary=None)
+    framed = with_dict.dumps(Entry(payload, time.time()))
+    assert framed[1] == 2 and int.from_bytes(framed[3:7], "big") == SHIPPED_ID  # format 2 names its dictionary
+    assert len(framed) < len(without.dumps(Entry(payload, time.time())))
+    assert len(framed) < len(payload) * 0.6
+    assert with_dict.loads(framed).payload == payload
+    assert without.loads(framed).payload == payload  # every codec holds the shipped dictionaries
+
+
+def test_compression_is_kept_only_where_it_makes_the_entry_smaller() -> None:
+    c = FrameCodec(secret=None, compression_threshold=256, max_bytes=10**6)
+    noise = os.urandom(600)  # incompressible bytes stay as they are
+    framed = c.dumps(Entry(noise, 0.0))
+    assert framed[2] == 0 and framed.endswith(noise)
+    short = b'{"a":"' + b"x" * 100 + b'"}'  # under the threshold: never compressed
+    assert c.dumps(Entry(short, 0.0)).endswith(short)
+
+
+def test_trained_dictionary_round_trip_and_unknown_number_is_a_corrupt_entry() -> None:
+    samples = [_answer(300 + 37 * i) for i in range(200)]
+    trained = dictionary.train(samples, size=4096)
+    assert trained.id >= dictionary.USER_BASE
+    assert dictionary.unpack(dictionary.pack(trained), expected=trained.id).raw == trained.raw
+    writer = FrameCodec(secret=None, compression_threshold=64, max_bytes=10**6, dictionary=trained)
+    framed = writer.dumps(Entry(samples[3], 0.0))
+    assert int.from_bytes(framed[3:7], "big") == trained.id
+    assert writer.loads(framed).payload == samples[3]
+    reader = codec()
+    with pytest.raises(MissingDictionary) as missing:  # a CorruptEntry: the core counts a miss
+        reader.loads(framed)
+    assert isinstance(missing.value, CorruptEntry) and missing.value.number == trained.id
+    reader.add_dictionary(dictionary.unpack(dictionary.pack(trained)))
+    assert reader.loads(framed).payload == samples[3]
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda blob: blob[:-1] + bytes([blob[-1] ^ 1]),  # one bit of the dictionary
+        lambda blob: b"not a dictionary at all",
+        lambda blob: blob[:20],
+        lambda blob: blob[:10] + (dictionary.SHIPPED_ID).to_bytes(4, "big") + blob[14:],  # poses as the shipped one
+        lambda blob: pickle.dumps(blob),
+    ],
+)
+def test_corrupt_or_foreign_dictionaries_are_refused(mangle: Any) -> None:
+    trained = dictionary.train([_answer(300 + 41 * i) for i in range(120)], size=4096)
+    with pytest.raises(dictionary.ForeignDictionary):
+        dictionary.unpack(mangle(dictionary.pack(trained)), expected=None)
+
+
+def test_a_dictionary_stored_under_another_number_is_refused() -> None:
+    one = dictionary.train([_answer(300 + 41 * i) for i in range(120)], size=4096)
+    with pytest.raises(dictionary.ForeignDictionary, match="expected"):
+        dictionary.unpack(dictionary.pack(one), expected=one.id ^ 1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    payload=st.binary(max_size=4000) | st.text(max_size=3000).map(str.encode),
+    created=st.floats(min_value=0, max_value=4e9),
+    ttl=st.none() | st.floats(min_value=0.001, max_value=1e8),
+    threshold=st.sampled_from([0, 1, 256, 2048]),
+    secret=st.none() | st.just(b"s3cret"),
+)
+def test_any_payload_round_trips(
+    payload: bytes, created: float, ttl: float | None, threshold: int, secret: bytes | None
+) -> None:
+    c = FrameCodec(secret=secret, compression_threshold=threshold, max_bytes=10**6)
+    expires = None if ttl is None else created + ttl
+    got = c.loads(c.dumps(Entry(payload, created, expires)))
+    assert got.payload == payload
+    assert got.created_at == pytest.approx(created, abs=0.0011)
+    assert (got.expires_at is None) == (expires is None)
+    if expires is not None:
+        assert got.expires_at == pytest.approx(expires, abs=0.0011)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.binary(max_size=600))
+def test_arbitrary_bytes_never_raise_anything_but_corrupt_entry(data: bytes) -> None:
+    prefix = codec().dumps(Entry(_answer(500), 0.0))[:40]
+    for candidate in (data, b"\xd7\x02" + data, b"\xd7\x01" + data, prefix + data):
+        with contextlib.suppress(CorruptEntry):  # anything else escaping would fail the test
+            codec().loads(candidate)

@@ -14,10 +14,11 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from dspy_tiered_cache import forksafe
 from dspy_tiered_cache.codec import CorruptEntry, Entry, FrameCodec
-from dspy_tiered_cache.tiers.base import Tier, TierHealth
+from dspy_tiered_cache.tiers.base import Tier, TierHealth, storage_figures
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -101,6 +102,7 @@ class DiskTier(Tier):
         if entry.expired(now):
             return
         blob = self.codec.dumps(entry)
+        self.count_stored(len(entry.payload), len(blob))
         self._conn().execute(
             "INSERT OR REPLACE INTO entries (key, value, expires_at, size, stored_at) VALUES (?, ?, ?, ?, ?)",
             (key, blob, entry.expires_at, len(blob) + len(key), now),
@@ -158,6 +160,20 @@ class DiskTier(Tier):
             except CorruptEntry:
                 yield key, None
 
+    def storage_sample(self, limit: int = 200) -> dict[str, Any]:
+        """What ``limit`` stored entries cost: value bytes and their payload bytes (for ``stats``, which must not
+        create the file by looking)."""
+        if not Path(self.path).exists():
+            return storage_figures(0, 0, [], [])
+        rows = self._conn().execute("SELECT value FROM entries WHERE key LIKE ? LIMIT ?", ("%:e:%", limit)).fetchall()
+        payloads = []
+        for (blob,) in rows:
+            try:
+                payloads.append(len(self.codec.loads(bytes(blob)).payload))
+            except CorruptEntry:
+                continue
+        return storage_figures(len(rows), sum(len(blob) for (blob,) in rows), payloads, [])
+
     def set_many(self, items: Iterable[tuple[str, Entry]]) -> None:
         """Write many entries in one transaction (imports): all land, or none do."""
         now = time.time()
@@ -165,6 +181,7 @@ class DiskTier(Tier):
         for key, entry in items:
             if not entry.expired(now):
                 blob = self.codec.dumps(entry)
+                self.count_stored(len(entry.payload), len(blob))
                 rows.append((key, blob, entry.expires_at, len(blob) + len(key), now))
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from dspy_tiered_cache import forksafe
 from dspy_tiered_cache.codec import Entry
@@ -154,6 +155,16 @@ class MemoryTier(Tier):
     @property
     def bytes(self) -> int:
         return self._bytes
+
+    def storage(self) -> dict[str, Any]:
+        """What the tier holds now: payloads as they are (no frame, no compression: a hit must not pay for
+        decompression), each charged ``ENTRY_OVERHEAD`` bytes against ``max_bytes`` on top."""
+        entries = len(self._data)
+        return {
+            "entries": entries,
+            "bytes_per_entry": round(self._bytes / entries, 1) if entries else None,
+            "compression_ratio": 1.0 if entries else None,
+        }
 
     def get(self, key: str) -> Entry | None:
         """The hit path takes no lock: one dict read and one list append (both atomic), as in Caffeine. What the

@@ -35,10 +35,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from dspy_tiered_cache import forksafe
-from dspy_tiered_cache.codec import CorruptEntry, Entry, FrameCodec
+from dspy_tiered_cache.codec import CorruptEntry, Entry, FrameCodec, MissingDictionary
+from dspy_tiered_cache.dictionary import Dictionary, pack
 from dspy_tiered_cache.keys import entry_pattern, generation_key
 from dspy_tiered_cache.settings import mask_url
-from dspy_tiered_cache.tiers.base import Tier, TierHealth
+from dspy_tiered_cache.tiers.base import Tier, TierHealth, storage_figures
+from dspy_tiered_cache.tiers.stored_dictionaries import StoredDictionaries
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 
@@ -118,6 +120,9 @@ class RedisTier(Tier):
         self._unready: weakref.WeakSet[Any] = weakref.WeakSet()  # asyncio Cluster clients not initialized yet
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        self._dictionaries = StoredDictionaries(codec, prefix)
+        #: token -> monotonic time until which the lease it names is surely still held (see acquire_lock).
+        self._leases: dict[str, float] = {}
         forksafe.register(self)
 
     def _after_fork_in_child(self) -> None:
@@ -331,23 +336,69 @@ class RedisTier(Tier):
         remaining = entry.remaining(time.time())
         if remaining is not None and remaining <= 0.001:
             return None
-        return self.codec.dumps(entry), None if remaining is None else max(1, int(remaining * 1000))
+        frame = self.codec.dumps(entry)
+        self.count_stored(len(entry.payload), len(frame))
+        return frame, None if remaining is None else max(1, int(remaining * 1000))
 
     def get(self, key: str) -> Entry | None:
-        return self._decode(self.client.get(key))
+        raw = self.client.get(key)
+        try:
+            return self._decode(raw)
+        except MissingDictionary as missing:  # written with a dictionary trained since we started: fetch it once
+            if not self._dictionaries.wanted(missing.number):
+                raise
+            self._dictionaries.found(missing.number, self.client.get(self._dictionaries.key(missing.number)))
+            return self._decode(raw)
 
     async def aget(self, key: str) -> Entry | None:
-        return self._decode(await (await self._ac()).get(key))
+        client = await self._ac()
+        raw = await client.get(key)
+        try:
+            return self._decode(raw)
+        except MissingDictionary as missing:
+            if not self._dictionaries.wanted(missing.number):
+                raise
+            self._dictionaries.found(missing.number, await client.get(self._dictionaries.key(missing.number)))
+            return self._decode(raw)
 
     def set(self, key: str, entry: Entry) -> None:
+        stored = self._dictionaries
+        if stored.due():  # a trained dictionary adopted by the fleet: fetch it, then write with it
+            number = stored.adoptable(self.client.get(stored.current_key))
+            if number is not None and stored.missing(number):
+                stored.found(number, self.client.get(stored.key(number)))
+            stored.adopt(number)
         encoded = self._encode(entry)
         if encoded is not None:
             self.client.set(key, encoded[0], px=encoded[1])
 
     async def aset(self, key: str, entry: Entry) -> None:
+        client = await self._ac()
+        stored = self._dictionaries
+        if stored.due():
+            number = stored.adoptable(await client.get(stored.current_key))
+            if number is not None and stored.missing(number):
+                stored.found(number, await client.get(stored.key(number)))
+            stored.adopt(number)
         encoded = self._encode(entry)
         if encoded is not None:
-            await (await self._ac()).set(key, encoded[0], px=encoded[1])
+            await client.set(key, encoded[0], px=encoded[1])
+
+    # -- trained dictionaries ------------------------------------------------------------------------
+    def store_dictionary(self, dictionary: Dictionary, *, adopt: bool = True) -> None:
+        """Share a trained dictionary with every process of the fleet (``dspy-tiered-cache dictionary train``):
+        readers fetch it the first time a frame names it; with ``adopt``, writers switch to it within
+        ``ADOPT_CHECK_S`` (:mod:`.stored_dictionaries`). Kept without expiry: entries compressed with it need it."""
+        client = self.client
+        client.set(self._dictionaries.key(dictionary.id), pack(dictionary))
+        if adopt:
+            client.set(self._dictionaries.current_key, str(dictionary.id))
+        self.codec.add_dictionary(dictionary, adopt=adopt)
+
+    def adopted_dictionary(self) -> int | None:
+        """The number of the trained dictionary writers use, if one was adopted."""
+        raw = self.client.get(self._dictionaries.current_key)
+        return int(raw) if raw and raw.isdigit() else None
 
     def delete(self, key: str) -> None:
         self.client.delete(key)
@@ -391,6 +442,30 @@ class RedisTier(Tier):
                     continue
                 if entry is not None:
                     yield key, entry
+
+    def storage_sample(self, limit: int = 200) -> dict[str, Any]:
+        """What ``limit`` stored entries cost: value bytes, their payload bytes, and Redis's own ``MEMORY USAGE``
+        (key + value + per-key overhead). For ``stats``; SCANs, so never on a call's path."""
+        client = self.client
+        keys = []
+        for key in client.scan_iter(match=entry_pattern(self.prefix), count=1000):
+            keys.append(key)
+            if len(keys) >= limit:
+                break
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+            pipe.memory_usage(key, samples=0)
+        replies = pipe.execute(raise_on_error=False) if keys else []
+        frames = [(raw, used) for raw, used in zip(replies[::2], replies[1::2], strict=True) if isinstance(raw, bytes)]
+        payloads = []
+        for raw, _ in frames:
+            try:
+                payloads.append(len(self.codec.loads(raw).payload))
+            except CorruptEntry:
+                continue
+        usage = [int(used) for _, used in frames if isinstance(used, int)]
+        return storage_figures(len(frames), sum(len(raw) for raw, _ in frames), payloads, usage)
 
     def set_many(self, items: Iterable[tuple[str, Entry]], batch: int = 500) -> None:
         """Write many entries with pipelined SETs (imports): one round trip per ``batch``, not per entry."""
@@ -445,18 +520,43 @@ class RedisTier(Tier):
         return isinstance(exc, (redis.TimeoutError, TimeoutError, *_DISCOVERY_FAILED))
 
     # -- cross-process leases (single-flight across processes) -------------------------------------
+    # A lease is released after every miss. The safe release is a compare-and-delete script (EVAL + GET + DEL:
+    # three commands in Redis's accounting) because a lease that expired may belong to another process by now.
+    # A lease taken by this tier less than half its lifetime ago cannot have expired (Redis keeps it for the whole
+    # lifetime), so it is released with one DEL; only older leases pay for the script.
     def acquire_lock(self, name: str, token: str, lease_s: float) -> bool:
-        return bool(self.client.set(name, token, nx=True, px=max(1, int(lease_s * 1000))))
+        held = bool(self.client.set(name, token, nx=True, px=max(1, int(lease_s * 1000))))
+        return self._took(name, token, lease_s, held)
 
     async def aacquire_lock(self, name: str, token: str, lease_s: float) -> bool:
-        return bool(await (await self._ac()).set(name, token, nx=True, px=max(1, int(lease_s * 1000))))
+        held = bool(await (await self._ac()).set(name, token, nx=True, px=max(1, int(lease_s * 1000))))
+        return self._took(name, token, lease_s, held)
+
+    def _took(self, name: str, token: str, lease_s: float, held: bool) -> bool:
+        if held:
+            if len(self._leases) > 4096:  # leases never released (a crashed caller): forget the oldest half
+                for stale in list(self._leases)[:2048]:
+                    self._leases.pop(stale, None)
+            self._leases[token] = time.monotonic() + lease_s / 2
+        return held
+
+    def _surely_ours(self, token: str) -> bool:
+        safe_until = self._leases.pop(token, None)
+        return safe_until is not None and time.monotonic() < safe_until
 
     def release_lock(self, name: str, token: str) -> None:
         """Delete the lock only if it is still ours (a lease that expired may now belong to another process)."""
-        self.client.eval(_RELEASE, 1, name, token)
+        if self._surely_ours(token):
+            self.client.delete(name)
+        else:
+            self.client.eval(_RELEASE, 1, name, token)
 
     async def arelease_lock(self, name: str, token: str) -> None:
-        await (await self._ac()).eval(_RELEASE, 1, name, token)
+        client = await self._ac()
+        if self._surely_ours(token):
+            await client.delete(name)
+        else:
+            await client.eval(_RELEASE, 1, name, token)
 
     def health(self) -> TierHealth:
         started = time.perf_counter()

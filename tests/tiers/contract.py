@@ -129,3 +129,19 @@ class TierContract:
         found = dict(tier.scan_prefix("dtc:e:scan:1:"))  # type: ignore[attr-defined]
         assert sorted(found) == ["dtc:e:scan:1:a", "dtc:e:scan:1:b"]
         assert found["dtc:e:scan:1:a"].payload == b'{"a": 1}'  # type: ignore[union-attr]
+
+    def test_storage_says_bytes_per_entry_and_compression(self, tier: Tier) -> None:
+        payload = b'{"content":"' + b"a cached answer repeats itself, " * 80 + b'"}'
+        tier.set("dtc:e:default:0:storage", entry(payload))
+        figures = tier.storage()
+        assert figures["bytes_per_entry"] > 0
+        if tier.name == "l1":  # kept as it is: an L1 hit never decompresses
+            assert figures["compression_ratio"] == 1.0
+        else:
+            assert figures["writes"] == 1
+            assert figures["payload_bytes_per_entry"] == len(payload)
+            assert figures["compression_ratio"] > 3  # compressed (with the shipped dictionary) and framed
+        sampler = getattr(tier, "storage_sample", None)
+        if sampler is not None:
+            sample = sampler(50)
+            assert sample["sampled"] >= 1 and sample["bytes_per_entry"] > 0

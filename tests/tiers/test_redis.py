@@ -6,7 +6,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from dspy_tiered_cache.codec import CorruptEntry, FrameCodec
+from dspy_tiered_cache import dictionary
+from dspy_tiered_cache.codec import CorruptEntry, Entry, FrameCodec, encode_value
+from dspy_tiered_cache.core import CacheCore
+from dspy_tiered_cache.dictionary import Dictionary
 from dspy_tiered_cache.testing.redis_server import LocalRedisCluster, LocalSentinel, RedisServer
 from dspy_tiered_cache.tiers.redis import RedisTier
 
@@ -175,5 +178,86 @@ def test_cluster_url_may_name_several_seed_nodes(redis_cluster: LocalRedisCluste
         tier.set("dtc:e:default:0:seeds", entry())
         assert tier.get("dtc:e:default:0:seeds") is not None
         assert len(tier.client.get_nodes()) == len(redis_cluster.nodes)
+    finally:
+        tier.close()
+
+
+# -- trained dictionaries shared through Redis ---------------------------------------------------------
+def _trained() -> Dictionary:
+    texts = [f"answer {i}: " + "tiered caches share answers " * (i % 9 + 2) for i in range(150)]
+    samples = [encode_value({"choices": [{"message": {"content": text}}]}, 10**6) for text in texts]
+    return dictionary.train(samples, size=4096)
+
+
+def _payload() -> bytes:
+    return encode_value({"choices": [{"message": {"content": "tiered caches share answers " * 30}}]}, 10**6)
+
+
+def test_trained_dictionary_reaches_other_processes_through_redis(redis_url: str) -> None:
+    trained = _trained()
+    writer = RedisTier(redis_url, codec=FrameCodec(secret=None, compression_threshold=256, max_bytes=10**6))
+    reader = RedisTier(redis_url, codec=FrameCodec(secret=None, compression_threshold=256, max_bytes=10**6))
+    try:
+        writer.store_dictionary(trained)
+        assert writer.adopted_dictionary() == trained.id
+        writer.set("dtc:e:default:0:trained", Entry(_payload(), time.time()))
+        assert int.from_bytes(writer.client.get("dtc:e:default:0:trained")[3:7], "big") == trained.id
+        got = reader.get("dtc:e:default:0:trained")  # fetches the dictionary once, validates it, then decodes
+        assert got is not None and got.payload == _payload()
+        assert reader.codec.has_dictionary(trained.id)
+        storage = writer.storage()
+        assert storage["writes"] == 1 and storage["compression_ratio"] > 2
+    finally:
+        writer.close()
+        reader.close()
+
+
+FOREIGN_DICTIONARY = b"DTCZDICT1\n\x80\x00\x00\x01" + b"\x37\xa4\x30\xec" + b"x" * 200
+
+
+@pytest.mark.parametrize("stored", [None, b"garbage", FOREIGN_DICTIONARY])
+def test_missing_corrupt_or_foreign_dictionary_is_a_miss_not_an_exception(redis_url: str, stored: bytes | None) -> None:
+    trained = _trained()
+    writer_codec = FrameCodec(secret=None, compression_threshold=256, max_bytes=10**6, dictionary=trained)
+    key = "dtc:e:default:0:needs-dict"
+    with CacheCore(redis_url=redis_url, memory=False, disk=False, fleet=False, write_behind=False) as core:
+        client = redis.Redis.from_url(redis_url)
+        client.set(key, writer_codec.dumps(Entry(_payload(), time.time())))
+        dict_key = f"dtc:zdict:{trained.id:08x}"
+        if stored is None:
+            client.delete(dict_key)
+        else:
+            client.set(dict_key, stored)
+        assert core.get(key) is None  # a counted miss, never an exception
+        assert core.stats.tiers["l2"].corrupt == 1
+        client.close()
+
+
+def test_adopted_dictionary_is_taken_up_by_writers(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    trained = _trained()
+    fresh = FrameCodec(secret=None, compression_threshold=256, max_bytes=10**6)
+    RedisTier(redis_url, codec=fresh).store_dictionary(trained, adopt=True)
+    monkeypatch.setattr("dspy_tiered_cache.tiers.stored_dictionaries.ADOPT_CHECK_S", 0.0)
+    other = RedisTier(redis_url, codec=FrameCodec(secret=None, compression_threshold=256, max_bytes=10**6))
+    try:
+        other.set("dtc:e:default:0:adopted", Entry(_payload(), time.time()))
+        assert int.from_bytes(other.client.get("dtc:e:default:0:adopted")[3:7], "big") == trained.id
+    finally:
+        other.close()
+
+
+def test_lease_release_deletes_only_our_own_lease(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    tier = RedisTier(redis_url, codec=CODEC)
+    try:
+        assert tier.acquire_lock("dtc:lock:fresh", "mine", 30.0)
+        assert not tier.acquire_lock("dtc:lock:fresh", "theirs", 30.0)
+        tier.release_lock("dtc:lock:fresh", "mine")  # fresh lease: one DEL
+        assert tier.client.get("dtc:lock:fresh") is None
+        # A lease past half its lifetime may have expired and been taken by another process: checked release.
+        assert tier.acquire_lock("dtc:lock:old", "mine", 30.0)
+        monkeypatch.setitem(tier._leases, "mine", 0.0)  # as if half the lifetime had passed
+        tier.client.set("dtc:lock:old", "theirs")  # ... and the lease had expired and been taken by another
+        tier.release_lock("dtc:lock:old", "mine")
+        assert tier.client.get("dtc:lock:old") == b"theirs"
     finally:
         tier.close()
