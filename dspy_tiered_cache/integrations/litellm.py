@@ -28,8 +28,11 @@ that shares some inputs sends only the new ones upstream. The synchronous ``embe
 one entry per whole input list. (LiteLLM's per-item lookup does not pass the request's ``cache`` controls, so
 with ``mode="default_off"`` an ``aembedding`` never hits even with ``{"use-cache": True}``: a LiteLLM limitation.)
 
-Only call types whose values we verified are cached by default (:data:`DEFAULT_CALL_TYPES`); pass
-``supported_call_types=`` to widen it.
+Call types: by default every one LiteLLM's own ``Cache`` caches on the installed LiteLLM
+(:data:`DEFAULT_CALL_TYPES`, read from LiteLLM): chat, text completion, embeddings, transcription (keyed on the
+audio's bytes), rerank, the Responses API and Anthropic messages. What differs between them (keys, bypasses,
+savings) is in :mod:`._litellm_calls`; ``docs/compatibility-litellm.md`` has the table. A streamed
+``text_completion`` hit replays text-completion chunks (LiteLLM's own caches replay chat chunks there).
 """
 
 from __future__ import annotations
@@ -56,15 +59,25 @@ from litellm.types.utils import is_litellm_owned_kwarg
 from dspy_tiered_cache.codec import decode_value
 from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.flights import Claim
+from dspy_tiered_cache.integrations._litellm_args import translate_cache_args
 from dspy_tiered_cache.integrations._litellm_backend import (
     _LOOKUP,
     _REPLAY_MISS,
     UNCACHEABLE_KEY,
     TieredBackend,
-    _mark_hit,
     from_stored,
+    hit_note,
 )
-from dspy_tiered_cache.integrations._litellm_hit_path import MissingLiteLLMDependency, ensure_hit_path
+from dspy_tiered_cache.integrations._litellm_calls import (
+    audio_digest,
+    bypass_reason,
+    call_type_of,
+    default_call_types,
+    fits,
+    operation_of,
+    saved_of,
+)
+from dspy_tiered_cache.integrations._litellm_hit_path import HIT_NOTES, MissingLiteLLMDependency, ensure_hit_path
 from dspy_tiered_cache.keys import UncacheableRequest
 from dspy_tiered_cache.options import CallOptions, Hit
 from dspy_tiered_cache.settings import NAME_PATTERN, CacheSettings
@@ -80,22 +93,18 @@ __all__ = [
 
 log = logging.getLogger("dspy_tiered_cache")
 
-#: The call types whose cached values we have verified round-trip (LiteLLM's default list also has
-#: transcription, keyed on a file *name*, and the stateful Responses / Anthropic pass-through APIs).
-DEFAULT_CALL_TYPES: Final[tuple[str, ...]] = (
-    "completion",
-    "acompletion",
-    "text_completion",
-    "atext_completion",
-    "embedding",
-    "aembedding",
-)
+#: Every call type LiteLLM's own ``Cache`` caches by default, read from the installed LiteLLM.
+DEFAULT_CALL_TYPES: Final[tuple[str, ...]] = default_call_types()
 
 #: Request parameters LiteLLM keys on that do not change the answer, only how it is delivered.
 _DELIVERY_ONLY: Final = frozenset({"stream", "stream_options"})
 
 #: Tokens a hit saved, for the call's span.
 _SAVED: contextvars.ContextVar[int] = contextvars.ContextVar("dtc_litellm_saved", default=0)
+#: The lookup's LiteLLM call type and model, for the shape check and the hit's metadata.
+_CALL: contextvars.ContextVar[tuple[str | None, str | None]] = contextvars.ContextVar(
+    "dtc_litellm_call", default=(None, None)
+)
 #: Similarity of the neighbour a semantic hit came from, for the call's span.
 _SIMILARITY: contextvars.ContextVar[float | None] = contextvars.ContextVar("dtc_litellm_similarity", default=None)
 _LOOKED_UP_MAX: Final = 4096
@@ -151,13 +160,18 @@ class TieredCache(Cache):
     pass a ready ``core=`` to share one core between front doors.
 
     LiteLLM's own options keep their meaning: ``mode`` ("default_on" or "default_off", opt in per call with
-    ``cache={"use-cache": True}``), ``supported_call_types``, ``max_messages`` (default None here: no limit).
+    ``cache={"use-cache": True}``), ``supported_call_types``, ``max_messages`` (default None here: no limit), and
+    every other ``litellm.Cache(...)`` argument (``type``, ``host``, ``ttl=0``, ...) keeps its meaning or is refused
+    with one line saying what to use instead (see :mod:`._litellm_args`).
 
     ``mode`` also takes our cache modes, ``"read-write"``, ``"replay"`` or ``"refresh"`` (see
     :mod:`dspy_tiered_cache.modes`). In replay, ``completion`` raises ``ReplayMiss`` at once; ``acompletion`` with
     ``num_retries`` > 0 does too, but LiteLLM's async wrapper first retries through the uncached function, so
     those retries reach the provider: use ``num_retries=0`` when replaying.
     """
+
+    #: Streamed text-completion hits replay text-completion chunks (see :mod:`._litellm_hit_path`).
+    replays_text_completion_chunks: Final = True
 
     def __init__(
         self,
@@ -167,26 +181,33 @@ class TieredCache(Cache):
         namespace: str | None = None,
         settings: CacheSettings | None = None,
         core: CacheCore | None = None,
-        mode: CacheMode | str = CacheMode.default_on,
+        mode: CacheMode | str | None = CacheMode.default_on,
         supported_call_types: Iterable[str] | None = DEFAULT_CALL_TYPES,
         max_messages: int | None = None,
         **overrides: Any,
     ) -> None:
         _check_hit_path_imports()
         door_mode = None
+        litellm_args = {name: overrides.pop(name) for name in list(overrides) if name not in CacheSettings.model_fields}
+        if ttl is not None:
+            litellm_args["ttl"] = ttl
+        translated, door_ttl = translate_cache_args(litellm_args)
+        if litellm_args:  # what neither LiteLLM's Cache nor our settings know
+            names = ", ".join(sorted(litellm_args))
+            raise TypeError(f"TieredCache() got unexpected arguments: {names} (see CacheSettings and litellm.Cache)")
+        mode = mode or CacheMode.default_on
         if str(getattr(mode, "value", mode)) in _OUR_MODES:  # ours (replay...), not LiteLLM's default_on/off
             door_mode, mode = str(mode), CacheMode.default_on
             if core is None:
                 overrides["mode"] = door_mode
         if core is None:
+            overrides = {**translated, **overrides}
             if redis_url is not None:
                 overrides["redis_url"] = redis_url
-            if ttl is not None:
-                overrides["ttl"] = ttl
             if namespace is not None:
                 overrides["namespace"] = namespace
             core = CacheCore(settings, **overrides)
-        elif overrides or settings is not None or redis_url or ttl is not None or namespace is not None:
+        elif overrides or translated or settings is not None or redis_url or namespace is not None:
             raise TypeError("pass either core= or settings/overrides, not both")
         self.core = core
         super().__init__(
@@ -202,7 +223,7 @@ class TieredCache(Cache):
         # (per-tier caps, jitter and generations apply), so LiteLLM's copies stay None unless a user sets them.
         self.type = None
         self.namespace = None
-        self.ttl = None
+        self.ttl = door_ttl  # None, or LiteLLM's Cache(ttl=0): every write's lifetime, so nothing is served
         self._tier_names = "+".join(tier.name for tier in core.tiers) or "none"
         #: call ids that made a lookup, so a write without one (no-cache) still gets its "bypass" span.
         self._looked_up_ids: OrderedDict[str, None] = OrderedDict()
@@ -262,8 +283,10 @@ class TieredCache(Cache):
             if param in _DELIVERY_ONLY or value is None:
                 continue
             if param in allowed:
-                if param == "file" or (param == "model" and self._may_regroup_model(kwargs)):
-                    value = self._get_param_value(param, dict(kwargs))  # caching groups / model_group / file name
+                if param == "file":  # the audio's bytes, never its name (two "audio.wav" files differ)
+                    value = audio_digest(value)
+                elif param == "model" and self._may_regroup_model(kwargs):
+                    value = self._get_param_value(param, dict(kwargs))  # caching groups / model_group
                     if value is None:
                         continue
                 request[param] = value
@@ -296,35 +319,37 @@ class TieredCache(Cache):
     # -- LiteLLM hooks -------------------------------------------------------------------------------
     def should_use_cache(self, **kwargs: Any) -> bool:
         """LiteLLM's rule (mode, max_messages) plus: ``caching=False`` neither reads nor writes."""
-        if kwargs.get("caching") is False:
+        if kwargs.get("caching") is False or bypass_reason(kwargs) is not None:
             return False
         return bool(super().should_use_cache(**kwargs))  # type: ignore[no-untyped-call]
 
     def get_cache_logic(self, cached_result: Any, max_age: float | None) -> Any:
-        """LiteLLM's freshness check (``s-maxage`` against the entry's timestamp), then credit the hit's savings."""
+        """LiteLLM's freshness check (``s-maxage`` against the entry's timestamp), then credit the hit's savings and
+        note its metadata (attached to the converted hit by :mod:`._litellm_hit_path`). An entry of another call
+        type's shape under the same key is a miss (see :func:`._litellm_calls.fits`)."""
         result = super().get_cache_logic(cached_result=cached_result, max_age=max_age)
+        call_type, model = _CALL.get()
+        if result is not None and not fits(call_type, result):
+            result = None
         if type(result) is dict:
-            _SAVED.set(self._record_savings(result))
-            _mark_hit(result, cached_result, _LOOKUP.get())
+            lookup = _LOOKUP.get()
+            answered, usage, dollars = saved_of(result, model)
+            _SAVED.set(self.core.stats.record_savings(answered, usage, key=lookup[1] if lookup else None))
+            level = lookup[0] if lookup is not None and lookup[0] != "miss" else "hit"
+            note = hit_note(cached_result, level, usage, dollars)
+            notes = HIT_NOTES.get()
+            if notes is None:
+                HIT_NOTES.set([note])
+            else:
+                notes.append(note)
         elif result is None and cached_result is not None:
             _LOOKUP.set(None)  # found but older than s-maxage: a miss for the span
         return result
 
-    def _record_savings(self, response: Mapping[str, Any]) -> int:
-        usage = response.get("usage")
-        model = response.get("model")
-        model = model if isinstance(model, str) else None
-        key = (_LOOKUP.get() or ("", None))[1]
-        if isinstance(usage, Mapping):
-            return self.core.stats.record_savings(model, usage, key=key)
-        if "embedding" in response and response.get("prompt_tokens") is not None:  # one CachedEmbedding
-            return self.core.stats.record_savings(model, {"prompt_tokens": response.get("prompt_tokens")}, key=key)
-        return 0
-
     # -- one span per cached call ---------------------------------------------------------------------
     def _trace(self, kwargs: Mapping[str, Any]) -> Any:
         model = kwargs.get("model")
-        operation = "chat" if "messages" in kwargs else "embeddings" if "input" in kwargs else "text_completion"
+        operation = operation_of(kwargs)
         namespace = None
         with contextlib.suppress(Exception):
             namespace = namespace_name(ns) if (ns := self._namespace_of(kwargs)) else None
@@ -344,8 +369,10 @@ class TieredCache(Cache):
     def _lookup_scope(self, kwargs: Mapping[str, Any]) -> Iterator[Any]:
         """What sync and async lookups share: the call's span and the per-lookup context the backend fills."""
         self._looked_up(kwargs)
+        model = kwargs.get("model")
         with self._trace(kwargs) as call:
             tokens = (_LOOKUP.set(None), _SAVED.set(0), _SIMILARITY.set(None), _REPLAY_MISS.set(None))
+            called = _CALL.set((call_type_of(kwargs), model if isinstance(model, str) else None))
             try:
                 yield call
             finally:
@@ -353,8 +380,10 @@ class TieredCache(Cache):
                 _SAVED.reset(tokens[1])
                 _SIMILARITY.reset(tokens[2])
                 _REPLAY_MISS.reset(tokens[3])
+                _CALL.reset(called)
 
     def get_cache(self, dynamic_cache_object: BaseCache | None = None, **kwargs: Any) -> Any:
+        HIT_NOTES.set(None)  # a sync lookup is converted in this same context: its notes start empty
         with self._lookup_scope(kwargs) as call:
             result = super().get_cache(dynamic_cache_object, **kwargs)
             self._raise_replay_miss(call)  # replay answers exact recordings only: before semantic

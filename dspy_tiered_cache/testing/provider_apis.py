@@ -279,12 +279,18 @@ def anthropic_stream_events(body: Mapping[str, Any], salt: str) -> Iterator[tupl
     text = final["content"][0]["text"]
     start = {**final, "content": [], "stop_reason": None, "usage": {**final["usage"], "output_tokens": 1}}
     yield "message_start", {"type": "message_start", "message": start}
-    yield "content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+    yield (
+        "content_block_start",
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    )
     yield "ping", {"type": "ping"}
     for piece in _pieces(text):
         delta = {"type": "text_delta", "text": piece}
         yield "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
     yield "content_block_stop", {"type": "content_block_stop", "index": 0}
     delta = {"stop_reason": "end_turn", "stop_sequence": None}
-    yield "message_delta", {"type": "message_delta", "delta": delta, "usage": {"output_tokens": final["usage"]["output_tokens"]}}
+    yield (
+        "message_delta",
+        {"type": "message_delta", "delta": delta, "usage": {"output_tokens": final["usage"]["output_tokens"]}},
+    )
     yield "message_stop", {"type": "message_stop"}
