@@ -160,9 +160,9 @@ def _anthropic_replay_importable() -> bool:
 
 
 def _wrap_conversion(caching_handler: Any) -> None:
-    handler_class = getattr(caching_handler, "LLMCachingHandler", None)
+    handler_class: Any = getattr(caching_handler, "LLMCachingHandler", None)
     convert = getattr(handler_class, "_convert_cached_result_to_model_response", None)
-    if convert is None or getattr(convert, "_dtc_wrapped", False):
+    if handler_class is None or convert is None or getattr(convert, "_dtc_wrapped", False):
         return
     anthropic_ok: list[bool] = []
 

@@ -288,9 +288,9 @@ def anthropic_stream_events(body: Mapping[str, Any], salt: str) -> Iterator[tupl
         delta = {"type": "text_delta", "text": piece}
         yield "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
     yield "content_block_stop", {"type": "content_block_stop", "index": 0}
-    delta = {"stop_reason": "end_turn", "stop_sequence": None}
+    stop: _JSON = {"stop_reason": "end_turn", "stop_sequence": None}
     yield (
         "message_delta",
-        {"type": "message_delta", "delta": delta, "usage": {"output_tokens": final["usage"]["output_tokens"]}},
+        {"type": "message_delta", "delta": stop, "usage": {"output_tokens": final["usage"]["output_tokens"]}},
     )
     yield "message_stop", {"type": "message_stop"}
