@@ -47,7 +47,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from dspy_tiered_cache.integrations._values_kinds import _known as _known  # tests forget a class here
 from dspy_tiered_cache.integrations._values_kinds import (
     _STATE_ENCODERS,
     KIND_DECODERS,
@@ -60,6 +59,7 @@ from dspy_tiered_cache.integrations._values_kinds import (
     register_type,
     remember,
 )
+from dspy_tiered_cache.integrations._values_kinds import _known as _known  # tests forget a class here
 
 __all__ = [
     "TYPE_TAG",

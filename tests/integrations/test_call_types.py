@@ -61,7 +61,9 @@ CASES: dict[str, Call] = {
     "text_completion-stream": lambda p: litellm.text_completion(
         model="openai/gpt-3.5-turbo-instruct", prompt="ts", stream=True, **_oai(p)
     ),
-    "atext_completion": lambda p: litellm.atext_completion(model="openai/gpt-3.5-turbo-instruct", prompt="at", **_oai(p)),
+    "atext_completion": lambda p: litellm.atext_completion(
+        model="openai/gpt-3.5-turbo-instruct", prompt="at", **_oai(p)
+    ),
     "atext_completion-stream": lambda p: litellm.atext_completion(
         model="openai/gpt-3.5-turbo-instruct", prompt="ats", stream=True, **_oai(p)
     ),
@@ -242,10 +244,12 @@ async def test_a_chat_answer_is_never_an_anthropic_messages_hit(
 ) -> None:
     """Chat and Anthropic messages with the same model, messages and max_tokens share a LiteLLM key."""
     make_cache()
-    await litellm.acompletion(model="anthropic/claude-sonnet-4-5", messages=[{"role": "user", "content": "x"}],
-                              max_tokens=64, api_base=provider.base_url, api_key="k", custom_llm_provider="openai")  # fmt: skip
+    chat = _anthropic(provider, "x", custom_llm_provider="openai")
+    chat["api_base"] = provider.base_url
+    await litellm.acompletion(**chat)
     await _writes_landed()
     message = await litellm.anthropic.messages.acreate(**_anthropic(provider, "x"))
+    assert provider.count("chat") == provider.count("messages") == 1
     assert message["type"] == "message"
 
 
