@@ -28,6 +28,7 @@ import litellm
 import pytest
 from litellm.caching import caching_handler
 from litellm.caching.caching import Cache
+from litellm.types.caching import LiteLLMCacheType
 
 from dspy_tiered_cache.testing.provider import StandInProvider
 from tests.integrations.conftest import MakeCache
@@ -35,6 +36,8 @@ from tests.integrations.conftest import MakeCache
 Call = Callable[[StandInProvider], Any]
 
 _FASTAPI = importlib.util.find_spec("fastapi") is not None
+#: ``litellm.anthropic.messages`` (not re-exported by name, so typed loosely here).
+_messages: Any = litellm.anthropic.messages  # type: ignore[attr-defined]
 
 
 def _chat(p: StandInProvider, text: str, **extra: Any) -> dict[str, Any]:
@@ -87,7 +90,7 @@ CASES: dict[str, Call] = {
     "aresponses-stream-previous": lambda p: litellm.aresponses(
         model="openai/gpt-4o-mini", input="arsp", previous_response_id="resp_earlier", stream=True, **_oai(p)
     ),
-    "aanthropic_messages": lambda p: litellm.anthropic.messages.acreate(**_anthropic(p, "m")),
+    "aanthropic_messages": lambda p: _messages.acreate(**_anthropic(p, "m")),
 }
 
 
@@ -142,7 +145,8 @@ def _shape(result: Any) -> Any:
 def _stored(cache: Any) -> int:
     """Entries written so far: LiteLLM's local store, or our core's store count."""
     if isinstance(cache, Cache) and not hasattr(cache, "core"):
-        return len(cache.cache.cache_dict)
+        store: Any = cache.cache
+        return len(store.cache_dict)
     return int(cache.stats()["stores"])
 
 
@@ -175,7 +179,7 @@ def _streamed_text_completion(case: str) -> bool:
 async def test_ours_hits_wherever_litellm_hits(case: str, provider: StandInProvider, make_cache: MakeCache) -> None:
     make_cache()  # a TieredCache exists: LiteLLM's hit path is repaired process-wide (see the module docstring)
     previous = litellm.cache
-    litellm.cache = Cache(type="local")
+    litellm.cache = Cache(type=LiteLLMCacheType.LOCAL)
     try:
         theirs_requests, _, theirs = await _twice(provider, CASES[case])
     finally:
@@ -230,10 +234,10 @@ async def test_responses_previous_response_id_is_part_of_the_key(
     make_cache()
     answers = []
     for previous in ("resp_a", "resp_b", "resp_a"):
-        response = await litellm.aresponses(
+        response: Any = await litellm.aresponses(
             model="openai/gpt-4o-mini", input="same", previous_response_id=previous, **_oai(provider)
         )
-        answers.append(response.output[0].content[0].text)
+        answers.append(_content(response))
         await _writes_landed()
     assert provider.count("responses") == 2
     assert answers[0] == answers[2] != answers[1]
@@ -248,7 +252,7 @@ async def test_a_chat_answer_is_never_an_anthropic_messages_hit(
     chat["api_base"] = provider.base_url
     await litellm.acompletion(**chat)
     await _writes_landed()
-    message = await litellm.anthropic.messages.acreate(**_anthropic(provider, "x"))
+    message = await _messages.acreate(**_anthropic(provider, "x"))
     assert provider.count("chat") == provider.count("messages") == 1
     assert message["type"] == "message"
 
@@ -262,12 +266,12 @@ async def test_streamed_anthropic_messages_fail_as_they_do_uncached(
     litellm.cache = None
     try:
         with pytest.raises(ImportError) as uncached:
-            await _consume(litellm.anthropic.messages.acreate(**_anthropic(provider, "s", stream=True)))
+            await _consume(_messages.acreate(**_anthropic(provider, "s", stream=True)))
     finally:
         litellm.cache = previous
     make_cache()
     with pytest.raises(ImportError) as cached:
-        await _consume(litellm.anthropic.messages.acreate(**_anthropic(provider, "s", stream=True)))
+        await _consume(_messages.acreate(**_anthropic(provider, "s", stream=True)))
     assert type(cached.value) is type(uncached.value)
     assert cached.value.name == uncached.value.name
 

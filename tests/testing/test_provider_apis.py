@@ -31,9 +31,10 @@ def test_transcription_depends_on_the_audio_bytes_not_the_name(provider: StandIn
     assert one["text"] != two["text"]
     assert renamed["text"] == one["text"]
     assert one["usage"]["type"] == "duration"
-    assert _transcribe(provider, "a.wav", b"RIFF", response_format="text").text == _transcribe(
-        provider, "b.wav", b"RIFF"
-    ).json()["text"]
+    assert (
+        _transcribe(provider, "a.wav", b"RIFF", response_format="text").text
+        == _transcribe(provider, "b.wav", b"RIFF").json()["text"]
+    )
     assert provider.count("transcriptions") == 5
     assert provider.requests_for("transcriptions")[0]["files"] == {"file": ["audio.wav", 8]}  # no bytes recorded
 
