@@ -156,13 +156,18 @@ def _responses_input_text(body: Mapping[str, Any]) -> str:
     texts: list[str] = []
     for item in raw:
         content = item.get("content") if isinstance(item, Mapping) else item
-        if isinstance(content, str):
-            texts.append(content)
-        elif isinstance(content, list):
-            texts.extend(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
-        else:
-            texts.append(json.dumps(item, sort_keys=True, default=str))
+        text = _content_text(content)
+        texts.append(text if text is not None else json.dumps(item, sort_keys=True, default=str))
     return "\n".join(texts)
+
+
+def _content_text(content: Any) -> str | None:
+    """The text of a message's content: a string, or the ``text`` of its parts; None for anything else."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, Mapping))
+    return None
 
 
 def responses_object(body: Mapping[str, Any], salt: str) -> _JSON:
@@ -244,14 +249,8 @@ def _anthropic_text(body: Mapping[str, Any]) -> str:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError("'messages' must be a non-empty list")
-    texts: list[str] = []
-    for message in messages:
-        content = message.get("content") if isinstance(message, Mapping) else None
-        if isinstance(content, str):
-            texts.append(content)
-        elif isinstance(content, list):
-            texts.extend(str(b.get("text", "")) for b in content if isinstance(b, Mapping))
-    return "\n".join(texts)
+    texts = (_content_text(m.get("content")) if isinstance(m, Mapping) else None for m in messages)
+    return "\n".join(text for text in texts if text is not None)
 
 
 def anthropic_message(body: Mapping[str, Any], salt: str) -> _JSON:
