@@ -300,3 +300,26 @@ def test_litellm_local_raises_on_hits_without_the_repair(provider: StandInProvid
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip().splitlines()[-1] == "raised fastapi"
     assert provider.count("chat") == 1
+
+
+async def test_every_call_type_gets_its_span_and_counts(
+    otel_spans: Any, provider: StandInProvider, make_cache: MakeCache
+) -> None:
+    """One span per cached call named for its operation (miss, then hit), and each hit counted in the stats."""
+    cache = make_cache()
+    calls = {
+        "transcription": CASES["atranscription"],
+        "rerank": CASES["arerank"],
+        "responses": CASES["aresponses"],
+        "messages": CASES["aanthropic_messages"],
+    }
+    for call in calls.values():
+        await _twice(provider, call)
+    spans = [s for s in otel_spans.get_finished_spans() if s.name.startswith("dspy_tiered_cache")]
+    seen = [(s.attributes["gen_ai.operation.name"], s.attributes["cache.level"]) for s in spans]
+    for operation in calls:
+        assert [level for name, level in seen if name == operation] == ["miss", "l1"], seen
+    assert cache.stats()["hits"] == len(calls)
+    hit_spans = [s for s in spans if s.attributes["cache.level"] == "l1"]
+    saved = {s.attributes["gen_ai.operation.name"]: s.attributes.get("cache.tokens_saved") for s in hit_spans}
+    assert saved["responses"] and saved["messages"]  # input/output tokens, as LiteLLM counts them there
