@@ -167,7 +167,11 @@ def _wrap_conversion(caching_handler: Any) -> None:
     anthropic_ok: list[bool] = []
 
     @functools.wraps(convert)
-    def converted(self: Any, *, cached_result: Any, call_type: str, kwargs: Any, **rest: Any) -> Any:
+    def converted(self: Any, *args: Any, **named: Any) -> Any:
+        if args or not {"cached_result", "call_type", "kwargs"} <= named.keys():  # not how LiteLLM calls it
+            return convert(self, *args, **named)
+        cached_result, call_type, kwargs = named.pop("cached_result"), named.pop("call_type"), named.pop("kwargs")
+        rest = named
         if call_type in _ANTHROPIC_CALLS and isinstance(cached_result, dict):
             if not anthropic_ok:
                 anthropic_ok.append(_anthropic_replay_importable())
