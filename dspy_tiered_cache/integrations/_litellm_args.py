@@ -3,9 +3,11 @@
 ``litellm.cache = TieredCache(...)`` must take what ``litellm.Cache(...)`` took, so a drop-in replacement is a
 rename. Each of LiteLLM's arguments maps onto our settings with the same meaning:
 
-* ``type="local"``: in-process memory only (no disk, no Redis); ``type="redis"`` with ``host``/``port``/
-  ``password`` (and the ``redis.Redis`` keywords ``username``, ``db``, ``ssl``, ``url``) or LiteLLM's ``REDIS_*``
-  environment variables: memory in front of that Redis; ``redis_startup_nodes``: a Redis Cluster;
+* ``type="local"``: in-process memory only (no disk, no Redis); ``type="disk"`` (LiteLLM's disk backend,
+  removed in LiteLLM 1.110, which now rejects the type): memory in front of our disk tier; ``type="redis"``
+  with ``host``/``port``/``password`` (and the ``redis.Redis`` keywords ``username``, ``db``, ``ssl``, ``url``)
+  or LiteLLM's ``REDIS_*`` environment variables: memory in front of that Redis; ``redis_startup_nodes``: a
+  Redis Cluster;
 * ``ttl`` (``0`` or less: entries are dead on arrival, so nothing is served, as in LiteLLM; a per-call
   ``cache={"ttl": N}`` still wins), ``namespace``, ``default_in_memory_ttl``, ``default_in_redis_ttl``,
   ``similarity_threshold`` (our semantic tier's threshold), ``disk_cache_dir`` (our disk tier's directory);
@@ -84,10 +86,12 @@ def translate_cache_args(args: dict[str, Any]) -> tuple[dict[str, Any], float | 
         raise ConfigError(f"type={kind!r}: LiteLLM's semantic stores are not used here: pass semantic=True instead")
     if kind in ("s3", "gcs", "azure-blob"):
         raise ConfigError(f"type={kind!r} is not a tier of TieredCache: use litellm.Cache(type={kind!r})")
-    if kind not in (None, "local", "redis"):
+    if kind not in (None, "local", "redis", "disk"):
         raise ConfigError(f"type={kind!r} is not a LiteLLM cache type TieredCache knows: use 'local' or 'redis'")
     if kind == "local":
         overrides.update(redis_url=None, disk=False)
+    elif kind == "disk":  # LiteLLM's removed disk backend: memory in front of our disk tier
+        overrides.update(redis_url=None, disk=True)
     elif kind == "redis" or nodes:
         overrides["redis_url"] = _redis_url(host, port, password, redis_keywords, nodes)
         overrides["redis_cluster"] = bool(nodes)

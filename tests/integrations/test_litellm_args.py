@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import litellm
@@ -34,6 +35,15 @@ def test_type_local_is_memory_only(make_cache: MakeCache) -> None:
     cache = make_cache(type="local", default_in_memory_ttl=5)
     assert [tier.name for tier in cache.core.tiers] == ["l1"]
     assert cache.core.settings.ttl == cache.core.settings.memory_ttl == 5
+
+
+def test_type_disk_is_memory_and_the_disk_tier_in_disk_cache_dir(tmp_path: Path) -> None:
+    cache = TieredCache(type="disk", disk_cache_dir=str(tmp_path / "litellm_cache"))
+    try:
+        assert [tier.name for tier in cache.core.tiers] == ["l1", "disk"]
+        assert cache.core.settings.disk_path == tmp_path / "litellm_cache" / "cache.sqlite3"
+    finally:
+        cache.close()
 
 
 def test_type_redis_with_host_and_port(provider: StandInProvider, make_cache: MakeCache) -> None:
