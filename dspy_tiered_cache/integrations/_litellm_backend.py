@@ -24,7 +24,6 @@ from dspy_tiered_cache.flights import Claim
 from dspy_tiered_cache.integrations._values import UnsupportedValue, dump_value, load_value
 from dspy_tiered_cache.modes import ReplayMiss
 from dspy_tiered_cache.options import CallOptions, Hit
-from dspy_tiered_cache.stats import saved_usd
 
 log = logging.getLogger("dspy_tiered_cache")
 
@@ -47,6 +46,7 @@ _LOOKUP: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar
 #: A replay-mode miss seen by the backend: LiteLLM's ``Cache.get_cache`` swallows every exception of its
 #: backend, so TieredCache raises it again once LiteLLM hands the (empty) lookup back.
 _REPLAY_MISS: contextvars.ContextVar[ReplayMiss | None] = contextvars.ContextVar("dtc_replay_miss", default=None)
+
 
 def _find_pending_write_registry() -> set[asyncio.Task[None]] | None:
     """LiteLLM's registry of in-flight cache-write tasks (private; absent in other versions -> None)."""
@@ -293,27 +293,16 @@ class TieredBackend(BaseCache):
         return f"<TieredBackend tiers={'+'.join(t.name for t in self.core.tiers)}>"
 
 
-def _mark_hit(response: dict[str, Any], cached: Any, lookup: tuple[str, str] | None) -> None:
-    """Give a chat-completion hit ``_hidden_params["cache"]``: which tier, how old, and what it saved.
+def hit_note(cached: Any, level: str, usage: dict[str, Any] | None, dollars: float) -> dict[str, Any]:
+    """A hit's ``_hidden_params["cache"]``: which tier, how old, and what it saved (usage and dollars, by the
+    conventions LiteLLM prices that call type with; see :func:`._litellm_calls.saved_of`).
 
-    LiteLLM turns the dict we return into the ``ModelResponse`` the caller gets, and sets every key that is not a
-    response field as an attribute (``convert_to_model_response_object``), so ``_hidden_params`` arrives as the
-    response's hidden params; LiteLLM then adds ``cache_hit``/``cache_key`` to that same dict. Its own
-    accounting is untouched: ``usage`` replays the original tokens and ``response_cost`` is 0 on a hit.
-    Text completions, embeddings and stream replays are built differently and are not marked.
-    """
-    choices = response.get("choices")  # plain JSON from our codec: exact type checks are the cheap ones
-    if type(choices) is not list or not choices or type(choices[0]) is not dict or "message" not in choices[0]:
-        return
-    usage = response.get("usage")
-    usage = dict(usage) if type(usage) is dict else None
-    model = response.get("model")
+    Attached to the converted hit by the conversion wrapper in :mod:`._litellm_hit_path`. LiteLLM's own accounting
+    is untouched: ``usage`` replays the original numbers and ``response_cost`` is 0 on a hit."""
     created = cached.get("timestamp") if type(cached) is dict else None
-    response["_hidden_params"] = {
-        "cache": {
-            "level": lookup[0] if lookup else "hit",
-            "age_s": time.time() - created if type(created) is float else None,
-            "saved_usage": usage,
-            "saved_usd": saved_usd(model if type(model) is str else None, usage),
-        }
+    return {
+        "level": level,
+        "age_s": time.time() - created if type(created) is float else None,
+        "saved_usage": usage,
+        "saved_usd": dollars,
     }

@@ -13,17 +13,43 @@ answer, nothing changes. If the import fails, the answer for the Anthropic strea
 instance of a class whose module cannot be imported can exist in this process. The check then reduces to LiteLLM's
 other replay streams, and LiteLLM's function is replaced by one that tests exactly those (its result for every
 object that can exist here is unchanged; only the doomed import is skipped).
+
+Two more hit-path repairs live here, in one wrapper around LiteLLM's conversion of a cached value
+(``LLMCachingHandler._convert_cached_result_to_model_response``), installed once:
+
+* A non-streamed Anthropic messages hit is the stored dict itself, but LiteLLM imports the same proxy-only module
+  to find that out. When that import fails, the wrapper asks LiteLLM to convert with a call type no branch
+  matches, which returns the dict marked exactly as the Anthropic branch would. (A stored Anthropic *stream*
+  cannot be replayed without that module; LiteLLM cannot stream Anthropic messages without it either.)
+* A streamed text-completion hit is replayed by LiteLLM as chat chunks (``chunk.choices[0].text`` raises). When
+  ``litellm.cache`` is a door that asks for it (class attribute ``replays_text_completion_chunks``), the replay is
+  wrapped in LiteLLM's own ``TextCompletionStreamWrapper``, as an uncached ``text_completion(stream=True)`` is.
+
+The wrapper also attaches the door's hit metadata (``_hidden_params["cache"]``) to every converted hit, from
+:data:`HIT_NOTES`: the door appends one note per entry it served during the lookup.
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import threading
-from typing import Final, Literal
+from collections.abc import Callable
+from typing import Any, Final, Literal
 
 from dspy_tiered_cache.errors import CacheError
 
-__all__ = ["MissingLiteLLMDependency", "ensure_hit_path"]
+__all__ = ["HIT_NOTES", "MissingLiteLLMDependency", "ensure_hit_path", "merge_notes"]
+
+#: The hit notes of the lookup under way (``{"level", "age_s", "saved_usage", "saved_usd"}`` per entry served).
+#: A list, so the per-input lookups LiteLLM gathers for ``aembedding`` (tasks of their own) add to the same one.
+HIT_NOTES: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar("dtc_hit_notes", default=None)
+
+_ANTHROPIC_CALLS: Final = frozenset({"anthropic_messages", "aanthropic_messages"})
+_TEXT_CALLS: Final = frozenset({"text_completion", "atext_completion"})
+_STREAM_EVENTS_KEY: Final = "litellm_cached_anthropic_sse_events"
+_NO_CONVERSION: Final = "dtc_passthrough"
 
 log = logging.getLogger("dspy_tiered_cache")
 
@@ -60,6 +86,7 @@ def ensure_hit_path() -> HitPath:
 def _settle() -> HitPath:
     from litellm.caching import caching_handler
 
+    _wrap_conversion(caching_handler)
     check = getattr(caching_handler, _DEFER_CHECK, None)
     if not callable(check):
         return "unrecognized"
@@ -90,3 +117,122 @@ def _settle() -> HitPath:
     setattr(caching_handler, _DEFER_CHECK, defer_when_replayed_as_stream)
     log.debug("LiteLLM's cache-hit check imports %s, which is not installed: using the equivalent check", missing)
     return "guarded"
+
+
+def merge_notes(notes: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """One hit's metadata from the notes of the entries it was made of (several for an ``aembedding`` list)."""
+    if not notes:
+        return None
+    if len(notes) == 1:
+        return notes[0]
+    levels = {note["level"] for note in notes}
+    ages = [note["age_s"] for note in notes if isinstance(note.get("age_s"), float)]
+    usage: dict[str, int] = {}
+    for note in notes:
+        for name, value in (note.get("saved_usage") or {}).items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                usage[name] = usage.get(name, 0) + value
+    return {
+        "level": levels.pop() if len(levels) == 1 else "mixed",
+        "age_s": max(ages) if ages else None,
+        "saved_usage": usage or None,
+        "saved_usd": sum(float(note.get("saved_usd") or 0.0) for note in notes),
+    }
+
+
+def _attach(result: Any) -> None:
+    notes = HIT_NOTES.get()
+    if not notes:
+        return
+    HIT_NOTES.set(None)
+    note = merge_notes(notes)
+    hidden = getattr(result, "_hidden_params", None)
+    if note is not None and isinstance(hidden, dict) and "cache" not in hidden:
+        hidden["cache"] = note
+
+
+def _anthropic_replay_importable() -> bool:
+    try:
+        from litellm.llms.anthropic.messages.native import response_cache  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _wrap_conversion(caching_handler: Any) -> None:
+    handler_class: Any = getattr(caching_handler, "LLMCachingHandler", None)
+    convert = getattr(handler_class, "_convert_cached_result_to_model_response", None)
+    if handler_class is None or convert is None or getattr(convert, "_dtc_wrapped", False):
+        return
+    anthropic_ok: list[bool] = []
+
+    @functools.wraps(convert)
+    def converted(self: Any, *args: Any, **named: Any) -> Any:
+        if args or not {"cached_result", "call_type", "kwargs"} <= named.keys():  # not how LiteLLM calls it
+            return convert(self, *args, **named)
+        cached_result, call_type, kwargs = named.pop("cached_result"), named.pop("call_type"), named.pop("kwargs")
+        rest = named
+        if call_type in _ANTHROPIC_CALLS and isinstance(cached_result, dict):
+            if not anthropic_ok:
+                anthropic_ok.append(_anthropic_replay_importable())
+            if not anthropic_ok[0] and _STREAM_EVENTS_KEY not in cached_result:
+                call_type = _NO_CONVERSION  # the Anthropic branch returns this dict as is: skip its import
+        result = convert(self, cached_result=cached_result, call_type=call_type, kwargs=kwargs, **rest)
+        if call_type in _TEXT_CALLS and _replays_text_chunks() and _is_chat_replay(result):
+            result = _as_text_completion_stream(result, kwargs)
+        _attach(result)
+        return result
+
+    converted._dtc_wrapped = True  # type: ignore[attr-defined]
+    handler_class._convert_cached_result_to_model_response = converted
+    _wrap_embedding_merge(handler_class)
+
+
+def _wrap_embedding_merge(handler_class: Any) -> None:
+    """``aembedding`` hits are assembled by LiteLLM from per-input lookups, not converted: give them the notes of
+    their inputs (a fresh list per call, so the gathered per-input lookups add to one list)."""
+    retrieve: Callable[..., Any] | None = getattr(handler_class, "_retrieve_from_cache", None)
+    assemble: Callable[..., Any] | None = getattr(handler_class, "_process_async_embedding_cached_response", None)
+    if retrieve is None or assemble is None:
+        return
+
+    @functools.wraps(retrieve)
+    async def retrieved(self: Any, *args: Any, **kwargs: Any) -> Any:
+        HIT_NOTES.set([])
+        return await retrieve(self, *args, **kwargs)
+
+    @functools.wraps(assemble)
+    def assembled(self: Any, *args: Any, **kwargs: Any) -> Any:
+        response, all_hit = assemble(self, *args, **kwargs)
+        if response is not None:
+            _attach(response)
+        return response, all_hit
+
+    handler_class._retrieve_from_cache = retrieved
+    handler_class._process_async_embedding_cached_response = assembled
+
+
+def _replays_text_chunks() -> bool:
+    import litellm
+
+    return getattr(type(litellm.cache), "replays_text_completion_chunks", False) is True
+
+
+def _is_chat_replay(result: Any) -> bool:
+    from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
+
+    return isinstance(result, CustomStreamWrapper)
+
+
+def _as_text_completion_stream(result: Any, kwargs: Any) -> Any:
+    from litellm.text_completions.streaming_iterator import TextCompletionStreamWrapper
+
+    options = kwargs.get("stream_options") if isinstance(kwargs, dict) else None
+    wrapper = TextCompletionStreamWrapper(
+        completion_stream=result,
+        model=getattr(result, "model", None),
+        stream_options=options if isinstance(options, dict) else None,
+        custom_llm_provider="cached_response",
+    )
+    wrapper._hidden_params = getattr(result, "_hidden_params", {})  # type: ignore[attr-defined]
+    return wrapper

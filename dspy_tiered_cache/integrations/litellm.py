@@ -28,8 +28,11 @@ that shares some inputs sends only the new ones upstream. The synchronous ``embe
 one entry per whole input list. (LiteLLM's per-item lookup does not pass the request's ``cache`` controls, so
 with ``mode="default_off"`` an ``aembedding`` never hits even with ``{"use-cache": True}``: a LiteLLM limitation.)
 
-Only call types whose values we verified are cached by default (:data:`DEFAULT_CALL_TYPES`); pass
-``supported_call_types=`` to widen it.
+Call types: by default every one LiteLLM's own ``Cache`` caches on the installed LiteLLM
+(:data:`DEFAULT_CALL_TYPES`, read from LiteLLM): chat, text completion, embeddings, transcription (keyed on the
+audio's bytes), rerank, the Responses API and Anthropic messages. What differs between them (keys, bypasses,
+savings) is in :mod:`._litellm_calls`; ``docs/compatibility-litellm.md`` has the table. A streamed
+``text_completion`` hit replays text-completion chunks (LiteLLM's own caches replay chat chunks there).
 """
 
 from __future__ import annotations
@@ -40,8 +43,6 @@ import contextvars
 import hashlib
 import logging
 import threading
-import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
@@ -49,22 +50,31 @@ from typing import Any, Final
 import litellm
 from litellm.caching.base_cache import BaseCache
 from litellm.caching.caching import Cache, CacheMode
-from litellm.integrations.custom_logger import CustomLogger
 from litellm.litellm_core_utils.model_param_helper import ModelParamHelper
 from litellm.types.utils import is_litellm_owned_kwarg
 
-from dspy_tiered_cache.codec import decode_value
 from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.flights import Claim
+from dspy_tiered_cache.integrations._litellm_args import translate_cache_args
 from dspy_tiered_cache.integrations._litellm_backend import (
     _LOOKUP,
     _REPLAY_MISS,
     UNCACHEABLE_KEY,
     TieredBackend,
-    _mark_hit,
     from_stored,
+    hit_note,
 )
-from dspy_tiered_cache.integrations._litellm_hit_path import MissingLiteLLMDependency, ensure_hit_path
+from dspy_tiered_cache.integrations._litellm_calls import (
+    audio_digest,
+    bypass_reason,
+    call_type_of,
+    default_call_types,
+    fits,
+    operation_of,
+    saved_of,
+)
+from dspy_tiered_cache.integrations._litellm_flights import FlightsMixin, register_for_failures
+from dspy_tiered_cache.integrations._litellm_hit_path import HIT_NOTES, MissingLiteLLMDependency, ensure_hit_path
 from dspy_tiered_cache.keys import UncacheableRequest
 from dspy_tiered_cache.options import CallOptions, Hit
 from dspy_tiered_cache.settings import NAME_PATTERN, CacheSettings
@@ -80,22 +90,18 @@ __all__ = [
 
 log = logging.getLogger("dspy_tiered_cache")
 
-#: The call types whose cached values we have verified round-trip (LiteLLM's default list also has
-#: transcription, keyed on a file *name*, and the stateful Responses / Anthropic pass-through APIs).
-DEFAULT_CALL_TYPES: Final[tuple[str, ...]] = (
-    "completion",
-    "acompletion",
-    "text_completion",
-    "atext_completion",
-    "embedding",
-    "aembedding",
-)
+#: Every call type LiteLLM's own ``Cache`` caches by default, read from the installed LiteLLM.
+DEFAULT_CALL_TYPES: Final[tuple[str, ...]] = default_call_types()
 
 #: Request parameters LiteLLM keys on that do not change the answer, only how it is delivered.
 _DELIVERY_ONLY: Final = frozenset({"stream", "stream_options"})
 
 #: Tokens a hit saved, for the call's span.
 _SAVED: contextvars.ContextVar[int] = contextvars.ContextVar("dtc_litellm_saved", default=0)
+#: The lookup's LiteLLM call type and model, for the shape check and the hit's metadata.
+_CALL: contextvars.ContextVar[tuple[str | None, str | None]] = contextvars.ContextVar(
+    "dtc_litellm_call", default=(None, None)
+)
 #: Similarity of the neighbour a semantic hit came from, for the call's span.
 _SIMILARITY: contextvars.ContextVar[float | None] = contextvars.ContextVar("dtc_litellm_similarity", default=None)
 _LOOKED_UP_MAX: Final = 4096
@@ -108,42 +114,7 @@ def _check_hit_path_imports() -> None:
     ensure_hit_path()
 
 
-class _FlightReleaser(CustomLogger):  # type: ignore[misc]
-    """Tells the followers of a failed call's flight to go upstream themselves instead of waiting.
-
-    One per process, registered once, dispatching to every live TieredCache: LiteLLM keeps one callback of a
-    class, so a second instance would never be called."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.caches: weakref.WeakSet[TieredCache] = weakref.WeakSet()
-
-    def log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
-        if isinstance(kwargs, Mapping):
-            for cache in list(self.caches):
-                cache._end_flight(kwargs, failed=True)
-
-    async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
-        if isinstance(kwargs, Mapping):
-            for cache in list(self.caches):
-                await cache._aend_flight(kwargs, failed=True)
-
-
-_RELEASER: _FlightReleaser | None = None
-_RELEASER_LOCK = threading.Lock()
-
-
-def _register_for_failures(cache: TieredCache) -> None:
-    global _RELEASER
-    with _RELEASER_LOCK:
-        if _RELEASER is None:
-            _RELEASER = _FlightReleaser()
-        if _RELEASER not in litellm.callbacks:
-            litellm.callbacks.append(_RELEASER)
-        _RELEASER.caches.add(cache)
-
-
-class TieredCache(Cache):
+class TieredCache(FlightsMixin, Cache):
     """LiteLLM's cache, backed by memory + Redis/Valkey (or the embedded disk tier).
 
     ``litellm.cache = TieredCache()`` reads every setting from ``DSPY_TIERED_CACHE_*``; keyword arguments
@@ -151,13 +122,18 @@ class TieredCache(Cache):
     pass a ready ``core=`` to share one core between front doors.
 
     LiteLLM's own options keep their meaning: ``mode`` ("default_on" or "default_off", opt in per call with
-    ``cache={"use-cache": True}``), ``supported_call_types``, ``max_messages`` (default None here: no limit).
+    ``cache={"use-cache": True}``), ``supported_call_types``, ``max_messages`` (default None here: no limit), and
+    every other ``litellm.Cache(...)`` argument (``type``, ``host``, ``ttl=0``, ...) keeps its meaning or is refused
+    with one line saying what to use instead (see :mod:`._litellm_args`).
 
     ``mode`` also takes our cache modes, ``"read-write"``, ``"replay"`` or ``"refresh"`` (see
     :mod:`dspy_tiered_cache.modes`). In replay, ``completion`` raises ``ReplayMiss`` at once; ``acompletion`` with
     ``num_retries`` > 0 does too, but LiteLLM's async wrapper first retries through the uncached function, so
     those retries reach the provider: use ``num_retries=0`` when replaying.
     """
+
+    #: Streamed text-completion hits replay text-completion chunks (see :mod:`._litellm_hit_path`).
+    replays_text_completion_chunks: Final = True
 
     def __init__(
         self,
@@ -167,26 +143,33 @@ class TieredCache(Cache):
         namespace: str | None = None,
         settings: CacheSettings | None = None,
         core: CacheCore | None = None,
-        mode: CacheMode | str = CacheMode.default_on,
+        mode: CacheMode | str | None = CacheMode.default_on,
         supported_call_types: Iterable[str] | None = DEFAULT_CALL_TYPES,
         max_messages: int | None = None,
         **overrides: Any,
     ) -> None:
         _check_hit_path_imports()
         door_mode = None
+        litellm_args = {name: overrides.pop(name) for name in list(overrides) if name not in CacheSettings.model_fields}
+        if ttl is not None:
+            litellm_args["ttl"] = ttl
+        translated, door_ttl = translate_cache_args(litellm_args)
+        if litellm_args:  # what neither LiteLLM's Cache nor our settings know
+            names = ", ".join(sorted(litellm_args))
+            raise TypeError(f"TieredCache() got unexpected arguments: {names} (see CacheSettings and litellm.Cache)")
+        mode = mode or CacheMode.default_on
         if str(getattr(mode, "value", mode)) in _OUR_MODES:  # ours (replay...), not LiteLLM's default_on/off
             door_mode, mode = str(mode), CacheMode.default_on
             if core is None:
                 overrides["mode"] = door_mode
         if core is None:
+            overrides = {**translated, **overrides}
             if redis_url is not None:
                 overrides["redis_url"] = redis_url
-            if ttl is not None:
-                overrides["ttl"] = ttl
             if namespace is not None:
                 overrides["namespace"] = namespace
             core = CacheCore(settings, **overrides)
-        elif overrides or settings is not None or redis_url or ttl is not None or namespace is not None:
+        elif overrides or translated or settings is not None or redis_url or namespace is not None:
             raise TypeError("pass either core= or settings/overrides, not both")
         self.core = core
         super().__init__(
@@ -202,7 +185,7 @@ class TieredCache(Cache):
         # (per-tier caps, jitter and generations apply), so LiteLLM's copies stay None unless a user sets them.
         self.type = None
         self.namespace = None
-        self.ttl = None
+        self.ttl = door_ttl  # None, or LiteLLM's Cache(ttl=0): every write's lifetime, so nothing is served
         self._tier_names = "+".join(tier.name for tier in core.tiers) or "none"
         #: call ids that made a lookup, so a write without one (no-cache) still gets its "bypass" span.
         self._looked_up_ids: OrderedDict[str, None] = OrderedDict()
@@ -216,7 +199,7 @@ class TieredCache(Cache):
         self.backend = backend
         # Registered now, not when a flight starts: LiteLLM binds a call's callbacks before its cache lookup.
         if core.settings.single_flight:
-            _register_for_failures(self)
+            register_for_failures(self)
         self._semantic: Any = None
         if core.settings.semantic:
             from dspy_tiered_cache.semantic import SemanticTier
@@ -262,8 +245,10 @@ class TieredCache(Cache):
             if param in _DELIVERY_ONLY or value is None:
                 continue
             if param in allowed:
-                if param == "file" or (param == "model" and self._may_regroup_model(kwargs)):
-                    value = self._get_param_value(param, dict(kwargs))  # caching groups / model_group / file name
+                if param == "file":  # the audio's bytes, never its name (two "audio.wav" files differ)
+                    value = audio_digest(value)
+                elif param == "model" and self._may_regroup_model(kwargs):
+                    value = self._get_param_value(param, dict(kwargs))  # caching groups / model_group
                     if value is None:
                         continue
                 request[param] = value
@@ -296,35 +281,37 @@ class TieredCache(Cache):
     # -- LiteLLM hooks -------------------------------------------------------------------------------
     def should_use_cache(self, **kwargs: Any) -> bool:
         """LiteLLM's rule (mode, max_messages) plus: ``caching=False`` neither reads nor writes."""
-        if kwargs.get("caching") is False:
+        if kwargs.get("caching") is False or bypass_reason(kwargs) is not None:
             return False
         return bool(super().should_use_cache(**kwargs))  # type: ignore[no-untyped-call]
 
     def get_cache_logic(self, cached_result: Any, max_age: float | None) -> Any:
-        """LiteLLM's freshness check (``s-maxage`` against the entry's timestamp), then credit the hit's savings."""
+        """LiteLLM's freshness check (``s-maxage`` against the entry's timestamp), then credit the hit's savings and
+        note its metadata (attached to the converted hit by :mod:`._litellm_hit_path`). An entry of another call
+        type's shape under the same key is a miss (see :func:`._litellm_calls.fits`)."""
         result = super().get_cache_logic(cached_result=cached_result, max_age=max_age)
+        call_type, model = _CALL.get()
+        if result is not None and not fits(call_type, result):
+            result = None
         if type(result) is dict:
-            _SAVED.set(self._record_savings(result))
-            _mark_hit(result, cached_result, _LOOKUP.get())
+            lookup = _LOOKUP.get()
+            answered, usage, dollars = saved_of(result, model)
+            _SAVED.set(self.core.stats.record_savings(answered, usage, key=lookup[1] if lookup else None))
+            level = lookup[0] if lookup is not None and lookup[0] != "miss" else "hit"
+            note = hit_note(cached_result, level, usage, dollars)
+            notes = HIT_NOTES.get()
+            if notes is None:
+                HIT_NOTES.set([note])
+            else:
+                notes.append(note)
         elif result is None and cached_result is not None:
             _LOOKUP.set(None)  # found but older than s-maxage: a miss for the span
         return result
 
-    def _record_savings(self, response: Mapping[str, Any]) -> int:
-        usage = response.get("usage")
-        model = response.get("model")
-        model = model if isinstance(model, str) else None
-        key = (_LOOKUP.get() or ("", None))[1]
-        if isinstance(usage, Mapping):
-            return self.core.stats.record_savings(model, usage, key=key)
-        if "embedding" in response and response.get("prompt_tokens") is not None:  # one CachedEmbedding
-            return self.core.stats.record_savings(model, {"prompt_tokens": response.get("prompt_tokens")}, key=key)
-        return 0
-
     # -- one span per cached call ---------------------------------------------------------------------
     def _trace(self, kwargs: Mapping[str, Any]) -> Any:
         model = kwargs.get("model")
-        operation = "chat" if "messages" in kwargs else "embeddings" if "input" in kwargs else "text_completion"
+        operation = operation_of(kwargs)
         namespace = None
         with contextlib.suppress(Exception):
             namespace = namespace_name(ns) if (ns := self._namespace_of(kwargs)) else None
@@ -344,8 +331,10 @@ class TieredCache(Cache):
     def _lookup_scope(self, kwargs: Mapping[str, Any]) -> Iterator[Any]:
         """What sync and async lookups share: the call's span and the per-lookup context the backend fills."""
         self._looked_up(kwargs)
+        model = kwargs.get("model")
         with self._trace(kwargs) as call:
             tokens = (_LOOKUP.set(None), _SAVED.set(0), _SIMILARITY.set(None), _REPLAY_MISS.set(None))
+            called = _CALL.set((call_type_of(kwargs), model if isinstance(model, str) else None))
             try:
                 yield call
             finally:
@@ -353,8 +342,10 @@ class TieredCache(Cache):
                 _SAVED.reset(tokens[1])
                 _SIMILARITY.reset(tokens[2])
                 _REPLAY_MISS.reset(tokens[3])
+                _CALL.reset(called)
 
     def get_cache(self, dynamic_cache_object: BaseCache | None = None, **kwargs: Any) -> Any:
+        HIT_NOTES.set(None)  # a sync lookup is converted in this same context: its notes start empty
         with self._lookup_scope(kwargs) as call:
             result = super().get_cache(dynamic_cache_object, **kwargs)
             self._raise_replay_miss(call)  # replay answers exact recordings only: before semantic
@@ -415,111 +406,6 @@ class TieredCache(Cache):
         key = self.get_cache_key(**kwargs)
         if key != UNCACHEABLE_KEY:
             self._semantic.store(self._request(kwargs), key, self._namespace_of(kwargs))
-
-    # -- single-flight: concurrent identical misses make one upstream call -------------------------------
-    def _claimable(self, kwargs: Mapping[str, Any], *, sync: bool) -> str | None:
-        """After a miss: the key this call may claim (join another caller's answer or lead), or None when the
-        call takes no part in single-flight. A leader's write fulfils its claim.
-
-        Streams and ``no-store`` calls never lead (they may never write); a leader whose call fails releases
-        its followers through LiteLLM's failure callback (they then go upstream themselves)."""
-        lookup = _LOOKUP.get()
-        call_id = kwargs.get("litellm_call_id")
-        s = self.core.settings
-        controls = kwargs.get("cache") or {}
-        if (
-            lookup is None
-            or not (s.single_flight and s.enabled)
-            or self.core.mode_of(self._tiered_backend.options) == "refresh"  # re-recording: never served
-            or not isinstance(call_id, str)
-            or kwargs.get("stream")
-            or "input" in kwargs  # embeddings are cached per input by LiteLLM's pipeline: not one flight
-            or (isinstance(controls, Mapping) and controls.get("no-store"))
-        ):
-            return None
-        if self._retrying(call_id, sync):
-            return None
-        return lookup[1]
-
-    def _retrying(self, call_id: str, sync: bool) -> bool:
-        """Whether this lookup is a retry of a call that already took part in single-flight.
-
-        LiteLLM's ``num_retries`` runs every attempt through the cache lookup again under the same call id, and the
-        sync wrapper calls no failure callback between attempts (nor for any attempt after the first logged
-        failure: LiteLLM logs one failure per call). So a second lookup by a call id is the only sure sign that
-        its previous attempt failed: end the flight that attempt led (its followers go upstream at once, its lease
-        is given back) and let the retry go upstream on its own, leading nothing that could be stranded.
-
-        A sync caller's thread runs one LiteLLM call at a time: a new call in a thread whose previous call still
-        leads a flight means that call ended without a store and without a failure callback (``no-log``, a
-        ``BaseException``): end that flight too."""
-        ended: list[str] = []
-        thread = threading.get_ident() if sync else None
-        with self._looked_up_lock:
-            retry = call_id in self._attempted
-            if call_id in self._leading:
-                ended.append(call_id)
-            if thread is not None:
-                previous = self._thread_leading.get(thread)
-                if previous is not None and previous != call_id and previous in self._leading:
-                    ended.append(previous)
-            self._attempted[call_id] = None
-            if len(self._attempted) > _LOOKED_UP_MAX:
-                self._attempted.popitem(last=False)
-        for ended_id in ended:
-            self._end_flight({"litellm_call_id": ended_id}, failed=True)
-        return retry
-
-    def _claimed(self, kwargs: Mapping[str, Any], claim: Claim, *, sync: bool) -> Any:
-        """Another caller's answer (here or in another process) as a hit; or, leading, remember the claim for
-        our upstream call's write to fulfil (or for its failure to abandon)."""
-        if claim.answer is not None:
-            return self._joined(claim.answer, claim.level)
-        if claim.ended:  # uncoordinated (the leader outlived the wait): nothing to fulfil
-            return None
-        call_id = str(kwargs.get("litellm_call_id"))
-        with self._looked_up_lock:
-            self._leading[call_id] = claim
-            self.backend.claims[claim.key] = claim
-            if sync:
-                self._thread_leading[threading.get_ident()] = call_id
-            stale_id = next(iter(self._leading)) if len(self._leading) > _LOOKED_UP_MAX else None
-        if stale_id is not None:
-            self._end_flight({"litellm_call_id": stale_id}, failed=True)
-        return None
-
-    def _joined(self, payload: bytes, level: str) -> Any:
-        """The leader's answer, as a hit LiteLLM converts like any other."""
-        key = (_LOOKUP.get() or ("", ""))[1]
-        _LOOKUP.set((level, key))  # the core counted the join
-        hit = Hit(decode_value(payload), level, time.time(), None)
-        return self.get_cache_logic(cached_result=from_stored(hit), max_age=None)
-
-    def _end_flight(self, kwargs: Mapping[str, Any], *, failed: bool = False) -> None:
-        led = self._unlead(kwargs, failed=failed)
-        if led is not None:  # normally fulfilled by the store already (then this does nothing)
-            self.core.abandon(led)
-
-    async def _aend_flight(self, kwargs: Mapping[str, Any], *, failed: bool = False) -> None:
-        led = self._unlead(kwargs, failed=failed)
-        if led is not None:
-            await self.core.aabandon(led)
-
-    def _unlead(self, kwargs: Mapping[str, Any], *, failed: bool) -> Claim | None:
-        """Forget the claim the call ``kwargs`` leads; the caller ends it (sync or awaited)."""
-        call_id = kwargs.get("litellm_call_id")
-        if not isinstance(call_id, str) or not self._leading:
-            return None
-        with self._looked_up_lock:
-            led = self._leading.pop(call_id, None)
-            for thread, leading_id in list(self._thread_leading.items()):
-                if leading_id == call_id:
-                    del self._thread_leading[thread]
-            if led is not None and failed:
-                self.backend.forget_awaiting(led.key)
-        if led is not None and self.backend.claims.get(led.key) is led:
-            del self.backend.claims[led.key]
-        return led
 
     def _record_lookup(self, call: Any, result: Any, kwargs: Mapping[str, Any]) -> None:
         lookup = _LOOKUP.get()

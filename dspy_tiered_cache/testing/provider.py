@@ -23,6 +23,8 @@ What it answers:
   (or the request's ``dimensions``), returned as floats or as base64 float32 (the OpenAI SDK asks for base64).
   The model ``bag-of-words`` answers with :func:`bag_of_words_vector` (256 dimensions unless ``dimensions``):
   texts sharing words are close, as the semantic tier's tests and benchmark need.
+* ``POST /v1/audio/transcriptions``, ``/v1/rerank``, ``/v1/responses`` (streamed too) and Anthropic's
+  ``/v1/messages`` (streamed too): see :mod:`.provider_apis`.
 * ``GET /v1/models`` and ``GET /health``.
 
 Determinism: the *content* of an answer is a function of the request's messages (plus tools and
@@ -70,6 +72,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, cast
+
+from dspy_tiered_cache.testing import provider_apis as apis
 
 __all__ = ["BAG_OF_WORDS_MODEL", "TOOL_CALL_MARKER", "StandInProvider", "bag_of_words_vector", "main"]
 
@@ -386,7 +390,8 @@ class _Handler(BaseHTTPRequestHandler):
     # (~40 ms per call), which would make every uncached call look slow for a reason no provider has.
     disable_nagle_algorithm = True
     server: _Server
-    timeout = 30  # idle keep-alive connections end on their own
+    timeout = 30
+    _upload: dict[str, tuple[str, bytes]]  # idle keep-alive connections end on their own
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: test output stays readable (and no request line ever lands in a log)."""
@@ -441,11 +446,15 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(delay)
             first = False
             data = event if isinstance(event, str) else json.dumps(event)
-            payload = f"data: {data}\n\n".encode()
+            payload = (data if data.startswith("event: ") else f"data: {data}").encode() + b"\n\n"
             self.wfile.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
             self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+    def _stream_named(self, events: Iterator[tuple[str, Any]]) -> None:
+        """Server-sent events with an ``event:`` line, as the Responses API and Anthropic send them."""
+        self._stream(f"event: {name}\ndata: {json.dumps(data)}" for name, data in events)
 
     # --- routing --------------------------------------------------------------------------------------
     def do_GET(self) -> None:
@@ -535,11 +544,11 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/control/"):
             self._control(path)
             return
-        if path.startswith("/v1/"):
+        while path.startswith("/v1/"):  # Cohere's client appends /v1/rerank to an api_base that may end in /v1
             path = path[3:]
-        endpoint = {"/chat/completions": "chat", "/completions": "completions", "/embeddings": "embeddings"}.get(path)
+        endpoint = _ENDPOINTS.get(path)
         try:
-            body = self._read_body()
+            body = self._read_form() if endpoint == "transcriptions" else self._read_body()
         except _HTTPError as exc:
             self._send_error(exc.status, str(exc), exc.error_type)
             return
@@ -563,12 +572,57 @@ class _Handler(BaseHTTPRequestHandler):
                     self._chat(body)
                 elif endpoint == "completions":
                     self._completions(body)
-                else:
+                elif endpoint == "embeddings":
                     self._send_json(200, provider._embeddings(body))
+                else:
+                    self._other_api(endpoint, body)
             except _HTTPError as exc:
                 self._send_error(exc.status, str(exc), exc.error_type)
+            except apis.RequestError as exc:
+                self._send_error(400, str(exc), "invalid_request_error")
         finally:
             provider._end()
+
+    def _read_form(self) -> _JSON:
+        """A multipart upload (transcriptions) as ``{"fields": {...}, "files": {name: [filename, size]}}``; the
+        bytes are kept for the answer only, never in the recorded request."""
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            fields, files = apis.parse_multipart(self.headers.get("Content-Type") or "", raw)
+        except apis.RequestError as exc:
+            raise _HTTPError(400, str(exc)) from exc
+        self._upload = files
+        return {"fields": fields, "files": {k: [name, len(data)] for k, (name, data) in files.items()}}
+
+    def _other_api(self, endpoint: str, body: _JSON) -> None:
+        """Transcriptions, rerank, the Responses API and Anthropic messages (see :mod:`.provider_apis`)."""
+        salt = self.server.provider.salt
+        if endpoint == "transcriptions":
+            payload, content_type = apis.transcription(body["fields"], self._upload, salt)
+            if content_type == "text/plain":
+                self._send_text(payload)
+            else:
+                self._send_json(200, payload)
+        elif endpoint == "rerank":
+            self._send_json(200, apis.rerank(body, salt))
+        elif endpoint == "responses":
+            if body.get("stream"):
+                self._stream_named(apis.responses_stream_events(body, salt))
+            else:
+                self._send_json(200, apis.responses_object(body, salt))
+        elif body.get("stream"):
+            self._stream_named(apis.anthropic_stream_events(body, salt))
+        else:
+            self._send_json(200, apis.anthropic_message(body, salt))
+
+    def _send_text(self, text: str) -> None:
+        data = text.encode("utf-8")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _chat(self, body: _JSON) -> None:
         provider = self.server.provider
@@ -648,6 +702,19 @@ class _Handler(BaseHTTPRequestHandler):
             yield "[DONE]"
 
         self._stream(events())
+
+
+#: POST paths (after the ``/v1`` prefix) and the endpoint names they are counted under.
+_ENDPOINTS = {
+    "/chat/completions": "chat",
+    "/completions": "completions",
+    "/embeddings": "embeddings",
+    "/audio/transcriptions": "transcriptions",
+    "/rerank": "rerank",
+    "/v2/rerank": "rerank",  # Cohere's v2 client
+    "/responses": "responses",
+    "/messages": "messages",
+}
 
 
 def _int_param(body: Mapping[str, Any], name: str, default: int) -> int:
@@ -842,12 +909,13 @@ class StandInProvider:
 
     @property
     def endpoint_counts(self) -> dict[str, int]:
-        """Requests per endpoint: keys ``"chat"``, ``"completions"``, ``"embeddings"`` (absent = 0)."""
+        """Requests per endpoint: keys ``"chat"``, ``"completions"``, ``"embeddings"``, ``"transcriptions"``,
+        ``"rerank"``, ``"responses"``, ``"messages"`` (absent = 0)."""
         with self._lock:
             return dict(self._endpoint_counts)
 
     def count(self, endpoint: str) -> int:
-        """Requests received on one endpoint (``"chat"``, ``"completions"`` or ``"embeddings"``)."""
+        """Requests received on one endpoint (a key of :attr:`endpoint_counts`)."""
         with self._lock:
             return self._endpoint_counts.get(endpoint, 0)
 
