@@ -402,11 +402,15 @@ class TieredCache(Cache):
         if found is None:
             return None
         hit, similarity = found
+        missed = _LOOKUP.get()
+        _LOOKUP.set(("semantic", (missed or ("", ""))[1]))  # before the hit is stamped (_hidden_params level)
+        _SIMILARITY.set(similarity)
         result = self.get_cache_logic(cached_result=from_stored(hit), max_age=None)
-        if result is not None:
-            key = (_LOOKUP.get() or ("", ""))[1]
-            _LOOKUP.set(("semantic", key))
-            _SIMILARITY.set(similarity)
+        if result is None:
+            _LOOKUP.set(missed)
+            _SIMILARITY.set(None)
+        elif type(result) is dict and type(stamp := result.get("_hidden_params", {}).get("cache")) is dict:
+            stamp["similarity"] = similarity
         return result
 
     def _semantic_store(self, kwargs: Mapping[str, Any]) -> None:
@@ -414,7 +418,9 @@ class TieredCache(Cache):
             return
         key = self.get_cache_key(**kwargs)
         if key != UNCACHEABLE_KEY:
-            self._semantic.store(self._request(kwargs), key, self._namespace_of(kwargs))
+            control = kwargs.get("cache")  # the call's own lifetime bounds its index row (cache={"ttl": N})
+            ttl = kwargs.get("ttl", control.get("ttl") if isinstance(control, dict) else None)
+            self._semantic.store(self._request(kwargs), key, self._namespace_of(kwargs), ttl)
 
     # -- single-flight: concurrent identical misses make one upstream call -------------------------------
     def _claimable(self, kwargs: Mapping[str, Any], *, sync: bool) -> str | None:
@@ -572,6 +578,8 @@ class TieredCache(Cache):
         key = self._build_key(dict(request))
         if key != UNCACHEABLE_KEY:
             self.core.delete(key)
+            if self._semantic is not None:
+                self._semantic.forget(key)
         return key
 
     def invalidate_namespace(self, namespace: str | None = None) -> int:
