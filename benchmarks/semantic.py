@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-
 import semantic_data  # noqa: E402
+
 from dspy_tiered_cache.core import CacheCore  # noqa: E402
 from dspy_tiered_cache.semantic.index import LocalIndex  # noqa: E402
 from dspy_tiered_cache.semantic.tier import SemanticTier  # noqa: E402
@@ -80,7 +80,9 @@ class Vectors:
     def warm(self, texts: Sequence[str]) -> None:
         todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
         if todo:
-            for text, vector in zip(todo, self.model.encode(todo, batch_size=64, normalize_embeddings=True)):
+            for text, vector in zip(
+                todo, self.model.encode(todo, batch_size=64, normalize_embeddings=True), strict=True
+            ):
                 self.cache[text] = np.asarray(vector, dtype=np.float32)
 
     def __call__(self, text: str) -> np.ndarray:
@@ -97,7 +99,10 @@ class Vectors:
 
 def _request(text: str, pair: int) -> dict[str, Any]:
     # Each pair in a partition of its own (the system turn): a pair never sees another pair's entry.
-    return {"model": "m", "messages": [{"role": "system", "content": f"pair {pair}"}, {"role": "user", "content": text}]}
+    return {
+        "model": "m",
+        "messages": [{"role": "system", "content": f"pair {pair}"}, {"role": "user", "content": text}],
+    }
 
 
 def ours(pairs: Sequence[semantic_data.Pair], vectors: Vectors, **settings: Any) -> dict[str, Any]:
@@ -147,7 +152,12 @@ def embedding_endpoint(vectors: Vectors) -> Iterator[str]:
             texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
             data = [{"object": "embedding", "index": i, "embedding": vectors(t).tolist()} for i, t in enumerate(texts)]
             payload = json.dumps(
-                {"object": "list", "data": data, "model": body.get("model"), "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": body.get("model"),
+                    "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                }
             ).encode()
             self.send_response(200)
             self.send_header("content-type", "application/json")
@@ -175,7 +185,9 @@ def litellm_served(pairs: Sequence[semantic_data.Pair], url: str, api_base: str,
     )
     served = {True: 0, False: 0}
     for i, pair in enumerate(pairs):
-        cache.set_cache(f"a{i}", {"timestamp": time.time(), "response": str(i)}, messages=[{"role": "user", "content": pair.a}])
+        cache.set_cache(
+            f"a{i}", {"timestamp": time.time(), "response": str(i)}, messages=[{"role": "user", "content": pair.a}]
+        )
         found = cache.get_cache(f"b{i}", messages=[{"role": "user", "content": pair.b}])
         served[pair.duplicate] += isinstance(found, dict) and str(found.get("response")) == str(i)
         cache.llmcache.clear()
@@ -184,21 +196,30 @@ def litellm_served(pairs: Sequence[semantic_data.Pair], url: str, api_base: str,
 
 def tuned_threshold(distances: Sequence[float], labels: Sequence[bool], target: float = 0.01) -> float:
     """The largest distance threshold serving at most ``target`` of the non-duplicates (on this very set)."""
-    negatives = sorted(d for d, dup in zip(distances, labels) if not dup)
+    negatives = sorted(d for d, dup in zip(distances, labels, strict=True) if not dup)
     allowed = math.floor(target * len(negatives))
     if allowed >= len(negatives):
         return 2.0
     return max(0.0, negatives[allowed] - 1e-6)
 
 
-def run_set(name: str, pairs: list[semantic_data.Pair], vectors: Vectors, url: str | None, api_base: str | None) -> dict[str, Any]:
+def run_set(
+    name: str, pairs: list[semantic_data.Pair], vectors: Vectors, url: str | None, api_base: str | None
+) -> dict[str, Any]:
     dups = sum(p.duplicate for p in pairs)
     nondups = len(pairs) - dups
     vectors.warm([t for p in pairs for t in (p.a, p.b)])
     rows: list[dict[str, Any]] = []
 
     def row(cache: str, served: dict[bool, int], **extra: Any) -> None:
-        rows.append({"cache": cache, "duplicates": rate(served[True], dups), "non_duplicates": rate(served[False], nondups), **extra})
+        rows.append(
+            {
+                "cache": cache,
+                "duplicates": rate(served[True], dups),
+                "non_duplicates": rate(served[False], nondups),
+                **extra,
+            }
+        )
 
     started = time.perf_counter()
     result = ours(pairs, vectors)
@@ -214,16 +235,28 @@ def run_set(name: str, pairs: list[semantic_data.Pair], vectors: Vectors, url: s
     if url is not None:
         distances = redisvl_distances(pairs, vectors, url)
         labels = [p.duplicate for p in pairs]
-        for label, limit in (("RedisVL SemanticCache, its default (distance 0.1)", 0.1),
-                             ("RedisVL SemanticCache, tuned to 1 % on this set", tuned_threshold(distances, labels))):
+        for label, limit in (
+            ("RedisVL SemanticCache, its default (distance 0.1)", 0.1),
+            ("RedisVL SemanticCache, tuned to 1 % on this set", tuned_threshold(distances, labels)),
+        ):
             served = {True: 0, False: 0}
-            for d, dup in zip(distances, labels):
+            for d, dup in zip(distances, labels, strict=True):
                 served[dup] += d <= limit
             row(label, served, distance_threshold=round(limit, 4))
         if api_base is not None:
-            row("LiteLLM redis-semantic (similarity 0.8, its documented example)", litellm_served(pairs, url, api_base, 0.8))
-    return {"set": name, "role": semantic_data.SETS[name][0], "path": semantic_data.SETS[name][1], "pairs": len(pairs),
-            "duplicates": dups, "non_duplicates": nondups, "rows": rows}
+            row(
+                "LiteLLM redis-semantic (similarity 0.8, its documented example)",
+                litellm_served(pairs, url, api_base, 0.8),
+            )
+    return {
+        "set": name,
+        "role": semantic_data.SETS[name][0],
+        "path": semantic_data.SETS[name][1],
+        "pairs": len(pairs),
+        "duplicates": dups,
+        "non_duplicates": nondups,
+        "rows": rows,
+    }
 
 
 def sample(pairs: list[semantic_data.Pair], limit: int | None) -> list[semantic_data.Pair]:
@@ -256,7 +289,11 @@ def markdown(out: dict[str, Any]) -> str:
         ]
         lines += [f"| {r['cache']} | {cell(r['duplicates'])} | {cell(r['non_duplicates'])} |" for r in result["rows"]]
         default = result["rows"][0]
-        lines += ["", "Why ours (defaults) did not serve: " + ", ".join(f"{k} {v}" for k, v in default["reasons"].items()), ""]
+        lines += [
+            "",
+            "Why ours (defaults) did not serve: " + ", ".join(f"{k} {v}" for k, v in default["reasons"].items()),
+            "",
+        ]
     return "\n".join(lines + out["notes"]) + "\n"
 
 
@@ -285,8 +322,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     model = args.model or default_model()
     vectors = Vectors(model)
-    out: dict[str, Any] = {"model": Path(model).name if os.path.isdir(model) else model, "sets": [], "notes": [],
-                           "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count()}
+    out: dict[str, Any] = {
+        "model": Path(model).name if os.path.isdir(model) else model,
+        "sets": [],
+        "notes": [],
+        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpus": os.cpu_count(),
+    }
     server = None
     if not args.no_peers:
         from dspy_tiered_cache.testing.redis_search import SearchUnavailable, start_search_server

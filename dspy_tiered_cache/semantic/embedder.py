@@ -80,18 +80,18 @@ class Embedder:
                 fresh = [unit(np.asarray(self._embed(t), dtype=np.float32)) for t in missing]
             self.calls += 1 if self._embed_batch is not None else len(missing)
             with self._lock:
-                for text, vector in zip(missing, fresh):
+                for text, vector in zip(missing, fresh, strict=True):
                     self._cache[text] = vector
                 while len(self._cache) > _MAX_ENTRIES:
                     self._cache.popitem(last=False)
-                found = dict(zip(missing, fresh))
+                found = dict(zip(missing, fresh, strict=True))
         else:
             found = {}
         out: list[Vector] = []
         with self._lock:
             for text in texts:
-                vector = found.get(text)
-                out.append(vector if vector is not None else self._cache[text])
+                fresh_vector = found.get(text)
+                out.append(fresh_vector if fresh_vector is not None else self._cache[text])
         return out
 
     def embed(self, text: str) -> Vector:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 _WORD_RE: Final = re.compile(r"\d+(?:[.,]\d+)*|[A-Za-z]+(?:'[A-Za-z]+)?|[%$€£]")
-_QUOTED_RE: Final = re.compile("[\"`\u201c]([^\"`\u201d]{1,80})[\"`\u201d]")
+_QUOTED_RE: Final = re.compile('["`\u201c]([^"`\u201d]{1,80})["`\u201d]')
 _SPLIT_UNIT_RE: Final = re.compile(r"(\d)([A-Za-z%])")
 
 NUMBER_WORDS: Final = {
@@ -38,9 +38,50 @@ _QUESTION_WORDS: Final = {
 #: "how many" / "how much" / "how long" ask for a quantity, not a manner.
 _HOW_QUANTITY: Final = frozenset({"many", "much", "long", "far", "old", "big", "often", "tall"})
 #: Words a request may open with before its question ("Please, can I ...", "So is it ...").
-_FILLERS: Final = frozenset("please pls kindly so ok okay hey hi hello well now then and but also quick question".split())
+_FILLERS: Final = frozenset(
+    [
+        "please",
+        "pls",
+        "kindly",
+        "so",
+        "ok",
+        "okay",
+        "hey",
+        "hi",
+        "hello",
+        "well",
+        "now",
+        "then",
+        "and",
+        "but",
+        "also",
+        "quick",
+        "question",
+    ]
+)
 _YES_NO_OPENERS: Final = frozenset(
-    "is are am was were do does did can could should would will shall may might must have has had".split()
+    [
+        "is",
+        "are",
+        "am",
+        "was",
+        "were",
+        "do",
+        "does",
+        "did",
+        "can",
+        "could",
+        "should",
+        "would",
+        "will",
+        "shall",
+        "may",
+        "might",
+        "must",
+        "have",
+        "has",
+        "had",
+    ]
 )
 
 #: Grammatical person (a generic "one" / no pronoun at all constrains nothing).
@@ -83,8 +124,9 @@ POLAR: Final = frozenset(word for pair in ANTONYM_PAIRS for word in pair)
 DIRECTIONAL: Final = {"to": "to", "into": "to", "from": "from", "than": "than", "vs": "vs", "versus": "vs"}
 
 #: Closed-class words and request framings: they carry the frame above or nothing at all, never content.
-FUNCTION_WORDS: Final = frozenset(
-    """a an the this that these those it its it's i me my mine myself we us our ours you your yours he him his
+FUNCTION_WORDS: Final = (
+    frozenset(
+        """a an the this that these those it its it's i me my mine myself we us our ours you your yours he him his
     she her hers they them their theirs is are was were be been being am do does did done doing have has had
     having can could would should shall will may might must ought what what's whats which who whom whose when
     where why how how's there here please pls kindly tell explain give let lets let's know want need like help
@@ -93,7 +135,11 @@ FUNCTION_WORDS: Final = frozenset(
     someone anyone people person get got getting make makes making go going gonna possible possibly best good
     is isn't aren't doesn't don't didn't can't won't wouldn't couldn't shouldn't other another much many very
     more most such even ever still already again u ur im i'm""".split()  # noqa: SIM905
-) - NEGATIONS - frozenset(DIRECTIONAL) - POLAR
+    )
+    - NEGATIONS
+    - frozenset(DIRECTIONAL)
+    - POLAR
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,11 +58,17 @@ class RuleVerifier:
     name = "rules"
 
     def __init__(
-        self, embed_words: WordEmbed | None = None, *, word_similarity: float = 0.6, name_similarity: float = 0.85
+        self,
+        embed_words: WordEmbed | None = None,
+        *,
+        word_similarity: float = 0.6,
+        name_similarity: float = 0.85,
+        redundant_similarity: float = 0.9,
     ) -> None:
         self.embed_words = embed_words
         self.word_similarity = word_similarity
         self.name_similarity = name_similarity
+        self.redundant_similarity = redundant_similarity
 
     def check(self, query: str, candidate: str) -> str | None:
         return self.explain(query, candidate).reason
@@ -90,6 +96,9 @@ class RuleVerifier:
         stems_b = {stem(w) for w in b.words}
         only_a = sorted(w for w in a.content if stem(w) not in stems_b)
         only_b = sorted(w for w in b.content if stem(w) not in stems_a)
+        swap = _role_swap(a, b)
+        if swap is not None:
+            return Verdict("word_order", swap)
         shared = {p for p, _ in a.directions} & {p for p, _ in b.directions}
         dir_a = {d for d in a.directions if d[0] in shared}
         dir_b = {d for d in b.directions if d[0] in shared}
@@ -99,25 +108,57 @@ class RuleVerifier:
         if self.embed_words is None:
             word = (only_a or only_b or [swapped[0][1]])[0]
             return Verdict("name" if word in a.names | b.names else "content", word)
+        # One batch: every content word, each side's text, and each side's text without one of its lonely words.
+        whole = {id(a): " ".join(a.words), id(b): " ".join(b.words)}
+        without = {
+            (id(side), w): " ".join(x for x in side.words if x != w)
+            for side, ws in ((a, only_a), (b, only_b))
+            for w in ws
+        }
         words = sorted(a.content | b.content | {x for _, x, _ in swapped} | {y for _, _, y in swapped})
+        texts = [*words, *whole.values(), *without.values()]
         try:
-            vectors = np.asarray(self.embed_words(words), dtype=np.float32)
+            vectors = np.asarray(self.embed_words(texts), dtype=np.float32)
         except Exception as exc:  # an embedding failure fails closed: a miss, never a wrong answer
             return Verdict("content", f"word embeddings unavailable: {type(exc).__name__}")
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = vectors / np.where(norms > 0, norms, 1.0)
-        position = {w: i for i, w in enumerate(words)}
+        vectors = (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+        position = {w: i for i, w in enumerate(texts)}
         for _, x, y in swapped:
             if float(vectors[position[x]] @ vectors[position[y]]) < self.word_similarity:
                 return Verdict("direction", f"{x} vs {y}")
-        for lonely, other, names in ((only_a, b.content, a.names), (only_b, a.content, b.names)):
+        for side, lonely, other in ((a, only_a, b.content), (b, only_b, a.content)):
             others = [position[w] for w in other]
             for word in lonely:
                 best = float(np.max(vectors[others] @ vectors[position[word]])) if others else 0.0
-                is_name = word in names
-                if best < (self.name_similarity if is_name else self.word_similarity):
-                    return Verdict("name" if is_name else "content", f"{word} (closest {best:.2f})")
+                if word in side.names:
+                    if best < self.name_similarity:
+                        return Verdict("name", f"{word} (closest {best:.2f})")
+                    continue
+                if best >= self.word_similarity:
+                    continue  # a word of like meaning stands on the other side
+                # No counterpart: does the word matter to its own sentence? ("capital city of France")
+                kept = float(vectors[position[whole[id(side)]]] @ vectors[position[without[(id(side), word)]]])
+                if kept < self.redundant_similarity:
+                    return Verdict("content", f"{word} (closest {best:.2f}, sentence without it {kept:.2f})")
         return _PASS
+
+
+def _role_swap(a: Parsed, b: Parsed) -> str | None:
+    """Shared content words that swap places around a third one ("the doctor helps the patient" vs "the patient
+    helps the doctor"): same words, another meaning. A phrase moved as a whole ("In Python, how do I ...")
+    keeps its words' order relative to the rest and passes."""
+    shared = [w for w in dict.fromkeys(a.words) if w in a.content and w in b.content]
+    if len(shared) < 3:
+        return None
+    where_b = {w: b.words.index(w) for w in shared}
+    where_a = {w: a.words.index(w) for w in shared}
+    for i, x in enumerate(shared):
+        for z in shared[i + 1 :]:
+            for y in shared:
+                if where_a[x] < where_a[z] < where_a[y] and where_b[y] < where_b[z] < where_b[x]:
+                    return f"{x} ... {y}"
+    return None
 
 
 def _frame(a: Parsed, b: Parsed) -> Verdict | None:

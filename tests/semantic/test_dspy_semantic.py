@@ -39,6 +39,7 @@ def _lm(provider: StandInProvider, tmp_path: Path, **settings: Any) -> CachedLM:
         lm,
         disk=True,
         disk_path=tmp_path / "c.sqlite3",
+        semantic_threshold=0.7,  # the bag-of-words embedding's scale, not a sentence model's
         semantic_embedding_model="openai/bag-of-words",
         semantic_embedding_api_base=provider.base_url,
         semantic_embedding_api_key="sk-test",

@@ -15,30 +15,11 @@ import pytest
 
 from dspy_tiered_cache.testing.provider import StandInProvider
 from tests.integrations.conftest import MakeCache
+from tests.semantic.conftest import semantic_settings
 
 MODEL = "openai/gpt-4o-mini"
 ANCHOR = "How do I reset my password for the billing portal?"
 PARAPHRASE = "How can I reset my password for the billing portal?"
-
-
-def _semantic(provider: StandInProvider, **extra: Any) -> dict[str, Any]:
-    return {
-        "semantic": True,
-        "semantic_embedding_model": "openai/bag-of-words",
-        "semantic_embedding_api_base": provider.base_url,
-        "semantic_embedding_api_key": "sk-test",
-        **extra,
-    }
-
-
-@pytest.fixture(params=["disk", "redis"])
-def semantic_cache(
-    request: pytest.FixtureRequest, make_cache: MakeCache, provider: StandInProvider, tmp_path: Path
-) -> Any:
-    if request.param == "disk":
-        return make_cache(disk=True, disk_path=tmp_path / "c.sqlite3", **_semantic(provider))
-    url = request.getfixturevalue("search_url")
-    return make_cache(redis_url=url, **_semantic(provider))
 
 
 def _ask(provider: StandInProvider, text: str, **kwargs: Any) -> Any:
@@ -141,7 +122,7 @@ async def test_async_calls_share_the_sync_decisions(semantic_cache: Any, provide
 
 
 def test_tool_calls_and_long_conversations_stay_exact(make_cache: MakeCache, provider: StandInProvider) -> None:
-    cache = make_cache(**_semantic(provider, semantic_max_messages=2))
+    cache = make_cache(**semantic_settings(provider, semantic_max_messages=2))
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
     _ask(provider, ANCHOR, tools=tools)
     _ask(provider, PARAPHRASE, tools=tools)
@@ -163,7 +144,7 @@ def test_off_by_default(make_cache: MakeCache, provider: StandInProvider) -> Non
 def test_plain_redis_keeps_the_tier_on_with_a_per_machine_index_and_says_so_once(
     make_cache: MakeCache, provider: StandInProvider, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cache = make_cache(redis_url=redis_url, **_semantic(provider))
+    cache = make_cache(redis_url=redis_url, **semantic_settings(provider))
     with caplog.at_level(logging.WARNING, logger="dspy_tiered_cache"):
         first = _ask(provider, ANCHOR)
         cache.flush()
@@ -195,7 +176,7 @@ def test_the_llm_judge_is_asked_after_the_rules_and_fails_closed(
 ) -> None:
     """The stand-in model never answers YES: every neighbour the rules let through is then rejected."""
     cache = make_cache(
-        **_semantic(
+        **semantic_settings(
             provider,
             semantic_verifier="rules+llm",
             semantic_judge_model="openai/judge",

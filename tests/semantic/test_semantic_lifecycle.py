@@ -16,7 +16,8 @@ import pytest
 from dspy_tiered_cache.semantic.index import LocalIndex
 from dspy_tiered_cache.testing.provider import StandInProvider
 from tests.integrations.conftest import MakeCache
-from tests.semantic.test_litellm_semantic import ANCHOR, MODEL, PARAPHRASE, _ask, _semantic, semantic_cache  # noqa: F401
+from tests.semantic.conftest import semantic_settings
+from tests.semantic.test_litellm_semantic import ANCHOR, MODEL, PARAPHRASE, _ask
 
 
 def _closed_port() -> int:
@@ -32,7 +33,9 @@ def test_an_embedding_failure_warns_once_naming_model_endpoint_and_settings_then
     cache = make_cache(
         disk=True,
         disk_path=tmp_path / "c.sqlite3",
-        **_semantic(provider, semantic_embedding_model="openai/text-embedding-3-small", semantic_embedding_api_base=endpoint),
+        **semantic_settings(
+            provider, semantic_embedding_model="openai/text-embedding-3-small", semantic_embedding_api_base=endpoint
+        ),
     )
     with caplog.at_level(logging.DEBUG, logger="dspy_tiered_cache"):
         first = _ask(provider, ANCHOR)
@@ -54,13 +57,13 @@ def test_changing_the_embedding_model_starts_a_fresh_partition_and_hits_resume(
     make_cache: MakeCache, provider: StandInProvider, tmp_path: Path
 ) -> None:
     path = tmp_path / "c.sqlite3"
-    old = make_cache(disk=True, disk_path=path, **_semantic(provider))
+    old = make_cache(disk=True, disk_path=path, **semantic_settings(provider))
     _ask(provider, ANCHOR)
     old.flush()
     old.close()
     # Another model with another dimension, on the same files: vectors of the two never meet.
     new = make_cache(
-        disk=True, disk_path=path, **_semantic(provider, semantic_embedding_model="openai/bag-of-words-v2")
+        disk=True, disk_path=path, **semantic_settings(provider, semantic_embedding_model="openai/bag-of-words-v2")
     )
     answered = provider.count("chat")
     _ask(provider, PARAPHRASE)
@@ -85,7 +88,7 @@ def test_delete_removes_the_index_row(semantic_cache: Any, provider: StandInProv
 
 def test_a_per_call_ttl_bounds_the_index_row(make_cache: MakeCache, provider: StandInProvider, tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite3"
-    cache = make_cache(disk=True, disk_path=path, ttl=3600, **_semantic(provider))
+    cache = make_cache(disk=True, disk_path=path, ttl=3600, **semantic_settings(provider))
     before = time.time()
     _ask(provider, ANCHOR, cache={"ttl": 60})
     _ask(provider, "How do I change my email address?")
