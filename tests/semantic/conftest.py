@@ -46,9 +46,9 @@ def semantic_settings(provider: StandInProvider, **extra: Any) -> dict[str, Any]
 @pytest.fixture(params=["disk", "redis"])
 def semantic_cache(
     request: pytest.FixtureRequest,
-    make_cache: MakeCache,
+    make_cache: MakeCache,  # noqa: F811 (the imported fixture)
     provider: StandInProvider,
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> Any:
     if request.param == "disk":
         return make_cache(disk=True, disk_path=tmp_path / "c.sqlite3", **semantic_settings(provider))
