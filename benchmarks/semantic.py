@@ -323,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = args.model or default_model()
     vectors = Vectors(model)
     out: dict[str, Any] = {
-        "model": Path(model).name if os.path.isdir(model) else model,
+        "model": model if not os.path.isdir(model) else Path(model).parent.name,
         "sets": [],
         "notes": [],
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
