@@ -184,11 +184,12 @@ def litellm_served(pairs: Sequence[semantic_data.Pair], url: str, api_base: str,
         redis_url=url, similarity_threshold=threshold, embedding_model="openai/minilm", index_name="litellm_bench"
     )
     served = {True: 0, False: 0}
+    # LiteLLM scopes semantic entries by the call's cache key (model and parameters): one scope per pair.
     for i, pair in enumerate(pairs):
         cache.set_cache(
-            f"a{i}", {"timestamp": time.time(), "response": str(i)}, messages=[{"role": "user", "content": pair.a}]
+            f"pair{i}", {"timestamp": time.time(), "response": str(i)}, messages=[{"role": "user", "content": pair.a}]
         )
-        found = cache.get_cache(f"b{i}", messages=[{"role": "user", "content": pair.b}])
+        found = cache.get_cache(f"pair{i}", messages=[{"role": "user", "content": pair.b}])
         served[pair.duplicate] += isinstance(found, dict) and str(found.get("response")) == str(i)
         cache.llmcache.clear()
     return served
