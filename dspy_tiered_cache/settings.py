@@ -122,7 +122,10 @@ class CacheSettings(BaseSettings):
     # -- the opt-in semantic tier (LiteLLM door; see dspy_tiered_cache/semantic/) --
     semantic: bool = Field(False, description="After an exact miss, serve a verified near-identical request's answer.")
     semantic_threshold: float = Field(
-        0.7, gt=0.0, le=1.0, description="Cosine similarity a neighbour needs before the verifier looks at it."
+        0.95,  # the lowest that kept wrong answers <= 1 % on third-party pairs (docs/semantic.md)
+        gt=0.0,
+        le=1.0,
+        description="Cosine similarity a neighbour needs before the verifier looks at it.",
     )
     semantic_embedding_model: str = Field("text-embedding-3-small", description="Any LiteLLM embedding model.")
     semantic_embedding_api_base: str | None = Field(None, description="Endpoint of the embedding model.")

@@ -128,6 +128,10 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
         self._dtc_adapter = DSPyCacheAdapter(
             core, namespace=namespace, ttl=ttl, max_age=max_age, single_flight=single_flight, mode=mode
         )
+        if core.settings.semantic:  # opt-in (semantic=True): verified neighbours after an exact miss
+            from dspy_tiered_cache.semantic.dspy_adapter import attach
+
+            attach(self._dtc_adapter, core)
         ensure_installed()
 
     # -- what users reach for ------------------------------------------------------------------------------

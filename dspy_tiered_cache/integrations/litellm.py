@@ -393,11 +393,15 @@ class TieredCache(FlightsMixin, Cache):
         if found is None:
             return None
         hit, similarity = found
+        missed = _LOOKUP.get()
+        _LOOKUP.set(("semantic", (missed or ("", ""))[1]))  # before the hit is stamped (_hidden_params level)
+        _SIMILARITY.set(similarity)
         result = self.get_cache_logic(cached_result=from_stored(hit), max_age=None)
-        if result is not None:
-            key = (_LOOKUP.get() or ("", ""))[1]
-            _LOOKUP.set(("semantic", key))
-            _SIMILARITY.set(similarity)
+        if result is None:
+            _LOOKUP.set(missed)
+            _SIMILARITY.set(None)
+        elif notes := HIT_NOTES.get():  # the note of this hit, attached to the converted response
+            notes[-1]["similarity"] = similarity
         return result
 
     def _semantic_store(self, kwargs: Mapping[str, Any]) -> None:
@@ -405,7 +409,9 @@ class TieredCache(FlightsMixin, Cache):
             return
         key = self.get_cache_key(**kwargs)
         if key != UNCACHEABLE_KEY:
-            self._semantic.store(self._request(kwargs), key, self._namespace_of(kwargs))
+            control = kwargs.get("cache")  # the call's own lifetime bounds its index row (cache={"ttl": N})
+            ttl = kwargs.get("ttl", control.get("ttl") if isinstance(control, dict) else None)
+            self._semantic.store(self._request(kwargs), key, self._namespace_of(kwargs), ttl)
 
     def _record_lookup(self, call: Any, result: Any, kwargs: Mapping[str, Any]) -> None:
         lookup = _LOOKUP.get()
@@ -458,6 +464,8 @@ class TieredCache(FlightsMixin, Cache):
         key = self._build_key(dict(request))
         if key != UNCACHEABLE_KEY:
             self.core.delete(key)
+            if self._semantic is not None:
+                self._semantic.forget(key)
         return key
 
     def invalidate_namespace(self, namespace: str | None = None) -> int:

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -42,28 +42,57 @@ class Embedder:
     ) -> None:
         self._secret = secret
         self.model = model
-        self._store = store
-        self._api_base = api_base
+        self.store = store
+        self.api_base = api_base
         self._api_key = api_key
         self._embed = embed or self._litellm_embed
+        self._embed_batch: Callable[[Sequence[str]], list[Any]] | None = None if embed else self._litellm_embed_batch
         self._cache: OrderedDict[str, Vector] = OrderedDict()
         self._lock = threading.Lock()
         self.calls = 0
 
     def _litellm_embed(self, text: str) -> Any:
+        return self._litellm_embed_batch([text])[0]
+
+    def _litellm_embed_batch(self, texts: Sequence[str]) -> list[Any]:
         import litellm
 
         kwargs: dict[str, Any] = {}
-        if self._api_base:
-            kwargs["api_base"] = self._api_base
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
         if self._api_key:
             kwargs["api_key"] = self._api_key
         # Never through litellm.cache (that may be us): no lookup, no store, no recursion into this tier.
         response = litellm.embedding(
-            model=self.model, input=[text], caching=False, cache={"no-cache": True, "no-store": True}, **kwargs
+            model=self.model, input=list(texts), caching=False, cache={"no-cache": True, "no-store": True}, **kwargs
         )
-        item = response.data[0]
-        return item["embedding"] if isinstance(item, dict) else item.embedding
+        return [item["embedding"] if isinstance(item, dict) else item.embedding for item in response.data]
+
+    def embed_many(self, texts: Sequence[str]) -> list[Vector]:
+        """Vectors for several short texts (the verifier's words): what is not cached goes out in one batch call
+        (through LiteLLM) and is kept in the in-process dictionary only (words are few and shared by requests)."""
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            if self._embed_batch is not None:
+                fresh = [unit(np.asarray(v, dtype=np.float32)) for v in self._embed_batch(missing)]
+            else:
+                fresh = [unit(np.asarray(self._embed(t), dtype=np.float32)) for t in missing]
+            self.calls += 1 if self._embed_batch is not None else len(missing)
+            with self._lock:
+                for text, vector in zip(missing, fresh, strict=True):
+                    self._cache[text] = vector
+                while len(self._cache) > _MAX_ENTRIES:
+                    self._cache.popitem(last=False)
+                found = dict(zip(missing, fresh, strict=True))
+        else:
+            found = {}
+        out: list[Vector] = []
+        with self._lock:
+            for text in texts:
+                fresh_vector = found.get(text)
+                out.append(fresh_vector if fresh_vector is not None else self._cache[text])
+        return out
 
     def embed(self, text: str) -> Vector:
         with self._lock:
@@ -79,10 +108,10 @@ class Embedder:
         if vector is None:
             vector = unit(np.asarray(self._embed(text), dtype=np.float32))
             self.calls += 1
-            if self._store is not None:
+            if self.store is not None:
                 # A cache of a cache: failing to keep a vector costs one more embedding call later, nothing else.
                 with contextlib.suppress(Exception):
-                    self._store.put_embedding(ident, vector)
+                    self.store.put_embedding(ident, vector)
         with self._lock:
             self._cache[text] = vector
             if len(self._cache) > _MAX_ENTRIES:
@@ -90,9 +119,9 @@ class Embedder:
         return vector
 
     def _stored(self, ident: str) -> Vector | None:
-        if self._store is None:
+        if self.store is None:
             return None
         try:
-            return self._store.get_embedding(ident)
+            return self.store.get_embedding(ident)
         except Exception:
             return None

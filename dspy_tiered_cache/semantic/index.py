@@ -46,9 +46,16 @@ class VectorIndex(Protocol):
 
     def put_embedding(self, ident: str, vector: Vector) -> None: ...
 
+    def delete(self, key: str) -> None: ...
+
     def clear(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+#: Rows the per-machine index keeps; past it, expired rows go first, then the oldest (one answer's row each:
+#: losing one costs a possible semantic hit, never a wrong answer).
+MAX_LOCAL_ROWS = 200_000
 
 
 def unit(vector: Any) -> Vector:
@@ -68,8 +75,10 @@ class LocalIndex:
 
     name = "local"
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, max_rows: int = MAX_LOCAL_ROWS) -> None:
         self.path = path
+        self.max_rows = max_rows
+        self._adds = 0
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path) if path is not None else ":memory:", check_same_thread=False, timeout=1.0)
@@ -87,6 +96,9 @@ class LocalIndex:
 
     def add(self, partition: str, key: str, text: str, vector: Vector, expires_at: float | None) -> None:
         blob = unit(vector).tobytes()
+        self._adds += 1
+        if self._adds % 256 == 1:
+            self._bound()
         with self._lock, self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO semantic (p, k, t, v, exp) VALUES (?, ?, ?, ?, ?)",
@@ -148,6 +160,32 @@ class LocalIndex:
                 "INSERT OR REPLACE INTO semantic_embedding (id, v) VALUES (?, ?)", (ident, unit(vector).tobytes())
             )
 
+    def _bound(self) -> None:
+        """Keep the table within ``max_rows``: expired rows first, then the oldest inserted."""
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM semantic WHERE exp IS NOT NULL AND exp <= ?", (time.time(),))
+            (count,) = self._db.execute("SELECT COUNT(*) FROM semantic").fetchone()
+            if count >= self.max_rows:
+                excess = count - self.max_rows + max(1, self.max_rows // 10)
+                self._db.execute(
+                    "DELETE FROM semantic WHERE rowid IN (SELECT rowid FROM semantic ORDER BY rowid LIMIT ?)", (excess,)
+                )
+                self._db.execute("UPDATE semantic_version SET n = n + 1")
+            embeddings = self._db.execute("SELECT COUNT(*) FROM semantic_embedding").fetchone()[0]
+            if embeddings >= self.max_rows:
+                self._db.execute(
+                    "DELETE FROM semantic_embedding WHERE rowid IN "
+                    "(SELECT rowid FROM semantic_embedding ORDER BY rowid LIMIT ?)",
+                    (embeddings - self.max_rows + max(1, self.max_rows // 10),),
+                )
+
+    def delete(self, key: str) -> None:
+        with self._lock, self._db:
+            partitions = [r[0] for r in self._db.execute("SELECT p FROM semantic WHERE k = ?", (key,)).fetchall()]
+            self._db.execute("DELETE FROM semantic WHERE k = ?", (key,))
+            for partition in partitions:
+                self._db.execute("UPDATE semantic_version SET n = n + 1 WHERE p = ?", (partition,))
+
     def purge_expired(self) -> int:
         with self._lock, self._db:
             return self._db.execute("DELETE FROM semantic WHERE exp IS NOT NULL AND exp <= ?", (time.time(),)).rowcount
@@ -167,10 +205,11 @@ class LocalIndex:
 class RedisIndex:
     """The shared index: Redis Query Engine vector search (Redis 8, Redis Stack, or a server with RediSearch).
 
-    One FLAT (exact) cosine index per vector dimension over hashes ``<prefix>:sem:<dim>:<partition>:<id>``
+    One FLAT (exact) cosine index per vector dimension over hashes ``<prefix>:sem:<dim>:<id of the exact key>``
     holding ``p`` (the partition, a TAG), ``k`` (the exact key), ``t`` (the compared text) and ``v`` (float32).
     A query is a KNN restricted to the partition's tag, so neighbours from another model, parameter set or
-    namespace are never even candidates. Entries expire with the answer's lifetime (``PEXPIREAT``).
+    namespace are never even candidates. Entries expire with the answer's lifetime (``PEXPIREAT``); the
+    dimensions in use are listed in ``<prefix>:semdims`` so ``delete(key)`` finds a row from any process.
     """
 
     name = "redis"
@@ -208,6 +247,7 @@ class RedisIndex:
                 except Exception as create_exc:
                     if "already exists" not in str(create_exc).lower():
                         raise
+            client.sadd(f"{self.prefix}:semdims", dim)
             self._created.add(dim)
 
     def add(self, partition: str, key: str, text: str, vector: Vector, expires_at: float | None) -> None:
@@ -215,8 +255,7 @@ class RedisIndex:
         blob = unit(vector)
         dim = int(blob.shape[0])
         self._ensure(client, dim)
-        ident = hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
-        name = f"{self.prefix}:sem:{dim}:{partition}:{ident}"
+        name = f"{self.prefix}:sem:{dim}:{_ident(key)}"
         pipe = client.pipeline(transaction=False)
         pipe.hset(name, mapping={"p": partition, "k": key, "t": text, "v": blob.tobytes()})
         if expires_at is not None:
@@ -243,6 +282,12 @@ class RedisIndex:
                 out.append(Neighbour(_text(fields.get("k")), _text(fields.get("t")), similarity))
         return out
 
+    def delete(self, key: str) -> None:
+        client = self._client_factory()
+        dims = {int(d) for d in client.smembers(f"{self.prefix}:semdims") or ()} | self._created
+        if dims:
+            client.delete(*(f"{self.prefix}:sem:{dim}:{_ident(key)}" for dim in sorted(dims)))
+
     def get_embedding(self, ident: str) -> Vector | None:
         raw = self._client_factory().get(f"{self.prefix}:semvec:{ident}")
         return np.frombuffer(raw, dtype=np.float32).copy() if isinstance(raw, bytes) and raw else None
@@ -253,13 +298,19 @@ class RedisIndex:
 
     def clear(self) -> None:
         client = self._client_factory()
-        for dim in list(self._created):
+        dims = {int(d) for d in client.smembers(f"{self.prefix}:semdims") or ()} | self._created
+        for dim in dims:
             with contextlib.suppress(Exception):
                 client.execute_command("FT.DROPINDEX", self._index_name(dim), "DD")
+        client.delete(f"{self.prefix}:semdims")
         self._created.clear()
 
     def close(self) -> None:
         return None
+
+
+def _ident(key: str) -> str:
+    return hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
 
 
 def _text(value: Any) -> str:

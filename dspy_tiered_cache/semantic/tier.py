@@ -11,13 +11,13 @@ Like every tier it fails open: an embedding error, a Redis timeout, a server wit
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.options import Hit
 from dspy_tiered_cache.semantic.embedder import Embedder
 from dspy_tiered_cache.semantic.index import IndexUnavailable, LocalIndex, RedisIndex, VectorIndex
@@ -26,26 +26,57 @@ from dspy_tiered_cache.semantic.verifier import make_verifier
 from dspy_tiered_cache.settings import check_namespace
 from dspy_tiered_cache.stats import TierStats
 
+if TYPE_CHECKING:  # features stand on the core; the tier only needs its public operations at run time
+    from dspy_tiered_cache.core import CacheCore
+    from dspy_tiered_cache.tiers.base import Tier
+
 log = logging.getLogger("dspy_tiered_cache")
 
 TIER_NAME = "semantic"
 
 
-def default_index(core: CacheCore) -> VectorIndex | None:
-    """Redis vector search when the core has a (non-Cluster) Redis tier, else a SQLite file beside the disk
-    tier's, else an in-memory SQLite table. None: no index can serve this configuration."""
-    from dspy_tiered_cache.tiers.disk import DiskTier
-    from dspy_tiered_cache.tiers.redis import RedisTier
-
-    s = core.settings
-    redis_tier = next((t for t in reversed(core.tiers) if isinstance(t, RedisTier)), None)
-    if redis_tier is not None:
-        if redis_tier.cluster:
-            return None  # the open-source Query Engine does not search across Cluster shards
-        return RedisIndex(lambda: redis_tier.client, s.key_prefix)
-    if any(isinstance(t, DiskTier) for t in core.tiers):
-        return LocalIndex(s.disk_path.with_name(s.disk_path.name + ".semantic"))
+def _local_index(tiers: list[Tier], core: CacheCore) -> LocalIndex:
+    """A SQLite file beside the disk tier's when there is one (shared by this machine's processes), else memory."""
+    if any(t.name == "disk" for t in tiers):
+        path = core.settings.disk_path
+        return LocalIndex(path.with_name(path.name + ".semantic"))
     return LocalIndex(None)
+
+
+def default_index(core: CacheCore) -> VectorIndex | None:
+    """Redis vector search when the core has a (non-Cluster) Redis tier, else the per-machine SQLite index.
+    None: no index can serve this configuration (a Cluster: the open-source Query Engine does not search across
+    shards). Tiers are told apart by their protocol ``name`` ("l2" is the Redis tier), never by probing a
+    property: a Redis tier's ``client`` builds a connection."""
+    tiers: list[Tier] = list(core.tiers)
+    redis_tier = next((t for t in reversed(tiers) if t.name == "l2"), None)
+    if redis_tier is not None:
+        if getattr(redis_tier, "cluster", False):
+            return None
+        return RedisIndex(lambda: redis_tier.client, core.settings.key_prefix)  # type: ignore[attr-defined]
+    return _local_index(tiers, core)
+
+
+def partition_of(scope_partition: str, model: str, dim: int) -> str:
+    """The index partition: the request's scope, the embedding model and its dimension. Vectors of two models
+    never meet (a changed ``semantic_embedding_model`` starts an empty partition instead of comparing apples
+    with pears), and a tag-safe hex string for Redis."""
+    return hashlib.blake2b(f"{scope_partition}\x00{model}\x00{dim}".encode(), digest_size=16).hexdigest()
+
+
+def expiry_of(ttl: Any, default: float | None, now: float) -> tuple[bool, float | None]:
+    """Whether to index at all, and when the row expires: the call's own ``ttl`` (seconds, as LiteLLM passes it)
+    or the configured one. A zero lifetime stores no answer, so nothing is indexed."""
+    if ttl is not None:
+        try:
+            seconds = float(ttl)
+        except (TypeError, ValueError):
+            seconds = float("nan")
+        if seconds == float("inf"):
+            return True, None
+        if seconds == seconds:  # not NaN
+            return seconds > 0, now + seconds
+    return True, (now + default if default is not None else None)
 
 
 class SemanticTier:
@@ -63,12 +94,6 @@ class SemanticTier:
         self.guards = Guards(
             max_chars=s.semantic_max_chars, max_messages=s.semantic_max_messages, allow_tools=s.semantic_allow_tools
         )
-        self.verifier = make_verifier(
-            s.semantic_verifier,
-            judge_model=s.semantic_judge_model,
-            judge_api_base=s.semantic_judge_api_base,
-            judge_api_key=s.semantic_judge_api_key.get_secret_value() if s.semantic_judge_api_key else None,
-        )
         self.index: VectorIndex | None = index if index is not None else default_index(core)
         self.embedder = Embedder(
             s.semantic_embedding_model,
@@ -78,12 +103,20 @@ class SemanticTier:
             store=self.index,
             secret=s.key_secret.get_secret_value().encode() if s.key_secret is not None else None,
         )
+        self.verifier = make_verifier(
+            s.semantic_verifier,
+            embed_words=self.embedder.embed_many,
+            judge_model=s.semantic_judge_model,
+            judge_api_base=s.semantic_judge_api_base,
+            judge_api_key=s.semantic_judge_api_key.get_secret_value() if s.semantic_judge_api_key else None,
+        )
         self.available = self.index is not None
         self._secret = s.key_secret.get_secret_value().encode() if s.key_secret is not None else None
         self.tstats = core.stats.tiers.setdefault(TIER_NAME, TierStats(TIER_NAME))
         self._lock = threading.Lock()
         #: Why lookups did not hit: guard names, verifier rule names, "below_threshold", "error".
         self.reasons: dict[str, int] = {}
+        self._warned_embedding = False
         if self.index is None:
             self._unavailable("a Redis Cluster has no cross-shard vector search")
 
@@ -95,12 +128,55 @@ class SemanticTier:
         self.available = False
         log.warning("dspy_tiered_cache: the semantic tier is unavailable (%s); exact caching continues", why)
 
+    def _fall_back(self, why: str) -> None:
+        """A Redis without vector search: keep the tier on with this machine's index, and say so once."""
+        with self._lock:
+            if isinstance(self.index, LocalIndex):
+                return
+            self.index = _local_index(list(self.core.tiers), self.core)
+            self.embedder.store = self.index
+        log.warning(
+            "dspy_tiered_cache: the semantic tier uses a per-machine index (%s): %s. Neighbours are found among "
+            "requests this machine stored; Redis 8, Redis Stack or Valkey with its search module share the index "
+            "across machines",
+            self.index.path or "in memory",
+            why,
+        )
+
+    def _embedding_failed(self, exc: BaseException) -> None:
+        """Warn once, naming the model, the endpoint and the settings to change; afterwards only count."""
+        self.tstats.errors += 1
+        self._count("embedding_error")
+        with self._lock:
+            first = not self._warned_embedding
+            self._warned_embedding = True
+        if first:
+            endpoint = self.embedder.api_base or "LiteLLM's default endpoint for that model (no api_base set)"
+            log.warning(
+                "dspy_tiered_cache: the semantic tier cannot embed with %r at %s: %s. Semantic lookups are misses "
+                "until it can (exact caching continues; further failures are only counted in stats()['semantic']). "
+                "Set semantic_embedding_model, semantic_embedding_api_base and semantic_embedding_api_key "
+                "(DSPY_TIERED_CACHE_SEMANTIC_EMBEDDING_*) to a reachable embedding model",
+                self.embedder.model,
+                endpoint,
+                str(exc)[:300],
+            )
+        else:
+            log.debug("dspy_tiered_cache: semantic embedding failed: %r", exc)
+
     def _scope(self, request: Mapping[str, Any], namespace: str | None) -> Scope | str:
         try:
             ns = check_namespace(namespace) if namespace else self.core.settings.namespace
         except ValueError:
             return "uncacheable"
         return scope_of(request, ns, self.core.generation(ns), self.guards, self._secret)
+
+    def _embed(self, text: str) -> Any:
+        try:
+            return self.embedder.embed(text)
+        except Exception as exc:
+            self._embedding_failed(exc)
+            return None
 
     def lookup(self, request: Mapping[str, Any], namespace: str | None = None) -> tuple[Hit, float] | None:
         """The answer of a verified neighbour and its similarity, or None; never raises."""
@@ -120,17 +196,18 @@ class SemanticTier:
         return found
 
     def _search(self, scope: Scope) -> tuple[Hit, float] | None:
-        index = self.index
-        assert index is not None
+        vector = self._embed(scope.text)
+        if vector is None:
+            return None
+        partition = partition_of(scope.partition, self.embedder.model, int(vector.shape[0]))
         try:
-            vector = self.embedder.embed(scope.text)
-            neighbours = index.search(scope.partition, vector, self.candidates, self.threshold)
+            neighbours = self._index().search(partition, vector, self.candidates, self.threshold)
         except IndexUnavailable as exc:
-            self._unavailable(str(exc))
+            self._fall_back(str(exc))
             return None
         except Exception as exc:
             self.tstats.errors += 1
-            self._count("error")
+            self._count("index_error")
             log.debug("dspy_tiered_cache: semantic lookup failed: %r", exc)
             return None
         if not neighbours:
@@ -150,22 +227,31 @@ class SemanticTier:
             self._count("answer_gone")
         return None
 
-    def store(self, request: Mapping[str, Any], key: str, namespace: str | None = None) -> bool:
-        """Index a request whose answer was just stored under ``key``; never raises."""
+    def _index(self) -> VectorIndex:
+        index = self.index
+        assert index is not None  # only called while available
+        return index
+
+    def store(self, request: Mapping[str, Any], key: str, namespace: str | None = None, ttl: Any = None) -> bool:
+        """Index a request whose answer was just stored under ``key`` for ``ttl`` seconds (the call's own
+        lifetime, or the configured one when None), so the row never outlives its answer; never raises."""
         if not self.available or not self.core.settings.enabled:
             return False
         scope = self._scope(request, namespace)
         if isinstance(scope, str):
             return False
-        ttl = self.core.settings.ttl
-        expires_at = time.time() + ttl if ttl is not None else None
-        index = self.index
-        assert index is not None
-        try:
-            index.add(scope.partition, key, scope.text, self.embedder.embed(scope.text), expires_at)
-        except IndexUnavailable as exc:
-            self._unavailable(str(exc))
+        keep, expires_at = expiry_of(ttl, self.core.settings.ttl, time.time())
+        if not keep:
             return False
+        vector = self._embed(scope.text)
+        if vector is None:
+            return False
+        partition = partition_of(scope.partition, self.embedder.model, int(vector.shape[0]))
+        try:
+            self._index().add(partition, key, scope.text, vector, expires_at)
+        except IndexUnavailable as exc:
+            self._fall_back(str(exc))
+            return self.store(request, key, namespace, ttl) if isinstance(self.index, LocalIndex) else False
         except Exception as exc:
             self.tstats.errors += 1
             log.debug("dspy_tiered_cache: semantic store failed: %r", exc)
@@ -173,12 +259,22 @@ class SemanticTier:
         self.tstats.sets += 1
         return True
 
+    def forget(self, key: str) -> None:
+        """``delete()`` of an exact entry removes its index row too; never raises."""
+        if self.index is None:
+            return
+        try:
+            self.index.delete(key)
+        except Exception as exc:
+            log.debug("dspy_tiered_cache: removing a semantic index row failed: %r", exc)
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             reasons = dict(self.reasons)
         return {
             "available": self.available,
             "index": self.index.name if self.index is not None else None,
+            "embedding_model": self.embedder.model,
             "verifier": self.verifier.name,
             "threshold": self.threshold,
             "reasons": reasons,

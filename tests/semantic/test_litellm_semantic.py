@@ -15,30 +15,11 @@ import pytest
 
 from dspy_tiered_cache.testing.provider import StandInProvider
 from tests.integrations.conftest import MakeCache
+from tests.semantic.conftest import semantic_settings
 
 MODEL = "openai/gpt-4o-mini"
 ANCHOR = "How do I reset my password for the billing portal?"
 PARAPHRASE = "How can I reset my password for the billing portal?"
-
-
-def _semantic(provider: StandInProvider, **extra: Any) -> dict[str, Any]:
-    return {
-        "semantic": True,
-        "semantic_embedding_model": "openai/bag-of-words",
-        "semantic_embedding_api_base": provider.base_url,
-        "semantic_embedding_api_key": "sk-test",
-        **extra,
-    }
-
-
-@pytest.fixture(params=["disk", "redis"])
-def semantic_cache(
-    request: pytest.FixtureRequest, make_cache: MakeCache, provider: StandInProvider, tmp_path: Path
-) -> Any:
-    if request.param == "disk":
-        return make_cache(disk=True, disk_path=tmp_path / "c.sqlite3", **_semantic(provider))
-    url = request.getfixturevalue("search_url")
-    return make_cache(redis_url=url, **_semantic(provider))
 
 
 def _ask(provider: StandInProvider, text: str, **kwargs: Any) -> Any:
@@ -64,6 +45,8 @@ def test_a_paraphrase_is_served_from_the_semantic_tier(
     last = spans[-1].attributes
     assert last["cache.level"] == "semantic" and last["cache.hit"] is True
     assert 0.7 <= last["cache.similarity"] < 1.0
+    stamp = again._hidden_params["cache"]  # what the caller sees on the response itself
+    assert stamp["level"] == "semantic" and stamp["similarity"] == pytest.approx(last["cache.similarity"], abs=1e-3)
     stats = semantic_cache.stats()
     assert stats["tiers"]["semantic"]["hits"] == 1
     assert (stats["hits"], stats["misses"]) == (1, 1)  # the paraphrase counts as one hit, not a miss and a hit
@@ -76,7 +59,7 @@ def test_a_paraphrase_is_served_from_the_semantic_tier(
         (ANCHOR, PARAPHRASE, "How do I not reset my password for the billing portal?"),
         (
             "Should I buy 200 shares of Tesla today?",
-            "Should I purchase 200 shares of Tesla today?",
+            "Please, should I buy 200 shares of Tesla today?",
             "Should I buy 300 shares of Tesla today?",
         ),
         (ANCHOR, PARAPHRASE, "How do I reset my password for the Stripe billing portal?"),
@@ -91,7 +74,7 @@ def test_a_near_miss_as_close_as_the_paraphrase_goes_upstream(
     def closeness(text: str) -> float:
         return sum(a * b for a, b in zip(bow(anchor), bow(text), strict=True))
 
-    assert closeness(near_miss) >= closeness(paraphrase) - 1e-6  # the embedding cannot tell them apart
+    assert closeness(near_miss) >= 0.8  # over the threshold: the embedding alone would serve it
     first = _ask(provider, anchor)
     semantic_cache.flush()
     assert _ask(provider, paraphrase).id == first.id
@@ -139,7 +122,7 @@ async def test_async_calls_share_the_sync_decisions(semantic_cache: Any, provide
 
 
 def test_tool_calls_and_long_conversations_stay_exact(make_cache: MakeCache, provider: StandInProvider) -> None:
-    cache = make_cache(**_semantic(provider, semantic_max_messages=2))
+    cache = make_cache(**semantic_settings(provider, semantic_max_messages=2))
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
     _ask(provider, ANCHOR, tools=tools)
     _ask(provider, PARAPHRASE, tools=tools)
@@ -158,21 +141,20 @@ def test_off_by_default(make_cache: MakeCache, provider: StandInProvider) -> Non
     assert _chat_calls(provider) == 2 and "semantic" not in cache.stats()
 
 
-def test_plain_redis_reports_the_tier_unavailable_once_and_exact_hits_continue(
+def test_plain_redis_keeps_the_tier_on_with_a_per_machine_index_and_says_so_once(
     make_cache: MakeCache, provider: StandInProvider, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cache = make_cache(redis_url=redis_url, **_semantic(provider))
+    cache = make_cache(redis_url=redis_url, **semantic_settings(provider))
     with caplog.at_level(logging.WARNING, logger="dspy_tiered_cache"):
         first = _ask(provider, ANCHOR)
-        _ask(provider, PARAPHRASE)
-        _ask(provider, "How can I reset my password for the billing portal, please?")
         cache.flush()
-        cache.core.memory.clear()  # type: ignore[union-attr]
-        again = _ask(provider, ANCHOR)
-    warnings = [r for r in caplog.records if "semantic tier is unavailable" in r.getMessage()]
-    assert len(warnings) == 1 and "Query Engine" in warnings[0].getMessage()
-    assert again.id == first.id  # the exact tiers still serve
-    assert cache.stats()["semantic"]["available"] is False
+        again = _ask(provider, PARAPHRASE)
+        _ask(provider, "How can I reset my password for the billing portal, please?")
+    warnings = [r.getMessage() for r in caplog.records if "semantic" in r.getMessage()]
+    assert len(warnings) == 1 and "per-machine index" in warnings[0] and "FT." in warnings[0], warnings
+    assert again.id == first.id and again._hidden_params["cache"]["level"] == "semantic"
+    snapshot = cache.stats()["semantic"]
+    assert snapshot["available"] is True and snapshot["index"] == "local"
 
 
 def test_embeddings_are_cached_where_the_index_lives(
@@ -194,7 +176,7 @@ def test_the_llm_judge_is_asked_after_the_rules_and_fails_closed(
 ) -> None:
     """The stand-in model never answers YES: every neighbour the rules let through is then rejected."""
     cache = make_cache(
-        **_semantic(
+        **semantic_settings(
             provider,
             semantic_verifier="rules+llm",
             semantic_judge_model="openai/judge",

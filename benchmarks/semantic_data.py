@@ -1,0 +1,94 @@
+"""Third-party labelled pair sets for benchmarks/semantic.py (read from a checkout; never committed here).
+
+Every set is human-labelled by people who never saw this project. Get them with (the data directory is then the
+benchmark's ``--data`` argument)::
+
+    git clone https://github.com/brmson/dataset-sts DATA/dataset-sts
+    git -C DATA/dataset-sts checkout e1d3375f5b3bc24f21aa4e46f96eb379e9fc1081
+
+Sets (``SETS``; "tune" sets were read while the verifier was redesigned, "report" sets were not):
+
+* ``mrpc-train`` / ``mrpc-test``: Microsoft Research Paraphrase Corpus (news sentences; label 1 = paraphrase),
+  ``data/para/msr/msr-para-{train,test}.tsv``; licence: the MSR corpus licence shipped beside it
+  (``LICENCE.html``, research use).
+* ``sick-train`` / ``sick-test``: SICK 2014 (image/video captions, with negation and word-order traps),
+  ``data/sts/sick2014/SICK_{train,test_annotated}.txt``; CC BY-NC-SA 3.0. Duplicate = ENTAILMENT and
+  relatedness >= 4 (the answer to one serves the other); every other pair is a non-duplicate.
+* ``sts16-qq``: SemEval STS 2016 question-question (Stack Exchange questions, 0-5 similarity by annotators),
+  ``data/sts/semeval-sts/2016/question-question.test.tsv``, the 209 rows with a gold score; CC BY-SA 3.0.
+  Duplicate = score >= 4 ("mostly equivalent"), non-duplicate = score <= 3 (some important information
+  differs); the 3 < score < 4 band is dropped. Questions, like the traffic a cache sees: the most telling set.
+
+Quora Question Pairs and anything built from it are deliberately absent: they are the held-out judge.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+REPOSITORY = "https://github.com/brmson/dataset-sts"
+COMMIT = "e1d3375f5b3bc24f21aa4e46f96eb379e9fc1081"
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    a: str
+    b: str
+    duplicate: bool
+
+
+def _rows(path: Path) -> list[list[str]]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def _mrpc(root: Path, split: str) -> list[Pair]:
+    rows = _rows(root / "data" / "para" / "msr" / f"msr-para-{split}.tsv")[1:]
+    return [Pair(r[3], r[4], r[0] == "1") for r in rows if len(r) >= 5]
+
+
+def _sick(root: Path, split: str) -> list[Pair]:
+    name = {"train": "SICK_train.txt", "test": "SICK_test_annotated.txt"}[split]
+    rows = _rows(root / "data" / "sts" / "sick2014" / name)[1:]
+    return [Pair(r[1], r[2], r[4] == "ENTAILMENT" and float(r[3]) >= 4.0) for r in rows if len(r) >= 5]
+
+
+def _sts16_qq(root: Path) -> list[Pair]:
+    rows = _rows(root / "data" / "sts" / "semeval-sts" / "2016" / "question-question.test.tsv")
+    out: list[Pair] = []
+    for r in rows:
+        if len(r) < 3 or not r[0].strip():
+            continue
+        score = float(r[0])
+        if 3.0 < score < 4.0:
+            continue
+        out.append(Pair(r[1], r[2], score >= 4.0))
+    return out
+
+
+#: name -> (role, path inside the checkout, loader)
+SETS: dict[str, tuple[str, str]] = {
+    "mrpc-train": ("tune", "data/para/msr/msr-para-train.tsv"),
+    "sick-train": ("tune", "data/sts/sick2014/SICK_train.txt"),
+    "mrpc-test": ("report", "data/para/msr/msr-para-test.tsv"),
+    "sick-test": ("report", "data/sts/sick2014/SICK_test_annotated.txt"),
+    "sts16-qq": ("report", "data/sts/semeval-sts/2016/question-question.test.tsv"),
+}
+
+
+def load(data: Path, name: str) -> list[Pair]:
+    """The labelled pairs of one set; ``data`` holds the ``dataset-sts`` checkout (or is it)."""
+    root = data / "dataset-sts" if (data / "dataset-sts").is_dir() else data
+    if name == "mrpc-train":
+        return _mrpc(root, "train")
+    if name == "mrpc-test":
+        return _mrpc(root, "test")
+    if name == "sick-train":
+        return _sick(root, "train")
+    if name == "sick-test":
+        return _sick(root, "test")
+    if name == "sts16-qq":
+        return _sts16_qq(root)
+    raise KeyError(f"unknown set {name!r}; known: {', '.join(SETS)}")
