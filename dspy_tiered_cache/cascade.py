@@ -61,6 +61,8 @@ class Cascade:
         self, settings: CacheSettings | None = None, *, tiers: Iterable[Tier] | None = None, **overrides: Any
     ) -> None:
         self.settings = s = load_settings(settings, **overrides)
+        if s.log_level is not None:  # the user's explicit choice for our own logger (never the root logger)
+            log.setLevel(s.log_level)
         self._secret = s.key_secret.get_secret_value().encode() if s.key_secret is not None else None
         try:
             self.codec = FrameCodec(

@@ -193,3 +193,19 @@ def test_encryption_keys_that_look_like_json_but_are_not_say_so(monkeypatch: pyt
     monkeypatch.setenv("DSPY_TIERED_CACHE_ENCRYPTION_KEYS", '["new-key-abcdefghijkl", ')
     with pytest.raises(ConfigError, match="ENCRYPTION_KEYS=\\*\\*\\*\\*: starts with '\\[' but is not a JSON list"):
         load_settings()
+
+
+def test_log_level_sets_our_logger_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import logging
+
+    from dspy_tiered_cache.core import CacheCore
+
+    ours, root = logging.getLogger("dspy_tiered_cache"), logging.getLogger()
+    before, root_before = ours.level, root.level
+    monkeypatch.setenv("DSPY_TIERED_CACHE_LOG_LEVEL", "DEBUG")
+    try:
+        with CacheCore(disk_path=str(tmp_path / "c.sqlite3"), fleet=False):
+            assert ours.level == logging.DEBUG
+            assert root.level == root_before
+    finally:
+        ours.setLevel(before)
