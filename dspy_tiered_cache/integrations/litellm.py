@@ -51,7 +51,11 @@ from litellm.caching.base_cache import BaseCache
 from litellm.caching.caching import Cache, CacheMode
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.litellm_core_utils.model_param_helper import ModelParamHelper
-from litellm.types.utils import is_litellm_owned_kwarg
+
+try:  # litellm < 1.109 lacks it: TieredCache() then refuses to build, in one line (_litellm_version)
+    from litellm.types.utils import is_litellm_owned_kwarg
+except ImportError:
+    is_litellm_owned_kwarg = None  # type: ignore[assignment]
 
 from dspy_tiered_cache.codec import decode_value
 from dspy_tiered_cache.core import CacheCore
@@ -65,6 +69,7 @@ from dspy_tiered_cache.integrations._litellm_backend import (
     from_stored,
 )
 from dspy_tiered_cache.integrations._litellm_hit_path import MissingLiteLLMDependency, ensure_hit_path
+from dspy_tiered_cache.integrations._litellm_version import require_litellm_door
 from dspy_tiered_cache.keys import UncacheableRequest
 from dspy_tiered_cache.options import CallOptions, Hit
 from dspy_tiered_cache.settings import NAME_PATTERN, CacheSettings
@@ -172,6 +177,7 @@ class TieredCache(Cache):
         max_messages: int | None = None,
         **overrides: Any,
     ) -> None:
+        require_litellm_door()  # one line naming the LiteLLM it needs, on an older one
         _check_hit_path_imports()
         door_mode = None
         if str(getattr(mode, "value", mode)) in _OUR_MODES:  # ours (replay...), not LiteLLM's default_on/off
