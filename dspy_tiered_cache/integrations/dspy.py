@@ -42,6 +42,7 @@ import dspy
 from dspy_tiered_cache.core import CacheCore, default_core, resolve_core
 from dspy_tiered_cache.integrations._dspy_adapter import DSPY_IGNORED, CallScope, DSPyCacheAdapter
 from dspy_tiered_cache.integrations._dspy_install import ACTIVE, ensure_installed, install_global, uninstall
+from dspy_tiered_cache.integrations._dspy_release import LM_CLASS_STATE_KEY as _LM_CLASS_STATE_KEY
 from dspy_tiered_cache.options import UNSET
 from dspy_tiered_cache.telemetry import CallTrace
 
@@ -58,7 +59,6 @@ __all__ = [
 
 #: Key of our options in ``dump_state()``: per-LM options only, never a URL, a secret or a setting.
 STATE_KEY = "tiered_cache"
-_LM_CLASS_STATE_KEY = "_dspy_lm_class"
 _PER_LM_OPTIONS = ("namespace", "ttl", "max_age", "single_flight", "mode")
 #: The class DSPy's default ``load()`` accepts (``dspy.clients.lm.LM``).
 _PLAIN_LM_CLASS = f"{dspy.LM.__module__}.{dspy.LM.__qualname__}"
@@ -112,6 +112,12 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
                 raise TypeError(
                     f"{type(lm).__name__} overrides {method}(): DSPy treats it as an unmanaged legacy plugin and "
                     "never caches its calls; implement an engine instead (dspy.LM(engine=...)) and wrap that LM"
+                )
+        for method in ("__call__", "acall"):  # e.g. DSPy 3.0-3.3's DummyLM: CachedLM would drop what it does
+            if type(lm) is not CachedLM and getattr(type(lm), method) is not getattr(dspy.LM, method):
+                raise TypeError(
+                    f"{type(lm).__name__} overrides {method}(), which CachedLM replaces (it adopts the LM's state, "
+                    "not its methods); wrap a plain dspy.LM"
                 )
         if type(lm) not in (dspy.LM, CachedLM):
             warnings.warn(
@@ -205,6 +211,7 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
         accepts it (see the module notes). Never a Redis URL, a secret, the cache settings or our options:
         extra keys would become request arguments of the loaded LM."""
         state: dict[str, Any] = super().dump_state()
+        state.pop("api_key", None)  # DSPy 3.0.0-3.0.3 save it in plain text (3.0.4+ drop it)
         if _LM_CLASS_STATE_KEY in state:  # DSPy 3.4+ records the class; earlier releases load every LM as dspy.LM
             state[_LM_CLASS_STATE_KEY] = _PLAIN_LM_CLASS
         if not _saved_warning["shown"]:

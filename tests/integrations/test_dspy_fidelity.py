@@ -118,7 +118,8 @@ def test_dump_state_of_plain_lms_is_unchanged(provider: StandInProvider, core: C
     assert make_lm(provider).dump_state() == before
     assert before.get("_dspy_lm_class", "dspy.clients.lm.LM") == "dspy.clients.lm.LM"  # recorded on 3.4+
     assert cached.unwrap().dump_state() == before
-    assert cached.dump_state() == before  # the CachedLM saves exactly what its LM would
+    # The CachedLM saves exactly what its LM would, never the api_key (DSPy 3.0.0-3.0.3 save it in plain text).
+    assert cached.dump_state() == {k: v for k, v in before.items() if k != "api_key"}
 
 
 @pytest.mark.skipif(
