@@ -43,6 +43,7 @@ from dspy_tiered_cache.core import CacheCore, default_core, resolve_core
 from dspy_tiered_cache.integrations._dspy_adapter import DSPY_IGNORED, CallScope, DSPyCacheAdapter
 from dspy_tiered_cache.integrations._dspy_install import ACTIVE, ensure_installed, install_global, uninstall
 from dspy_tiered_cache.integrations._dspy_release import LM_CLASS_STATE_KEY as _LM_CLASS_STATE_KEY
+from dspy_tiered_cache.modes import ReplayMiss
 from dspy_tiered_cache.options import UNSET
 from dspy_tiered_cache.telemetry import CallTrace
 
@@ -167,6 +168,11 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
             with self._trace() as call:
                 try:
                     return super().__call__(prompt, messages=messages, **kwargs)
+                except Exception as exc:
+                    miss = _wrapped_replay_miss(exc, scope)
+                    if miss is None:
+                        raise  # as it was: an upstream error reaches the caller exactly as without the cache
+                    raise miss from None
                 finally:
                     call.record(scope.level, key=scope.key, tokens_saved=scope.tokens_saved)
         finally:
@@ -199,6 +205,11 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
                         except Exception as exc:  # our bookkeeping must never fail the user's call
                             log.debug("dspy_tiered_cache: async single-flight skipped: %s", exc)
                     return await super().acall(prompt, messages=messages, **kwargs)
+                except Exception as exc:
+                    miss = _wrapped_replay_miss(exc, scope)
+                    if miss is None:
+                        raise  # as it was: an upstream error reaches the caller exactly as without the cache
+                    raise miss from None
                 finally:
                     call.record(scope.level, key=scope.key, tokens_saved=scope.tokens_saved)
         finally:
@@ -246,6 +257,20 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
         options = {k: raw[k] for k in _PER_LM_OPTIONS if isinstance(raw, Mapping) and k in raw}
         lm = dspy.LM.load_state(state, allow_custom_lm_class=allow_custom_lm_class)
         return cls(lm, **options)
+
+
+def _wrapped_replay_miss(exc: Exception, scope: CallScope) -> ReplayMiss | None:
+    """The :class:`ReplayMiss` our lookup raised if DSPy wrapped it in another exception, else None.
+
+    DSPy 3.3 converts every exception raised inside its LiteLLM call -- our cache lookup runs there -- into an
+    ``LMUnexpectedError``; a replay-mode miss must still reach the caller as ``ReplayMiss`` (as on 3.0-3.2, 3.4).
+    """
+    if scope.level != "replay-miss" or isinstance(exc, ReplayMiss):
+        return None
+    cause = exc.__cause__
+    while cause is not None and not isinstance(cause, ReplayMiss):
+        cause = cause.__cause__
+    return cause if isinstance(cause, ReplayMiss) else None
 
 
 def wrap_program_lms(
