@@ -24,6 +24,9 @@ default ``load()`` refuses every other LM class (only ``allow_unsafe_lm_state=Tr
 other hook. The loaded program therefore holds plain LMs; :func:`wrap_program_lms` wraps them again (a warning
 says so once, at the first save). Pickles (``save_program=True``, ``cloudpickle``) keep the ``CachedLM``.
 
+Releases: DSPy 3.0.0-3.4.x. What differs between them (engines, how the cache is keyed, saved state) is probed
+once in :mod:`._dspy_release`; docs/compatibility-dspy.md lists each difference and what this door does.
+
 Not covered: calling ``lm.forward(...)`` directly (DSPy's own modules never do) bypasses the routing and uses
 DSPy's cache. A DSPy callback that calls another LM from inside a ``CachedLM`` call shares this LM's cache.
 """

@@ -103,6 +103,7 @@ def test_dspy_door_spans_for_every_level(
     qa(question="span?")  # miss
     qa(question="span?")  # l1
     redis_cache.flush()
+    assert redis_cache.memory is not None
     redis_cache.memory.clear()
     qa(question="span?")  # l2
     lm("no cache", cache=False)  # bypass
@@ -110,6 +111,7 @@ def test_dspy_door_spans_for_every_level(
     disk_lm = CachedLM(base, cache=disk_cache)
     disk_lm("disk")
     disk_cache.flush()
+    assert disk_cache.memory is not None
     disk_cache.memory.clear()
     disk_lm("disk")  # disk
     assert levels(otel_spans) == ["miss", "l1", "l2", "bypass", "miss", "disk"]
