@@ -24,29 +24,22 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import tempfile
 import threading
 import time
-import uuid
-import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import orjson
-from pydantic import SecretStr
-
-from dspy_tiered_cache import core as core_module
-from dspy_tiered_cache import portable
-from dspy_tiered_cache.codec import Entry, decode_value, encode_value
-from dspy_tiered_cache.core import CacheCore, default_core
+from dspy_tiered_cache.codec import decode_value
+from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.flights import Claim
+from dspy_tiered_cache.integrations._dspy_cores import core_from_spec, core_spec
+from dspy_tiered_cache.integrations._dspy_memory import MemoryCacheView, load_memory, save_memory
 from dspy_tiered_cache.integrations._values import TYPE_TAG, UnknownType, UnsupportedValue, dump_value, load_value
-from dspy_tiered_cache.keys import TRANSPORT_KEYS, UncacheableRequest, entry_key, request_digest
+from dspy_tiered_cache.keys import TRANSPORT_KEYS, UncacheableRequest
 from dspy_tiered_cache.modes import ReplayMiss, check_mode
 from dspy_tiered_cache.options import UNSET, CallOptions
-from dspy_tiered_cache.settings import CacheSettings, ConfigError, check_namespace
+from dspy_tiered_cache.settings import ConfigError, check_namespace
 from dspy_tiered_cache.stats import saved_usd
 
 log = logging.getLogger("dspy_tiered_cache.dspy")
@@ -259,73 +252,13 @@ class DSPyCacheAdapter:
             self.core.memory.clear()
 
     def save_memory_cache(self, filepath: str | os.PathLike[str]) -> None:
-        """Write the memory tier as a recording (:mod:`dspy_tiered_cache.portable`: gzip JSON lines, never
-        pickle; ``dspy-tiered-cache inspect`` reads it). DSPy writes a cloudpickle instead. Only entries of each
-        namespace's current generation are written; without a memory tier nothing is, as in DSPy."""
-        memory = self.core.memory
-        if memory is None:
-            return
-        prefix = f"{self.core.settings.key_prefix}:e"
-        generations: dict[str, int] = {}
-        entries = []
-        for key, entry in memory.snapshot():
-            parts = key.rsplit(":", 3)
-            if len(parts) != 4 or parts[0] != prefix or len(parts[3]) != 40:
-                continue
-            _, namespace, generation, digest = parts
-            if namespace not in generations:
-                generations[namespace] = self.core.generation(namespace)
-            if generation != str(generations[namespace]):
-                continue  # invalidated since: stays invalidated
-            try:
-                value = decode_value(entry.payload)
-            except ValueError:  # an undecodable entry is a miss anyway: not worth saving
-                continue
-            entries.append(portable.RecordedEntry(namespace, digest, int(entry.created_at), value))
-        entries.sort(key=lambda e: (e.namespace, e.digest))
-        data = portable.dumps(portable.Recording(portable.keying_of(self._secret()), entries))
-        target = Path(filepath)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write the memory tier as a recording (gzip JSON lines, never pickle): :func:`._dspy_memory.save_memory`."""
+        save_memory(self.core, self._secret(), filepath)
 
     def load_memory_cache(self, filepath: str | os.PathLike[str], allow_pickle: bool = False) -> int:
-        """Load a recording (:meth:`save_memory_cache`, or ``dspy-tiered-cache export``) into the memory tier;
-        returns the entries loaded. ``allow_pickle`` is accepted for DSPy's signature and ignored: nothing is
-        ever unpickled, and a DSPy pickle file is refused with a :class:`~dspy_tiered_cache.portable.RecordingError`.
-        Entries live ``ttl`` from now (a recording keeps no expiry); values are checked when read, as always."""
-        recording = portable.read_recording(filepath)  # validated whole before anything is stored
-        memory = self.core.memory
-        if memory is None:
-            return 0
-        secret = self._secret()
-        same_keying = recording.keying == portable.keying_of(secret)
-        settings = self.core.settings
-        expiry = None if settings.ttl is None else time.time() + settings.ttl
-        loaded = 0
-        for e in recording.entries:
-            if e.request is not None and not e.request_redacted:
-                digest = request_digest(orjson.dumps(e.request, option=orjson.OPT_SORT_KEYS), secret)
-            elif same_keying:
-                digest = e.digest
-            else:
-                raise portable.RecordingError(
-                    f"{os.fspath(filepath)} was keyed {recording.keying!r} and this cache keys "
-                    f"{portable.keying_of(secret)!r}: load it with the DSPY_TIERED_CACHE_KEY_SECRET it was saved with"
-                )
-            try:
-                payload = encode_value(e.value, settings.max_value_bytes)
-            except ValueError:
-                continue
-            key = entry_key(settings.key_prefix, e.namespace, self.core.generation(e.namespace), digest)
-            memory.set(key, Entry(payload, float(e.created), expiry))
-            loaded += 1
-        return loaded
+        """Load a recording into the memory tier; returns the entries loaded. ``allow_pickle`` is accepted for
+        DSPy's signature and ignored: nothing is ever unpickled (:func:`._dspy_memory.load_memory`)."""
+        return load_memory(self.core, self._secret(), filepath)
 
     def _secret(self) -> bytes | None:
         secret = self.core.settings.key_secret
@@ -453,6 +386,9 @@ class DSPyCacheAdapter:
                 "saved_usage": dict(usage) if usage else None,
                 "saved_usd": saved_usd(model, usage),
             }
+            hidden = getattr(value, "_hidden_params", None)  # a LiteLLM response: as the LiteLLM door marks hits
+            if isinstance(hidden, dict):
+                hidden["cache"] = scope.cache
         if not isinstance(value, (dict, list)) and (had_usage or hasattr(value, "usage")):
             # As DSPy's Cache._prepare_cached_response: no LM call was made, so no usage to bill.
             value.usage = {}
@@ -490,41 +426,6 @@ def _warn_type_once(value: Any, exc: BaseException) -> None:
     )
 
 
-class MemoryCacheView(Mapping[str, Any]):
-    """``dspy.cache.memory_cache`` for the tiered cache: the memory tier, read-only, keyed by storage key or by
-    :meth:`DSPyCacheAdapter.cache_key` digest. Reads do not count as lookups and do not change eviction order."""
-
-    def __init__(self, adapter: DSPyCacheAdapter) -> None:
-        self._adapter = adapter
-
-    def _payload(self, key: object) -> bytes | None:
-        storage = self._adapter.storage_key(key)
-        return None if storage is None else self._adapter.core.peek_local(storage)
-
-    def __contains__(self, key: object) -> bool:
-        return self._payload(key) is not None
-
-    def __getitem__(self, key: str) -> Any:
-        payload = self._payload(key)
-        if payload is None:
-            raise KeyError(key)
-        try:
-            return load_value(decode_value(payload))
-        except ValueError:
-            raise KeyError(key) from None
-
-    def __iter__(self) -> Iterator[str]:
-        memory = self._adapter.core.memory
-        return iter([k for k, _ in memory.snapshot()] if memory is not None else [])
-
-    def __len__(self) -> int:
-        memory = self._adapter.core.memory
-        return memory.entries if memory is not None else 0
-
-    def clear(self) -> None:
-        self._adapter.reset_memory_cache()
-
-
 #: LiteLLM types rebuilt without their usage on a hit (it is replaced by ``{}`` anyway, and building the
 #: ``Usage`` object is a third of the rebuild).
 _USAGE_DROPPED_ON_HIT = frozenset(
@@ -560,40 +461,12 @@ def _model_of(request: Mapping[str, Any], value: Any) -> str | None:
     return None
 
 
-# --------------------------------------------------------------------------------- cores: sharing and pickling
-
-_registry_lock = threading.Lock()
-#: token -> live core, so unpickling (and deepcopy) in the same process reuses the core and its connections.
-_cores: weakref.WeakValueDictionary[str, CacheCore] = weakref.WeakValueDictionary()
-_tokens: weakref.WeakKeyDictionary[CacheCore, str] = weakref.WeakKeyDictionary()
-#: Settings never carried by a pickle: secrets (a password in a Redis URL, the key secret) and machine-local
-#: paths. The process that loads the pickle takes them from its own environment.
-_LOCAL_FIELDS = frozenset({"redis_url", "key_secret", "disk_path"})
-
-
-def _token_of(core: CacheCore) -> str:
-    with _registry_lock:
-        token = _tokens.get(core)
-        if token is None:
-            token = uuid.uuid4().hex
-            _tokens[core] = token
-            _cores[token] = core
-        return token
-
-
-def public_settings(settings: CacheSettings) -> dict[str, Any]:
-    """Settings minus secrets and local paths, as plain JSON (for pickles of a program holding a ``CachedLM``)."""
-    secret = {name for name, value in settings if isinstance(value, SecretStr)}
-    data = settings.model_dump(mode="json", exclude=set(_LOCAL_FIELDS) | secret)
-    return {k: v for k, v in data.items() if not k.endswith(("_password", "_secret", "_token"))}
+# ------------------------------------------------------------------------------------------------- pickling
 
 
 def _adapter_spec(adapter: DSPyCacheAdapter) -> dict[str, Any]:
-    core = adapter.core
     return {
-        "token": _token_of(core),
-        "default": core is core_module._default_core,
-        "settings": public_settings(core.settings),
+        **core_spec(adapter.core),
         "namespace": adapter.namespace,
         "ttl": "unset" if adapter.ttl is UNSET else adapter.ttl,
         "max_age": adapter.max_age,
@@ -603,38 +476,13 @@ def _adapter_spec(adapter: DSPyCacheAdapter) -> dict[str, Any]:
 
 
 def _restore_adapter(spec: dict[str, Any]) -> DSPyCacheAdapter:
-    """Rebuild an adapter from a pickle: the same live core in this process, else one from env + settings.
-
-    Another process gets the pickled (secret-free) settings, with the Redis URL and key secret read from its
-    own ``DSPY_TIERED_CACHE_*`` environment: a pickle never carries them.
-    """
-    token = str(spec.get("token", ""))
-    with _registry_lock:
-        core = _cores.get(token)
-    if core is None:
-        core = default_core() if spec.get("default") else _core_from(dict(spec.get("settings") or {}))
-        with _registry_lock:
-            existing = _cores.get(token)
-            if existing is not None:
-                core.close()
-                core = existing
-            else:
-                _cores[token] = core
-                _tokens[core] = token
+    """Rebuild an adapter from a pickle (:func:`._dspy_cores.core_from_spec`: never a secret from the pickle)."""
     ttl = spec.get("ttl", "unset")
     return DSPyCacheAdapter(
-        core,
+        core_from_spec(spec),
         namespace=spec.get("namespace"),
         ttl=UNSET if ttl == "unset" else ttl,
         max_age=spec.get("max_age"),
         single_flight=spec.get("single_flight"),
         mode=spec.get("mode"),
     )
-
-
-def _core_from(settings: dict[str, Any]) -> CacheCore:
-    try:
-        return CacheCore(**settings)
-    except Exception as exc:  # e.g. pickled by a version with other settings: unpickling must not fail
-        log.warning("dspy_tiered_cache: cannot rebuild the pickled cache settings (%s); using the env's", exc)
-        return default_core()

@@ -24,6 +24,9 @@ default ``load()`` refuses every other LM class (only ``allow_unsafe_lm_state=Tr
 other hook. The loaded program therefore holds plain LMs; :func:`wrap_program_lms` wraps them again (a warning
 says so once, at the first save). Pickles (``save_program=True``, ``cloudpickle``) keep the ``CachedLM``.
 
+Releases: DSPy 3.0.0-3.4.x. What differs between them (engines, how the cache is keyed, saved state) is probed
+once in :mod:`._dspy_release`; docs/compatibility-dspy.md lists each difference and what this door does.
+
 Not covered: calling ``lm.forward(...)`` directly (DSPy's own modules never do) bypasses the routing and uses
 DSPy's cache. A DSPy callback that calls another LM from inside a ``CachedLM`` call shares this LM's cache.
 """
@@ -42,6 +45,8 @@ import dspy
 from dspy_tiered_cache.core import CacheCore, default_core, resolve_core
 from dspy_tiered_cache.integrations._dspy_adapter import DSPY_IGNORED, CallScope, DSPyCacheAdapter
 from dspy_tiered_cache.integrations._dspy_install import ACTIVE, ensure_installed, install_global, uninstall
+from dspy_tiered_cache.integrations._dspy_release import LM_CLASS_STATE_KEY as _LM_CLASS_STATE_KEY
+from dspy_tiered_cache.modes import ReplayMiss
 from dspy_tiered_cache.options import UNSET
 from dspy_tiered_cache.telemetry import CallTrace
 
@@ -58,7 +63,6 @@ __all__ = [
 
 #: Key of our options in ``dump_state()``: per-LM options only, never a URL, a secret or a setting.
 STATE_KEY = "tiered_cache"
-_LM_CLASS_STATE_KEY = "_dspy_lm_class"
 _PER_LM_OPTIONS = ("namespace", "ttl", "max_age", "single_flight", "mode")
 #: The class DSPy's default ``load()`` accepts (``dspy.clients.lm.LM``).
 _PLAIN_LM_CLASS = f"{dspy.LM.__module__}.{dspy.LM.__qualname__}"
@@ -113,6 +117,12 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
                     f"{type(lm).__name__} overrides {method}(): DSPy treats it as an unmanaged legacy plugin and "
                     "never caches its calls; implement an engine instead (dspy.LM(engine=...)) and wrap that LM"
                 )
+        for method in ("__call__", "acall"):  # e.g. DSPy 3.0-3.3's DummyLM: CachedLM would drop what it does
+            if type(lm) is not CachedLM and getattr(type(lm), method) is not getattr(dspy.LM, method):
+                raise TypeError(
+                    f"{type(lm).__name__} overrides {method}(), which CachedLM replaces (it adopts the LM's state, "
+                    "not its methods); wrap a plain dspy.LM"
+                )
         if type(lm) not in (dspy.LM, CachedLM):
             warnings.warn(
                 f"CachedLM adopts the state of {type(lm).__name__} but not its methods (the result is a dspy.LM); "
@@ -165,6 +175,11 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
             with self._trace() as call:
                 try:
                     return super().__call__(prompt, messages=messages, **kwargs)
+                except Exception as exc:
+                    miss = _wrapped_replay_miss(exc, scope)
+                    if miss is None:
+                        raise  # as it was: an upstream error reaches the caller exactly as without the cache
+                    raise miss from None
                 finally:
                     call.record(scope.level, key=scope.key, tokens_saved=scope.tokens_saved)
         finally:
@@ -197,6 +212,11 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
                         except Exception as exc:  # our bookkeeping must never fail the user's call
                             log.debug("dspy_tiered_cache: async single-flight skipped: %s", exc)
                     return await super().acall(prompt, messages=messages, **kwargs)
+                except Exception as exc:
+                    miss = _wrapped_replay_miss(exc, scope)
+                    if miss is None:
+                        raise  # as it was: an upstream error reaches the caller exactly as without the cache
+                    raise miss from None
                 finally:
                     call.record(scope.level, key=scope.key, tokens_saved=scope.tokens_saved)
         finally:
@@ -209,6 +229,7 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
         accepts it (see the module notes). Never a Redis URL, a secret, the cache settings or our options:
         extra keys would become request arguments of the loaded LM."""
         state: dict[str, Any] = super().dump_state()
+        state.pop("api_key", None)  # DSPy 3.0.0-3.0.3 save it in plain text (3.0.4+ drop it)
         if _LM_CLASS_STATE_KEY in state:  # DSPy 3.4+ records the class; earlier releases load every LM as dspy.LM
             state[_LM_CLASS_STATE_KEY] = _PLAIN_LM_CLASS
         if not _saved_warning["shown"]:
@@ -243,6 +264,20 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
         options = {k: raw[k] for k in _PER_LM_OPTIONS if isinstance(raw, Mapping) and k in raw}
         lm = dspy.LM.load_state(state, allow_custom_lm_class=allow_custom_lm_class)
         return cls(lm, **options)
+
+
+def _wrapped_replay_miss(exc: Exception, scope: CallScope) -> ReplayMiss | None:
+    """The :class:`ReplayMiss` our lookup raised if DSPy wrapped it in another exception, else None.
+
+    DSPy 3.3 converts every exception raised inside its LiteLLM call -- our cache lookup runs there -- into an
+    ``LMUnexpectedError``; a replay-mode miss must still reach the caller as ``ReplayMiss`` (as on 3.0-3.2, 3.4).
+    """
+    if scope.level != "replay-miss" or isinstance(exc, ReplayMiss):
+        return None
+    cause = exc.__cause__
+    while cause is not None and not isinstance(cause, ReplayMiss):
+        cause = cause.__cause__
+    return cause if isinstance(cause, ReplayMiss) else None
 
 
 def wrap_program_lms(

@@ -51,7 +51,11 @@ import litellm
 from litellm.caching.base_cache import BaseCache
 from litellm.caching.caching import Cache, CacheMode
 from litellm.litellm_core_utils.model_param_helper import ModelParamHelper
-from litellm.types.utils import is_litellm_owned_kwarg
+
+try:  # litellm < 1.109 lacks it: TieredCache() then refuses to build, in one line (_litellm_version)
+    from litellm.types.utils import is_litellm_owned_kwarg
+except ImportError:
+    is_litellm_owned_kwarg = None  # type: ignore[assignment]
 
 from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.flights import Claim
@@ -75,6 +79,7 @@ from dspy_tiered_cache.integrations._litellm_calls import (
 )
 from dspy_tiered_cache.integrations._litellm_flights import FlightsMixin, register_for_failures
 from dspy_tiered_cache.integrations._litellm_hit_path import HIT_NOTES, MissingLiteLLMDependency, ensure_hit_path
+from dspy_tiered_cache.integrations._litellm_version import require_litellm_door
 from dspy_tiered_cache.keys import UncacheableRequest
 from dspy_tiered_cache.options import CallOptions, Hit
 from dspy_tiered_cache.settings import NAME_PATTERN, CacheSettings
@@ -148,6 +153,7 @@ class TieredCache(FlightsMixin, Cache):
         max_messages: int | None = None,
         **overrides: Any,
     ) -> None:
+        require_litellm_door()  # one line naming the LiteLLM it needs, on an older one
         _check_hit_path_imports()
         door_mode = None
         litellm_args = {name: overrides.pop(name) for name in list(overrides) if name not in CacheSettings.model_fields}

@@ -4,7 +4,10 @@ Why a venv of its own: the development venv has every optional package, so it ca
 lacks or replaces. The user's story (issue 13): a project with ``dspy==3.4.1 litellm==1.110.2`` runs
 ``pip install <checkout>``; pip must leave both versions alone and add none of fastapi, soundfile, mcp (LiteLLM's
 proxy server packages, which its cache-hit path imports: the door routes around that import), and LiteLLM cache
-hits (completion, stream, acompletion, aembedding, tools) must work there.
+hits (completion, stream, acompletion, aembedding, tools) must work there. And projects pinned to each older DSPy
+3.x (3.0.0, 3.1.3, 3.2.0, 3.3.1; ``dspy-ai`` pins too) keep their DSPy and LiteLLM, ``CachedLM`` works there (sync,
+async, history metadata, ``_hidden_params["cache"]``, save/load), and where the resolved LiteLLM is older than
+the LiteLLM door needs (DSPy 3.2.0 caps it at 1.82.6), ``TieredCache()`` says so in one line.
 
 Slow (a few minutes: pip resolves and installs every dependency), so it runs with ``--run-slow`` (``.ci/run``
 runs it). It needs the package index; when the index cannot be reached it is skipped, not failed.
@@ -18,6 +21,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,9 +91,15 @@ USERS_STACK = ("dspy==3.4.1", "litellm==1.110.2")
 _VERSIONS = textwrap.dedent(
     """
     import importlib.metadata as md, importlib.util, json
+    def version(name):
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return None
     print(json.dumps({
-        "dspy": md.version("dspy"),
-        "litellm": md.version("litellm"),
+        "dspy": version("dspy"),
+        "dspy-ai": version("dspy-ai"),
+        "litellm": version("litellm"),
         "proxy_only": [m for m in ("fastapi", "soundfile", "mcp") if importlib.util.find_spec(m) is not None],
     }))
     """
@@ -115,9 +125,7 @@ def test_plain_install_serves_litellm_cache_hits(tmp_path: Path) -> None:
             pytest.skip("the package index is not reachable: " + install.stderr.strip().splitlines()[-1][:200])
         assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
 
-    kept = _run([str(python), "-c", _VERSIONS], timeout=120)
-    assert kept.returncode == 0, kept.stderr[-2000:]
-    versions = json.loads(kept.stdout.strip().splitlines()[-1])
+    versions = _versions(python)
     assert versions["dspy"] == "3.4.1" and versions["litellm"] == "1.110.2", versions  # the user's own, kept
     assert versions["proxy_only"] == [], f"a plain install added proxy-only packages: {versions['proxy_only']}"
 
@@ -130,3 +138,111 @@ def test_plain_install_serves_litellm_cache_hits(tmp_path: Path) -> None:
     assert report["acompletion"] == [True, 2], report
     assert report["aembedding"] == [True, 3], report
     assert report["tools"] == [True, 4], f"a request with tools= fails on a plain install: {report['tools']}"
+
+
+# --------------------------------------------------------------------------- projects pinned to older DSPy 3.x
+
+# Runs inside a venv whose project pins an older DSPy: the DSPy door end to end (sync, async, history metadata,
+# ``_hidden_params["cache"]``, save/load), and TieredCache()'s one line when the LiteLLM is older than it needs.
+_DSPY_PROBE = textwrap.dedent(
+    """
+    import asyncio, json, os, sys, tempfile, warnings
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp()
+    os.environ["DSPY_CACHEDIR"] = tempfile.mkdtemp()
+    import dspy
+    from dspy_tiered_cache import CachedLM, CacheError, TieredCache
+    from dspy_tiered_cache.integrations.dspy import wrap_program_lms
+    from dspy_tiered_cache.testing.provider import StandInProvider
+
+    report = {}
+    with StandInProvider() as p:
+        lm = CachedLM(dspy.LM("openai/gpt-4o-mini", api_base=p.base_url, api_key="sk-pinned", num_retries=0))
+        dspy.configure(lm=lm)
+        qa = dspy.Predict("question -> answer")
+        first, second = qa(question="pinned?").answer, qa(question="pinned?").answer
+        entry = lm.history[-1]
+        hidden = getattr(entry.get("response"), "_hidden_params", {}) or {}
+        report["sync"] = [first == second, p.request_count, (entry.get("cache") or {}).get("level"),
+                          (hidden.get("cache") or {}).get("level")]
+
+        async def run():
+            a = await qa.acall(question="async pinned?")
+            b = await qa.acall(question="async pinned?")
+            return a.answer == b.answer
+
+        report["async"] = [asyncio.run(run()), p.request_count]
+        path = os.path.join(tempfile.mkdtemp(), "program.json")
+        program = dspy.Predict("question -> answer")
+        program.lm = lm
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the once-per-process "saved as a plain dspy.LM" notice
+            program.save(path)
+        loaded = dspy.Predict("question -> answer")
+        loaded.load(path)
+        wrapped = wrap_program_lms(loaded, lm.core)
+        loaded.lm.kwargs.update(api_base=p.base_url, api_key="sk-pinned")  # DSPy 3.2+ drop them on load
+        report["load"] = [wrapped, loaded(question="pinned?").answer == first, p.request_count,
+                          "sk-pinned" in open(path).read()]
+    try:
+        TieredCache()
+        report["litellm_door"] = "built"
+    except CacheError as exc:
+        report["litellm_door"] = str(exc)
+    print("REPORT " + json.dumps(report))
+    """
+)
+
+#: Projects pinned to each older DSPy 3.x minor release (3.4.1 is the user's story above); ``dspy-ai`` pins too.
+PINNED_STACKS = [
+    ("dspy==3.0.0",),
+    ("dspy-ai==3.1.3", "dspy==3.1.3"),
+    ("dspy==3.2.0",),
+    ("dspy-ai==3.3.1", "dspy==3.3.1"),
+]
+
+
+def _versions(python: Path) -> dict[str, Any]:
+    out = _run([str(python), "-c", _VERSIONS], timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("stack", PINNED_STACKS, ids=lambda s: "+".join(s))
+def test_install_beside_an_older_dspy_keeps_its_pins_and_cached_lm_works(
+    tmp_path: Path, stack: tuple[str, ...]
+) -> None:
+    source = Path(os.environ.get("DTC_CLEAN_INSTALL_SOURCE", str(CHECKOUT)))
+    venv = tmp_path / "venv"
+    made = _run([sys.executable, "-m", "venv", str(venv)], timeout=120)
+    assert made.returncode == 0, made.stderr
+    python = venv / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k != "PIP_CONSTRAINT"}
+    pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    before: dict[str, Any] = {}
+    for args in ([*stack], [str(source)]):
+        install = _run([*pip, *args], timeout=1500, env=env)
+        if install.returncode != 0 and any(marker in install.stdout + install.stderr for marker in _NETWORK_ERRORS):
+            pytest.skip("the package index is not reachable: " + install.stderr.strip().splitlines()[-1][:200])
+        assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+        if not before:
+            before = _versions(python)
+    after = _versions(python)
+    pinned = dict(pin.split("==") for pin in stack)
+    assert after["dspy"] == pinned["dspy"] and after.get("dspy-ai") == pinned.get("dspy-ai"), after
+    assert after["litellm"] == before["litellm"], (before, after)  # the project's LiteLLM, kept
+    assert after["proxy_only"] == [], f"a plain install added proxy-only packages: {after['proxy_only']}"
+
+    probe = _run([str(python), "-c", _DSPY_PROBE], timeout=600, cwd=str(tmp_path))
+    assert probe.returncode == 0, probe.stdout[-2000:] + probe.stderr[-4000:]
+    report = json.loads(next(ln for ln in probe.stdout.splitlines() if ln.startswith("REPORT ")).split(" ", 1)[1])
+    assert report["sync"] == [True, 1, "l1", "l1"], report  # one upstream call; the hit says so in both places
+    assert report["async"] == [True, 2], report
+    assert report["load"] == [["self"], True, 2, False], report  # reloaded, re-wrapped, a hit; no key saved
+    old = tuple(int(x) for x in after["litellm"].split(".")[:2]) < (1, 109)
+    if old:  # the LiteLLM door refuses in one line naming what it needs; CachedLM above worked on this LiteLLM
+        assert "\n" not in report["litellm_door"] and "needs litellm>=1.109.0" in report["litellm_door"], report
+        assert 'pip install "litellm>=1.109.0,!=1.107.*"' in report["litellm_door"], report
+    else:
+        assert report["litellm_door"] == "built", report

@@ -11,7 +11,8 @@ import dspy
 import litellm
 import pytest
 
-from dspy_tiered_cache import CachedLM, TieredCache
+from dspy_tiered_cache import CachedLM
+from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.integrations.dspy import uninstall_dspy_cache
 from dspy_tiered_cache.testing.provider import StandInProvider
 
@@ -95,21 +96,23 @@ def test_dspy_door_spans_for_every_level(
     otel_spans: Any, provider: StandInProvider, redis_url: str, tmp_path: Path, dspy_state: None
 ) -> None:
     base = dspy.LM(MODEL, api_base=provider.base_url, api_key=API_KEY)
-    redis_cache = TieredCache(redis_url=redis_url, disk=False)
+    redis_cache = CacheCore(redis_url=redis_url, disk=False)  # a core: this DSPy test runs on every LiteLLM
     lm = CachedLM(base, cache=redis_cache)
     dspy.configure(lm=lm)
     qa = dspy.Predict("question -> answer")
     qa(question="span?")  # miss
     qa(question="span?")  # l1
     redis_cache.flush()
-    redis_cache.core.memory.clear()
+    assert redis_cache.memory is not None
+    redis_cache.memory.clear()
     qa(question="span?")  # l2
     lm("no cache", cache=False)  # bypass
-    disk_cache = TieredCache(disk=True, disk_path=tmp_path / "dspy.sqlite3")
+    disk_cache = CacheCore(disk=True, disk_path=tmp_path / "dspy.sqlite3")
     disk_lm = CachedLM(base, cache=disk_cache)
     disk_lm("disk")
     disk_cache.flush()
-    disk_cache.core.memory.clear()
+    assert disk_cache.memory is not None
+    disk_cache.memory.clear()
     disk_lm("disk")  # disk
     assert levels(otel_spans) == ["miss", "l1", "l2", "bypass", "miss", "disk"]
     attrs = dict(cache_spans(otel_spans)[1].attributes)
@@ -124,7 +127,7 @@ def test_dspy_async_and_threaded_calls_get_spans(
     otel_spans: Any, provider: StandInProvider, tmp_path: Path, dspy_state: None
 ) -> None:
     lm = CachedLM(dspy.LM(MODEL, api_base=provider.base_url, api_key=API_KEY),
-                  cache=TieredCache(disk=False))  # fmt: skip
+                  cache=CacheCore(disk=False))  # fmt: skip
     dspy.configure(lm=lm)
     qa = dspy.Predict("question -> answer")
 

@@ -29,13 +29,15 @@ from dspy_tiered_cache import core as core_module
 from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.integrations import _dspy_install
 from dspy_tiered_cache.integrations import dspy as dspy_door
+from dspy_tiered_cache.integrations._dspy_release import HAS_ENGINES, HAS_SAFE_LOAD, RECORDS_LM_CLASS
 from dspy_tiered_cache.integrations.dspy import CachedLM, install_dspy_cache, uninstall_dspy_cache, wrap_program_lms
 from dspy_tiered_cache.portable import RecordingError, read_recording
 from dspy_tiered_cache.testing.provider import StandInProvider
 
 API_KEY = "sk-test-secret-never-stored"
 MODEL = "openai/gpt-4o-mini"
-ENGINES = ["auto", "litellm"]  # native lm15 (stores a dict) and LiteLLM (stores a ModelResponse)
+# DSPy 3.4: native lm15 (stores a dict) and LiteLLM (stores a ModelResponse); 3.0-3.3 always call LiteLLM.
+ENGINES = ["auto", "litellm"] if HAS_ENGINES else ["litellm"]
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Passing OpenAI-style message dictionaries:DeprecationWarning",
@@ -65,7 +67,9 @@ def core() -> Iterator[CacheCore]:
 
 
 def make_lm(provider: StandInProvider, engine: str = "auto", **kwargs: Any) -> Any:
-    return dspy.LM(MODEL, api_base=provider.base_url, api_key=API_KEY, num_retries=0, engine=engine, **kwargs)
+    if HAS_ENGINES:  # on DSPy 3.0-3.3 `engine` would be sent to the provider as a request argument
+        kwargs["engine"] = engine
+    return dspy.LM(MODEL, api_base=provider.base_url, api_key=API_KEY, num_retries=0, **kwargs)
 
 
 # ------------------------------------------------------------------------------------- 1. saved programs load
@@ -90,20 +94,19 @@ def test_a_saved_program_loads_with_dspy_default_load_and_caches_again_once_wrap
         program.save(str(path))  # once per process
     saved = json.loads(path.read_text())
     lm_state = saved["predict"]["lm"]
-    assert lm_state["_dspy_lm_class"] == "dspy.clients.lm.LM"
+    assert lm_state.get("_dspy_lm_class", "dspy.clients.lm.LM") == "dspy.clients.lm.LM"  # recorded on 3.4+
     assert set(lm_state) <= set(make_lm(provider, engine).dump_state()) | {"api_base"}  # nothing of ours
     assert API_KEY not in path.read_text()
 
     loaded = dspy.ChainOfThought("question -> answer")
     loaded.load(str(path))  # DSPy's default: no allow_unsafe_lm_state
     assert type(loaded.predict.lm) is dspy.LM
-    assert loaded.predict.lm.kwargs == {
-        k: v for k, v in program.predict.lm.kwargs.items() if k not in ("api_base", "api_key")
-    }
+    dropped = ("api_base", "api_key") if HAS_SAFE_LOAD else ("api_key",)  # DSPy 3.0-3.1 keep the endpoint
+    assert loaded.predict.lm.kwargs == {k: v for k, v in program.predict.lm.kwargs.items() if k not in dropped}
     assert wrap_program_lms(loaded, core, namespace="prompt-v2") == ["predict"]
     assert isinstance(loaded.predict.lm, CachedLM) and loaded.predict.lm.core is core
     assert wrap_program_lms(loaded, core) == []  # already cached: left alone
-    # The loaded LM has no endpoint (DSPy drops api_base by default): only a hit can answer, and it does.
+    # The loaded LM has no endpoint (DSPy 3.2+ drops api_base by default): only a hit can answer, and it does.
     assert loaded(question="save me").answer == answer
     assert provider.request_count == 1
 
@@ -113,11 +116,16 @@ def test_dump_state_of_plain_lms_is_unchanged(provider: StandInProvider, core: C
     cached = CachedLM(make_lm(provider), cache=core, namespace="v1")
     dspy_door._saved_warning["shown"] = True
     assert make_lm(provider).dump_state() == before
-    assert before["_dspy_lm_class"] == "dspy.clients.lm.LM"
+    assert before.get("_dspy_lm_class", "dspy.clients.lm.LM") == "dspy.clients.lm.LM"  # recorded on 3.4+
     assert cached.unwrap().dump_state() == before
-    assert cached.dump_state() == before  # the CachedLM saves exactly what its LM would
+    # The CachedLM saves exactly what its LM would, never the api_key (DSPy 3.0.0-3.0.3 save it in plain text).
+    assert cached.dump_state() == {k: v for k, v in before.items() if k != "api_key"}
 
 
+@pytest.mark.skipif(
+    not RECORDS_LM_CLASS,
+    reason="DSPy 3.0-3.3 load every LM as dspy.LM; our releases that recorded CachedLM required DSPy 3.4",
+)
 def test_files_saved_by_earlier_releases_still_load_as_cached_lms(provider: StandInProvider, tmp_path: Path) -> None:
     """Earlier releases recorded CachedLM itself; DSPy loads those only with allow_unsafe_lm_state=True."""
     state = make_lm(provider).dump_state()
