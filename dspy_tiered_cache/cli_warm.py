@@ -1,5 +1,5 @@
 """``dspy-tiered-cache warm``: fill the cache from a file of requests, checking credentials and the endpoint
-first, and stopping after a run of failures (see README, "Command line")."""
+first, and stopping after a run of failures (see docs/cli.md)."""
 
 from __future__ import annotations
 

@@ -420,7 +420,8 @@ def _warn_type_once(value: Any, exc: BaseException) -> None:
         first = name not in _warned_types
         _warned_types.add(name)
     (log.warning if first else log.debug)(
-        "dspy_tiered_cache: not caching a %s: %s (supported types: see README, 'What the DSPy door stores')",
+        "dspy_tiered_cache: not caching a %s: %s "
+        "(supported types: see docs/compatibility.md, 'What the DSPy door stores')",
         name,
         exc,
     )
