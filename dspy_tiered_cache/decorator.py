@@ -29,12 +29,13 @@ when the result does not depend on them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
 import logging
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, Protocol, TypeVar, overload
 
 from dspy_tiered_cache.core import CacheCore
@@ -46,6 +47,7 @@ from dspy_tiered_cache.settings import NAME_PATTERN
 
 if TYPE_CHECKING:
     from dspy_tiered_cache.report import StatsReport
+    from dspy_tiered_cache.telemetry import CallTrace
 
 __all__ = ["CachedFunction", "FunctionCache", "cached"]
 
@@ -223,22 +225,14 @@ class FunctionCache:
         if key is None:
             return self.fn(*args, **kwargs)
         core = self.core
-        with core.trace_call("decorator", namespace=self.namespace, operation="call") as trace:
+        with self._traced(core, key) as trace:
             try:
-                value, level = core.get_or_compute(
-                    key, lambda: self.fn(*args, **kwargs), options=self.options, encode=_dump, decode=_load
-                )
-            except ReplayMiss:
-                trace.record("replay-miss", key=key)
-                raise
+                value, level = core.get_or_compute(key, lambda: self.fn(*args, **kwargs), **self._codec(self.options))
             except _Unreadable as exc:
                 self._drop_unreadable(core, key, exc)
-                value, level = core.get_or_compute(
-                    key, lambda: self.fn(*args, **kwargs), options=self._refresh, encode=_dump, decode=_load
-                )
+                value, level = core.get_or_compute(key, lambda: self.fn(*args, **kwargs), **self._codec(self._refresh))
                 level = "miss"
-            saved = self._credit(core, value) if level in _SERVED else 0
-            trace.record(level, key=key, tokens_saved=saved)
+            self._served(trace, core, key, value, level)
         return value
 
     async def acall(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -246,23 +240,37 @@ class FunctionCache:
         if key is None:
             return await self.fn(*args, **kwargs)
         core = self.core
-        with core.trace_call("decorator", namespace=self.namespace, operation="call") as trace:
+        with self._traced(core, key) as trace:
             try:
                 value, level = await core.aget_or_compute(
-                    key, lambda: self.fn(*args, **kwargs), options=self.options, encode=_dump, decode=_load
+                    key, lambda: self.fn(*args, **kwargs), **self._codec(self.options)
                 )
-            except ReplayMiss:
-                trace.record("replay-miss", key=key)
-                raise
             except _Unreadable as exc:
                 self._drop_unreadable(core, key, exc)
                 value, level = await core.aget_or_compute(
-                    key, lambda: self.fn(*args, **kwargs), options=self._refresh, encode=_dump, decode=_load
+                    key, lambda: self.fn(*args, **kwargs), **self._codec(self._refresh)
                 )
                 level = "miss"
-            saved = self._credit(core, value) if level in _SERVED else 0
-            trace.record(level, key=key, tokens_saved=saved)
+            self._served(trace, core, key, value, level)
         return value
+
+    @contextlib.contextmanager
+    def _traced(self, core: CacheCore, key: str) -> Iterator[CallTrace]:
+        """The call's span; a replay miss is recorded on it before it reaches the caller (sync and async alike)."""
+        with core.trace_call("decorator", namespace=self.namespace, operation="call") as trace:
+            try:
+                yield trace
+            except ReplayMiss:
+                trace.record("replay-miss", key=key)
+                raise
+
+    @staticmethod
+    def _codec(options: CallOptions) -> dict[str, Any]:
+        return {"options": options, "encode": _dump, "decode": _load}
+
+    def _served(self, trace: CallTrace, core: CacheCore, key: str, value: Any, level: str) -> None:
+        saved = self._credit(core, value) if level in _SERVED else 0
+        trace.record(level, key=key, tokens_saved=saved)
 
     def _drop_unreadable(self, core: CacheCore, key: str, exc: Exception) -> None:
         log.warning("dspy_tiered_cache: unreadable cached result of %s (%s); calling it again", self.name, exc)

@@ -36,8 +36,8 @@ from __future__ import annotations
 import logging
 import types
 import warnings
-from collections.abc import Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import dspy
@@ -170,20 +170,10 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
     def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
         ensure_installed()
         scope = CallScope(self._dtc_adapter, False)
-        token = ACTIVE.set(scope)
         try:
-            with self._trace() as call:
-                try:
-                    return super().__call__(prompt, messages=messages, **kwargs)
-                except Exception as exc:
-                    miss = _wrapped_replay_miss(exc, scope)
-                    if miss is None:
-                        raise  # as it was: an upstream error reaches the caller exactly as without the cache
-                    raise miss from None
-                finally:
-                    call.record(scope.level, key=scope.key, tokens_saved=scope.tokens_saved)
+            with self._scoped(scope):
+                return super().__call__(prompt, messages=messages, **kwargs)
         finally:
-            ACTIVE.reset(token)
             scope.release()
 
     def update_history(self, entry: Any) -> None:
@@ -202,16 +192,27 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
     async def acall(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
         ensure_installed()
         scope = CallScope(self._dtc_adapter, True)
+        try:
+            with self._scoped(scope):
+                if scope.adapter.sharing and not ensure_installed().switched_off():
+                    try:
+                        await _preflight(self, scope, prompt, messages, kwargs)
+                    except Exception as exc:  # our bookkeeping must never fail the user's call
+                        log.debug("dspy_tiered_cache: async single-flight skipped: %s", exc)
+                return await super().acall(prompt, messages=messages, **kwargs)
+        finally:
+            await scope.arelease()
+
+    @contextmanager
+    def _scoped(self, scope: CallScope) -> Iterator[None]:
+        """What sync and async calls share: the call's scope is the active one, one span records the tier that
+        served it, and DSPy's wrapping of a replay miss is undone. The scope's release stays with the caller (it
+        is awaited on the async path)."""
         token = ACTIVE.set(scope)
         try:
             with self._trace() as call:
                 try:
-                    if scope.adapter.sharing and not ensure_installed().switched_off():
-                        try:
-                            await _preflight(self, scope, prompt, messages, kwargs)
-                        except Exception as exc:  # our bookkeeping must never fail the user's call
-                            log.debug("dspy_tiered_cache: async single-flight skipped: %s", exc)
-                    return await super().acall(prompt, messages=messages, **kwargs)
+                    yield
                 except Exception as exc:
                     miss = _wrapped_replay_miss(exc, scope)
                     if miss is None:
@@ -221,7 +222,6 @@ class CachedLM(dspy.LM):  # type: ignore[misc]
                     call.record(scope.level, key=scope.key, tokens_saved=scope.tokens_saved)
         finally:
             ACTIVE.reset(token)
-            await scope.arelease()
 
     # -- saving --------------------------------------------------------------------------------------------
     def dump_state(self) -> dict[str, Any]:
