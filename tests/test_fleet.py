@@ -357,3 +357,22 @@ def test_reset_counters_and_misses_taken_back_are_published_exactly(tmp_path: Pa
         assert core.fleet.flush()
         fleet = read_fleet(core)
         assert fleet is not None and fleet["misses"] == 3  # 2 before the reset, 1 after
+
+
+def test_small_counts_wait_for_a_batch_but_reach_the_fleet_at_close(tmp_path: Path) -> None:
+    """A periodic batch costs ~10 Redis commands: a process that counted a few lookups does not send one every
+    ``fleet_flush_s``, yet nothing it counted is missing from the fleet view once it closes."""
+    path = tmp_path / "c.sqlite3"
+    with CacheCore(disk_path=path, fleet_flush_s=0.01) as core:
+        key = core.key_for({"q": 1}, namespace="quiet")
+        core.get(key)
+        core.set(key, {"answer": 1})
+        core.get(key)
+        assert core.fleet is not None
+        assert core.fleet.flush(periodic=True) and core.fleet.batches == 0
+        with CacheCore(disk_path=path, fleet=False) as reader:
+            assert (read_fleet(reader, since="1h") or {}).get("hits", 0) == 0
+    assert core.fleet.batches == 1
+    with CacheCore(disk_path=path, fleet=False) as reader:
+        fleet = read_fleet(reader, since="1h")
+    assert fleet is not None and (fleet["hits"], fleet["misses"]) == (1, 1)
