@@ -106,6 +106,7 @@ class Cascade:
                 self.generations.apply,
                 self.generations.forget,
             )
+            self.generations.listen(self._bus.live_since)
 
     # -- keys ----------------------------------------------------------------------------------------
     def key_for(self, request: Mapping[str, Any], *, namespace: str | None = None, ignore: Iterable[str] = ()) -> str:

@@ -6,8 +6,9 @@ milliseconds. Pub/sub works on every Redis and Valkey, managed ones and Cluster 
 to all nodes), unlike client-side tracking, which needs RESP3 and is missing on several managed services.
 
 Messages can be lost (a disconnect, a restart). The bound on staleness then is: for namespaces and ``clear``,
-``generation_refresh_s`` (generations are re-read from Redis on that period, and re-read at once after a
-reconnect); for one deleted key, the memory tier's lifetime ``memory_ttl``. Set ``memory_ttl`` to the staleness
+``generation_refresh_s`` (while the subscriber is not connected generations are re-read from Redis on that
+period, and every generation is re-read after a reconnect: :mod:`namespaces`); for one deleted key, the memory
+tier's lifetime ``memory_ttl``. Set ``memory_ttl`` to the staleness
 you can accept for single-key deletes.
 """
 
@@ -52,6 +53,8 @@ class InvalidationBus:
         self.origin = uuid.uuid4().hex[:16]
         self.received = 0
         self.connected = threading.Event()
+        #: When (monotonic) the subscription was last confirmed; None while disconnected.
+        self.connected_at: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = -1
@@ -63,6 +66,11 @@ class InvalidationBus:
         self._thread = None  # the subscriber thread did not survive the fork; ensure_started() makes a new one
         self._stop = threading.Event()
         self.connected = threading.Event()
+        self.connected_at = None
+
+    def live_since(self) -> float | None:
+        """Since when every message on the channel reaches us (None: not connected, in this process)."""
+        return self.connected_at if self._pid == os.getpid() and self.connected.is_set() else None
 
     def ensure_started(self) -> None:
         """Start (or, in a forked child, restart) the subscriber. Cheap when it already runs."""
@@ -89,13 +97,16 @@ class InvalidationBus:
         while not self._stop.is_set():
             pubsub = None
             try:
-                pubsub = self._client_factory().pubsub(ignore_subscribe_messages=True)
+                pubsub = self._client_factory().pubsub(ignore_subscribe_messages=False)  # see the confirmation
                 pubsub.subscribe(self.channel)
                 # Wait for the subscription to be confirmed before declaring ourselves connected.
-                pubsub.get_message(timeout=1.0, ignore_subscribe_messages=False)
-                self.connected.set()
+                confirmed = pubsub.get_message(timeout=1.0, ignore_subscribe_messages=False)
                 if not first:
                     self._on_reconnect()  # messages may have been lost while we were away
+                # Only a confirmed subscription lets generations be trusted longer (namespaces.LIVE_REFRESH_S).
+                live = isinstance(confirmed, dict) and confirmed.get("type") in ("subscribe", b"subscribe")
+                self.connected_at = time.monotonic() if live else None
+                self.connected.set()
                 first = False
                 backoff = 0.2
                 while not self._stop.is_set():
@@ -104,10 +115,14 @@ class InvalidationBus:
                         self._apply(message["data"])
             except Exception as exc:
                 self.connected.clear()
+                self.connected_at = None
                 log.debug("invalidation subscriber disconnected: %s; retrying in %.1fs", exc, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
+                if self._stop.is_set():  # stopped: no message reaches us any more
+                    self.connected.clear()
+                    self.connected_at = None
                 if pubsub is not None:
                     with contextlib.suppress(Exception):
                         pubsub.close()

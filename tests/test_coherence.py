@@ -100,3 +100,63 @@ def test_lost_messages_are_bounded_by_generation_refresh(redis_url: str) -> None
     assert theirs.get(theirs.key_for(REQUEST)) is None
     mine.close()
     theirs.close()
+
+
+def test_a_live_subscriber_replaces_the_per_second_generation_reads(redis_url: str) -> None:
+    """While the invalidation channel is live, generations are not re-read every ``generation_refresh_s`` (every
+    bump arrives as a message): a bump elsewhere still reaches this process at once."""
+    mine = CacheCore(redis_url=redis_url, disk=False, generation_refresh_s=0.01)
+    theirs = CacheCore(redis_url=redis_url, disk=False)
+    assert mine._bus is not None and mine._bus.wait_connected(5)
+    assert theirs._bus is not None and theirs._bus.wait_connected(5)
+    tier = mine.tiers[-1]
+    reads: list[str] = []
+    real = tier.get_generation
+
+    def counted(namespace: str) -> int:
+        reads.append(namespace)
+        return real(namespace)
+
+    tier.get_generation = counted  # type: ignore[method-assign]
+    key = mine.key_for(REQUEST, namespace="live")
+    mine.set(key, {"a": 1})
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:
+        assert mine.get(mine.key_for(REQUEST, namespace="live")) is not None
+        time.sleep(0.01)
+    assert reads == ["live"]  # read once, after the subscriber connected; then trusted
+    theirs.invalidate_namespace("live")
+    deadline = time.monotonic() + 5
+    while mine.key_for(REQUEST, namespace="live") == key and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert mine.get(mine.key_for(REQUEST, namespace="live")) is None
+    assert reads == ["live"]  # the bump came as a message, not a read
+    mine.close()
+    theirs.close()
+
+
+def test_without_a_live_subscriber_generations_are_read_every_refresh(redis_url: str) -> None:
+    """The fallback: without a live subscription (here: its thread ended) generations are read from Redis on the
+    ``generation_refresh_s`` period again."""
+    mine = CacheCore(redis_url=redis_url, disk=False, generation_refresh_s=0.01)
+    assert mine._bus is not None and mine._bus.wait_connected(5)
+    mine.key_for(REQUEST, namespace="fallback")
+    bus = mine._bus
+    bus._stop.set()  # the subscriber thread ends on its next poll (and is not restarted: it is still known)
+    assert bus._thread is not None
+    bus._thread.join(5)
+    assert bus.live_since() is None
+    tier = mine.tiers[-1]
+    reads: list[str] = []
+    real = tier.get_generation
+
+    def counted(namespace: str) -> int:
+        reads.append(namespace)
+        return real(namespace)
+
+    tier.get_generation = counted  # type: ignore[method-assign]
+    for _ in range(3):
+        time.sleep(0.02)
+        mine.key_for(REQUEST, namespace="fallback")
+    assert len(reads) == 3
+    mine.close()
