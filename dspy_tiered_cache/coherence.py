@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import orjson
 
@@ -30,6 +30,20 @@ from dspy_tiered_cache import forksafe
 log = logging.getLogger("dspy_tiered_cache")
 
 Handler = Callable[[dict[str, Any]], None]
+
+#: Fresh answers whose stored frame is at most this size travel over the channel to other processes' memory
+#: tiers (one PUBLISH per stored answer instead of one GET per process that later asks for it).
+SHARE_MAX_BYTES: Final = 16 * 1024
+#: First byte of a shared-answer message; invalidations are JSON objects, which start with ``{``.
+_ANSWER: Final = b"A"
+_ORIGIN_LEN: Final = 16
+
+
+@runtime_checkable
+class AnswerSharing(Protocol):
+    """A tier that can publish the entries it stores on the invalidation channel, in the write's round trip."""
+
+    def share_answers(self, channel: str, message: Callable[[str, bytes], bytes] | None, max_bytes: int) -> None: ...
 
 
 @runtime_checkable
@@ -127,7 +141,34 @@ class InvalidationBus:
                     with contextlib.suppress(Exception):
                         pubsub.close()
 
+    def answer_message(self, key: str, frame: bytes) -> bytes:
+        """The message sharing a freshly stored ``frame`` (as stored in Redis: checksummed, maybe compressed):
+        ``A`` + our origin + key length (2 bytes) + key + frame. Receivers check it as they check a Redis read."""
+        raw = key.encode()
+        return b"".join((_ANSWER, self.origin.encode(), len(raw).to_bytes(2, "big"), raw, frame))
+
+    def _apply_answer(self, data: bytes) -> None:
+        """Another process stored an answer: hand ``{"op": "put", "key", "frame"}`` to the handler (which checks
+        the key is ours and current, and decodes the frame with every check a Redis read gets)."""
+        origin = data[1 : 1 + _ORIGIN_LEN]
+        start = 1 + _ORIGIN_LEN + 2
+        size = int.from_bytes(data[1 + _ORIGIN_LEN : start], "big")
+        if len(data) <= start + size or origin == self.origin.encode():
+            return
+        try:
+            key = data[start : start + size].decode()
+        except UnicodeDecodeError:
+            return
+        self.received += 1
+        try:
+            self._handler({"op": "put", "key": key, "frame": data[start + size :]})
+        except Exception:
+            log.exception("dspy_tiered_cache: taking a shared answer failed")
+
     def _apply(self, data: bytes) -> None:
+        if data[:1] == _ANSWER:
+            self._apply_answer(data)
+            return
         try:
             message = orjson.loads(data)
         except orjson.JSONDecodeError:

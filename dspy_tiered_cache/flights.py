@@ -165,15 +165,19 @@ class Claims:
             deadline = time.monotonic() + settings.single_flight_timeout
             while token is None:  # another process computes it: wait for its answer in the shared tier
                 yield Sleep(settings.lock_poll_s)
+                # Its answer may already be here: shared over the invalidation channel into our memory tier.
+                payload = self.core.peek_local(key, max_age=max_age)
+                if payload is not None:
+                    return self._answered(claim, payload, "l1")
                 entry, level = yield PeekShared(key)
                 if entry is not None:
-                    return self._answered(claim, entry, level)
+                    return self._answered(claim, entry.payload, level)
                 token = (yield TakeLease(key)) if time.monotonic() < deadline else ""
             claim.token = token
             if token:  # the previous holder may have stored its answer just before we took the lease
                 entry, level = yield PeekShared(key)
                 if entry is not None:
-                    return self._answered(claim, entry, level)
+                    return self._answered(claim, entry.payload, level)
             return claim
         return Claim(key)
 
@@ -181,11 +185,11 @@ class Claims:
         self.core.stats.count("joined")
         return Claim(key, answer=payload, level=level, ended=True)
 
-    def _answered(self, claim: Claim, entry: Entry, level: str) -> Claim:
+    def _answered(self, claim: Claim, payload: bytes, level: str) -> Claim:
         """Another process answered while we led in this process: hand its answer to our followers."""
-        self.end(claim, entry.payload)
+        self.end(claim, payload)
         self.core.stats.count("joined")
-        return Claim(claim.key, answer=entry.payload, level=level, ended=True)
+        return Claim(claim.key, answer=payload, level=level, ended=True)
 
     # -- ending a claim ---------------------------------------------------------------------------------------
     def end(self, claim: Claim, payload: bytes | None) -> None:

@@ -62,6 +62,11 @@ class Generations:
         """Re-read every generation on next use (pub/sub reconnected: messages may have been lost)."""
         self._known.clear()
 
+    def known(self, namespace: str) -> int | None:
+        """The generation of ``namespace`` as this process knows it now, without any I/O (None: never used)."""
+        cached = self._known.get(namespace)
+        return cached[0] if cached is not None else None
+
     def bumped(self, namespace: str, generation: int) -> None:
         """This process invalidated ``namespace``: use the new generation at once."""
         self._known[namespace] = (generation, time.monotonic())

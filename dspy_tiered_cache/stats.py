@@ -84,6 +84,9 @@ class Stats:
         self.stores = 0
         self.store_skipped = 0  # unserializable or oversized values
         self.uncacheable = 0  # requests with no canonical key
+        #: Answers other processes shared over the invalidation channel: kept in memory / dropped by the checks.
+        self.shared_taken = 0
+        self.shared_rejected = 0
         self.prompt_tokens_saved = 0
         self.completion_tokens_saved = 0
         #: model -> [prompt tokens, completion tokens] saved; priced only when read (pricing is slow).

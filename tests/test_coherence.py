@@ -160,3 +160,68 @@ def test_without_a_live_subscriber_generations_are_read_every_refresh(redis_url:
         mine.key_for(REQUEST, namespace="fallback")
     assert len(reads) == 3
     mine.close()
+
+
+def _until(condition: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_a_stored_answer_reaches_other_memory_tiers_without_a_read(redis_url: str) -> None:
+    """One PUBLISH (in the SET's round trip) puts a fresh answer in every other instance's memory tier: their
+    first lookup of it is an L1 hit, not a GET each."""
+    writer = CacheCore(redis_url=redis_url, disk=False, key_prefix="share")
+    reader = CacheCore(redis_url=redis_url, disk=False, key_prefix="share")
+    for core in (writer, reader):
+        assert core._bus is not None and core._bus.wait_connected(5)
+    key = writer.key_for(REQUEST, namespace="shared")
+    assert reader.key_for(REQUEST, namespace="shared") == key  # the reader uses the namespace (knows its generation)
+    writer.set(key, {"answer": 42})
+    assert _until(lambda: reader.stats.shared_taken == 1)
+    hit = reader.get(key)
+    assert hit is not None and hit.level == "l1" and hit.value == {"answer": 42}
+    assert reader.stats.tiers["l2"].hits + reader.stats.tiers["l2"].misses == 0
+    writer.close()
+    reader.close()
+
+
+def test_shared_answers_are_checked_like_a_redis_read(redis_url: str) -> None:
+    """A message is trusted no more than a Redis read: a forged or corrupt frame, another prefix, a namespace at
+    an older generation (sent before a bump) or one this process never used are all dropped."""
+    writer = CacheCore(redis_url=redis_url, disk=False, key_prefix="check")
+    reader = CacheCore(redis_url=redis_url, disk=False, key_prefix="check")
+    for core in (writer, reader):
+        assert core._bus is not None and core._bus.wait_connected(5)
+    bus = writer._bus
+    assert bus is not None
+    client = writer.tiers[-1].client  # type: ignore[attr-defined]
+    key = reader.key_for(REQUEST, namespace="n")
+    frame = writer.codec.dumps(writer.codec.loads(writer.codec.dumps(_entry({"a": 1}))))
+    forged = frame[:-1] + bytes([frame[-1] ^ 1])
+    old = key.replace(":n:0:", ":n:7:") if ":n:0:" in key else key
+    for bad_key, bad_frame in (
+        (key, forged),
+        (key, b"\x00" * 40),
+        (key.replace("check:", "other:", 1), frame),
+        (old, frame),
+        (reader.key_for(REQUEST, namespace="n").replace(":n:", ":never:"), frame),
+    ):
+        client.publish(bus.channel, bus.answer_message(bad_key, bad_frame))
+    client.publish(bus.channel, bus.answer_message(key, frame))  # the one good message, last
+    assert _until(lambda: reader.stats.shared_taken == 1)
+    assert reader.stats.shared_rejected == 2  # the two frames that failed the codec's checks
+    assert reader.memory is not None and reader.memory.entries == 1
+    hit = reader.get(key)
+    assert hit is not None and hit.value == {"a": 1}
+    writer.close()
+    reader.close()
+
+
+def _entry(value: Any) -> Any:
+    from dspy_tiered_cache.codec import Entry, encode_value
+
+    return Entry(encode_value(value, 1 << 20), time.time(), time.time() + 60)

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import redis
@@ -123,6 +123,8 @@ class RedisTier(Tier):
         self._dictionaries = StoredDictionaries(codec, prefix)
         #: token -> monotonic time until which the lease it names is surely still held (see acquire_lock).
         self._leases: dict[str, float] = {}
+        #: (channel, message builder, largest frame sent) when fresh answers are shared (see share_answers()).
+        self._share: tuple[str, Callable[[str, bytes], bytes], int] | None = None
         forksafe.register(self)
 
     def _after_fork_in_child(self) -> None:
@@ -323,8 +325,16 @@ class RedisTier(Tier):
                 stored.found(number, self.client.get(stored.key(number)))
             stored.adopt(number)
         encoded = self._encode(entry)
-        if encoded is not None:
+        if encoded is None:
+            return
+        share = self._sharing(encoded[0])
+        if share is None:
             self.client.set(key, encoded[0], px=encoded[1])
+            return
+        pipe = self.client.pipeline(transaction=False)  # one round trip for both
+        pipe.set(key, encoded[0], px=encoded[1])
+        pipe.publish(share[0], share[1](key, encoded[0]))
+        pipe.execute()
 
     async def aset(self, key: str, entry: Entry) -> None:
         client = await self._ac()
@@ -335,8 +345,28 @@ class RedisTier(Tier):
                 stored.found(number, await client.get(stored.key(number)))
             stored.adopt(number)
         encoded = self._encode(entry)
-        if encoded is not None:
+        if encoded is None:
+            return
+        share = self._sharing(encoded[0])
+        if share is None:
             await client.set(key, encoded[0], px=encoded[1])
+            return
+        pipe = client.pipeline(transaction=False)
+        pipe.set(key, encoded[0], px=encoded[1])
+        pipe.publish(share[0], share[1](key, encoded[0]))
+        await pipe.execute()
+
+    # -- fresh answers for other processes' memory tiers ---------------------------------------------
+    def share_answers(self, channel: str, message: Callable[[str, bytes], bytes] | None, max_bytes: int) -> None:
+        """Publish every entry this tier stores (frames up to ``max_bytes``) on ``channel``, in the same round trip
+        as its SET, as ``message(key, frame)``: other processes put it in their memory tiers instead of each
+        GETting it on first use (:mod:`dspy_tiered_cache.coherence`). ``None`` stops it. Not on a Cluster (a
+        pipeline there is per slot; PUBLISH has none)."""
+        self._share = None if message is None or self.cluster else (channel, message, max_bytes)
+
+    def _sharing(self, frame: bytes) -> tuple[str, Callable[[str, bytes], bytes], int] | None:
+        share = self._share
+        return share if share is not None and len(frame) <= share[2] else None
 
     # -- trained dictionaries ------------------------------------------------------------------------
     def store_dictionary(self, dictionary: Dictionary, *, adopt: bool = True) -> None:
