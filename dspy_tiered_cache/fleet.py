@@ -20,7 +20,8 @@ SQLite file of the disk tier), under these rules:
 
 Field names inside a bucket: ``n<TAB>namespace<TAB>h|m`` (lookups that hit/missed), ``s<TAB>namespace<TAB>model<TAB>
 h|p|c|usd`` (hits credited to a model; prompt and completion tokens saved; dollars saved, priced at publish time
-from LiteLLM's price map) and ``t<TAB>tier<TAB>h|m|e`` (per tier hits, misses, errors; all namespaces).
+from LiteLLM's price map) and ``t<TAB>tier<TAB>h|m|e|w|pb|sb`` (per tier hits, misses, errors, and the entries
+written with their payload and stored bytes: the fleet's bytes per entry and compression ratio; all namespaces).
 """
 
 from __future__ import annotations
@@ -289,6 +290,7 @@ class FleetPublisher:
             misses = dict(stats.stem_misses)
             saved = [(stem, model, list(v)) for (stem, model), v in stats.saved_by_stem.items()]
             tiers = [(name, t.hits, t.misses, t.errors) for name, t in stats.tiers.items()]
+        written = [(t.name, t.writes, t.payload_bytes, t.stored_bytes) for t in core.tiers]
         for stem, n in misses.items():
             name = f"n{SEP}{ns_of(stem)}{SEP}m"
             out[name] = int(out.get(name, 0)) + n
@@ -299,6 +301,10 @@ class FleetPublisher:
         for name, hits, misses_, errors in tiers:
             for suffix, n in (("h", hits), ("m", misses_), ("e", errors)):
                 out[f"t{SEP}{name}{SEP}{suffix}"] = n
+        for name, writes, payload, stored in written:  # what the tier was given to store, and what it stored
+            if writes:
+                for suffix, n in (("w", writes), ("pb", payload), ("sb", stored)):
+                    out[f"t{SEP}{name}{SEP}{suffix}"] = n
         return out
 
     def _next_batch(self, core: CacheCore) -> dict[str, Number]:
@@ -499,7 +505,7 @@ def summarize(fields: Mapping[str, float], *, namespace: str | None = None) -> d
         kind = parts[0]
         if kind == "t" and len(parts) == 3:
             tier = tiers.setdefault(parts[1], {"hits": 0, "misses": 0, "errors": 0})
-            tier[{"h": "hits", "m": "misses", "e": "errors"}.get(parts[2], parts[2])] = int(value)
+            tier[_TIER_FIELDS.get(parts[2], parts[2])] = int(value)
             continue
         if kind not in ("n", "s") or len(parts) < 3 or (namespace is not None and parts[1] != namespace):
             continue
@@ -550,8 +556,22 @@ def summarize(fields: Mapping[str, float], *, namespace: str | None = None) -> d
         "by_model": dict(sorted(by_model.items())),
     }
     if namespace is None:
+        for tier in tiers.values():
+            _storage_figures(tier)
         out["tiers"] = dict(sorted(tiers.items()))
     return out
+
+
+#: Per-tier field suffixes in a bucket: counters, then what the tier stored (``stats`` shows bytes per entry).
+_TIER_FIELDS: Final = {"h": "hits", "m": "misses", "e": "errors", "w": "writes", "pb": "payload_bytes",
+                       "sb": "stored_bytes"}  # fmt: skip
+
+
+def _storage_figures(tier: dict[str, Any]) -> None:
+    """Bytes stored per entry written and the compression ratio (payload / stored) of a tier, fleet-wide."""
+    writes, stored = tier.get("writes", 0), tier.get("stored_bytes", 0)
+    tier["bytes_per_entry"] = round(stored / writes, 1) if writes else None
+    tier["compression_ratio"] = round(tier.get("payload_bytes", 0) / stored, 3) if stored else None
 
 
 def read_fleet(core: CacheCore, *, since: str = "24h", namespace: str | None = None) -> dict[str, Any] | None:
