@@ -97,6 +97,8 @@ class Cascade:
         if s.telemetry:
             telemetry.register(self)
         self._bus: InvalidationBus | None = None
+        #: Told of every answer another process shared with us (the core wakes a caller waiting for it).
+        self._shared_arrived: Callable[[str], None] = _ignore
         # Nothing here may touch the network: the subscriber builds its client lazily, in its own thread.
         source = next((t for t in reversed(self.tiers) if t.remote and isinstance(t, PubSubSource)), None)
         if source is not None and s.invalidation_pubsub and self.memory is not None:
@@ -136,6 +138,7 @@ class Cascade:
         if not entry.expired(now):
             memory.set(key, entry.capped(memory.ttl, now))
             self.stats.count("shared_taken")
+            self._shared_arrived(key)
 
     # -- keys ----------------------------------------------------------------------------------------
     def key_for(self, request: Mapping[str, Any], *, namespace: str | None = None, ignore: Iterable[str] = ()) -> str:
@@ -475,3 +478,7 @@ class Cascade:
                 tier.close()
             except Exception as exc:
                 log.debug("closing %r failed: %s", tier, exc)
+
+
+def _ignore(key: str) -> None:
+    return None
