@@ -102,14 +102,9 @@ def test_lost_messages_are_bounded_by_generation_refresh(redis_url: str) -> None
     theirs.close()
 
 
-def test_a_live_subscriber_replaces_the_per_second_generation_reads(redis_url: str) -> None:
-    """While the invalidation channel is live, generations are not re-read every ``generation_refresh_s`` (every
-    bump arrives as a message): a bump elsewhere still reaches this process at once."""
-    mine = CacheCore(redis_url=redis_url, disk=False, generation_refresh_s=0.01)
-    theirs = CacheCore(redis_url=redis_url, disk=False)
-    assert mine._bus is not None and mine._bus.wait_connected(5)
-    assert theirs._bus is not None and theirs._bus.wait_connected(5)
-    tier = mine.tiers[-1]
+def _generation_reads(core: CacheCore) -> list[str]:
+    """The namespaces whose generation ``core`` reads from Redis from now on (the real read, recorded)."""
+    tier = core.tiers[-1]
     reads: list[str] = []
     real = tier.get_generation
 
@@ -118,6 +113,17 @@ def test_a_live_subscriber_replaces_the_per_second_generation_reads(redis_url: s
         return real(namespace)
 
     tier.get_generation = counted  # type: ignore[method-assign]
+    return reads
+
+
+def test_a_live_subscriber_replaces_the_per_second_generation_reads(redis_url: str) -> None:
+    """While the invalidation channel is live, generations are not re-read every ``generation_refresh_s`` (every
+    bump arrives as a message): a bump elsewhere still reaches this process at once."""
+    mine = CacheCore(redis_url=redis_url, disk=False, generation_refresh_s=0.01)
+    theirs = CacheCore(redis_url=redis_url, disk=False)
+    assert mine._bus is not None and mine._bus.wait_connected(5)
+    assert theirs._bus is not None and theirs._bus.wait_connected(5)
+    reads = _generation_reads(mine)
     key = mine.key_for(REQUEST, namespace="live")
     mine.set(key, {"a": 1})
     deadline = time.monotonic() + 0.3
@@ -146,15 +152,7 @@ def test_without_a_live_subscriber_generations_are_read_every_refresh(redis_url:
     assert bus._thread is not None
     bus._thread.join(5)
     assert bus.live_since() is None
-    tier = mine.tiers[-1]
-    reads: list[str] = []
-    real = tier.get_generation
-
-    def counted(namespace: str) -> int:
-        reads.append(namespace)
-        return real(namespace)
-
-    tier.get_generation = counted  # type: ignore[method-assign]
+    reads = _generation_reads(mine)
     for _ in range(3):
         time.sleep(0.02)
         mine.key_for(REQUEST, namespace="fallback")
