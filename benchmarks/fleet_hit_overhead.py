@@ -59,6 +59,7 @@ def main() -> None:
     from litellm.caching.dual_cache import DualCache
     from litellm.caching.in_memory_cache import InMemoryCache
     from litellm.caching.redis_cache import RedisCache
+    from litellm.types.caching import LiteLLMCacheType
 
     from dspy_tiered_cache import TieredCache
     from dspy_tiered_cache.integrations._litellm_hit_path import ensure_hit_path
@@ -66,7 +67,7 @@ def main() -> None:
     with RedisServer() as server, StandInProvider() as provider:
         kwargs = {"api_base": provider.base_url, "api_key": "sk-bench", "temperature": 0.0}
         ours = TieredCache(redis_url=server.url)
-        dual = Cache(type="redis", host="127.0.0.1", port=server.port,
+        dual = Cache(type=LiteLLMCacheType.REDIS, host="127.0.0.1", port=str(server.port),
                      _backend=DualCache(in_memory_cache=InMemoryCache(),
                                         redis_cache=RedisCache(host="127.0.0.1", port=server.port)))  # fmt: skip
         ensure_hit_path()
