@@ -107,7 +107,7 @@ class Cascade:
             )
             self.generations.listen(self._bus.live_since)
             if isinstance(source, AnswerSharing):
-                source.share_answers(self._bus.channel, self._bus.answer_message, SHARE_MAX_BYTES)
+                source.share_answers(self._bus.answers_channel, self._bus.answer_message, SHARE_MAX_BYTES)
 
     def _on_message(self, message: dict[str, Any]) -> None:
         """A message from another instance: a shared answer, or an invalidation (:mod:`.namespaces`)."""

@@ -62,6 +62,9 @@ class InvalidationBus:
     ) -> None:
         self._client_factory = client_factory
         self.channel = channel
+        #: Shared answers travel on a channel of their own: a process of an older release, subscribed to
+        #: ``channel`` only, never sees them (it would log each as a malformed invalidation).
+        self.answers_channel = f"{channel}:answers"
         self._handler = handler
         self._on_reconnect = on_reconnect
         self.origin = uuid.uuid4().hex[:16]
@@ -112,7 +115,7 @@ class InvalidationBus:
             pubsub = None
             try:
                 pubsub = self._client_factory().pubsub(ignore_subscribe_messages=False)  # see the confirmation
-                pubsub.subscribe(self.channel)
+                pubsub.subscribe(self.channel, self.answers_channel)
                 # Wait for the subscription to be confirmed before declaring ourselves connected.
                 confirmed = pubsub.get_message(timeout=1.0, ignore_subscribe_messages=False)
                 if not first:

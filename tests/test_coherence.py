@@ -6,6 +6,8 @@ import multiprocessing
 import time
 from typing import Any
 
+import orjson
+
 from dspy_tiered_cache import CacheCore
 
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": "coherent?"}]}
@@ -208,8 +210,8 @@ def test_shared_answers_are_checked_like_a_redis_read(redis_url: str) -> None:
         (old, frame),
         (reader.key_for(REQUEST, namespace="n").replace(":n:", ":never:"), frame),
     ):
-        client.publish(bus.channel, bus.answer_message(bad_key, bad_frame))
-    client.publish(bus.channel, bus.answer_message(key, frame))  # the one good message, last
+        client.publish(bus.answers_channel, bus.answer_message(bad_key, bad_frame))
+    client.publish(bus.answers_channel, bus.answer_message(key, frame))  # the one good message, last
     assert _until(lambda: reader.stats.shared_taken == 1)
     assert reader.stats.shared_rejected == 2  # the two frames that failed the codec's checks
     assert reader.memory is not None and reader.memory.entries == 1
@@ -223,3 +225,25 @@ def _entry(value: Any) -> Any:
     from dspy_tiered_cache.codec import Entry, encode_value
 
     return Entry(encode_value(value, 1 << 20), time.time(), time.time() + 60)
+
+
+def test_an_older_release_on_the_invalidation_channel_never_sees_shared_answers(redis_url: str) -> None:
+    """Answers go on a channel of their own: a process of an older release (subscribed to ``<prefix>:inv`` only)
+    gets the invalidations it understands and nothing it would log as malformed."""
+    writer = CacheCore(redis_url=redis_url, disk=False, key_prefix="older")
+    assert writer._bus is not None and writer._bus.wait_connected(5)
+    old = writer.tiers[-1].client.pubsub(ignore_subscribe_messages=True)  # type: ignore[attr-defined]
+    old.subscribe("older:inv")
+    old.get_message(timeout=1.0)  # the subscription's confirmation
+    key = writer.key_for(REQUEST)
+    writer.set(key, {"answer": 1})
+    writer.flush()
+    writer.delete(key)  # the signal: the next message an older release gets should be this invalidation
+    message = None
+    deadline = time.monotonic() + 5
+    while message is None and time.monotonic() < deadline:
+        message = old.get_message(timeout=0.5)
+    assert message is not None and message["data"].startswith(b"{")
+    assert orjson.loads(message["data"])["op"] == "del"
+    old.close()
+    writer.close()
