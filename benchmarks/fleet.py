@@ -244,8 +244,8 @@ def markdown(r: dict[str, Any]) -> str:
         clocked = sum(n for name, n in counts.items() if name in _PUBLISHER)
         per_lookup = (sum(counts.values()) - clocked) / row["lookups"]
         lines.append(
-            f"- {row['config']}: {counts}; without the fleet counters' batches ({clocked} commands, sent every "
-            f"fleet_flush_s whatever the traffic): {per_lookup:.3f} per lookup"
+            f"- {row['config']}: {counts}; without the fleet counters' batches ({clocked} commands: a batch per "
+            f"1,000 lookups or per minute, and one at close): {per_lookup:.3f} per lookup"
         )
     return "\n".join(lines) + "\n"
 

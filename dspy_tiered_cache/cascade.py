@@ -22,7 +22,7 @@ import orjson
 from dspy_tiered_cache import telemetry
 from dspy_tiered_cache.breaker import CircuitBreaker, breaker_for
 from dspy_tiered_cache.codec import CodecError, CorruptEntry, Entry, FrameCodec, decode_value, encode_value
-from dspy_tiered_cache.coherence import InvalidationBus, PubSubSource
+from dspy_tiered_cache.coherence import SHARE_MAX_BYTES, AnswerSharing, InvalidationBus, PubSubSource
 from dspy_tiered_cache.guard import TierGuard
 from dspy_tiered_cache.keys import (
     UncacheableRequest,
@@ -99,15 +99,48 @@ class Cascade:
         if s.telemetry:
             telemetry.register(self)
         self._bus: InvalidationBus | None = None
+        #: Told of every answer another process shared with us (the core wakes a caller waiting for it).
+        self._shared_arrived: Callable[[str], None] = _ignore
         # Nothing here may touch the network: the subscriber builds its client lazily, in its own thread.
         source = next((t for t in reversed(self.tiers) if t.remote and isinstance(t, PubSubSource)), None)
         if source is not None and s.invalidation_pubsub and self.memory is not None:
             self._bus = InvalidationBus(
-                source.pubsub_client,
-                f"{s.key_prefix}:inv",
-                self.generations.apply,
-                self.generations.forget,
+                source.pubsub_client, f"{s.key_prefix}:inv", self._on_message, self.generations.forget
             )
+            self.generations.listen(self._bus.live_since)
+            if isinstance(source, AnswerSharing):
+                source.share_answers(self._bus.answers_channel, self._bus.answer_message, SHARE_MAX_BYTES)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        """A message from another instance: a shared answer, or an invalidation (:mod:`.namespaces`)."""
+        if message.get("op") == "put":
+            self._take_shared(message["key"], message["frame"])
+        else:
+            self.generations.apply(message)
+
+    def _take_shared(self, key: str, frame: bytes) -> None:
+        """Another process stored ``frame`` under ``key``: keep it in our memory tier, trusted no more than a Redis
+        read. Only an entry key of our prefix, in a namespace we use, at the generation we use now (a message
+        from before a bump never brings an invalidated answer back); the frame passes the codec's checks."""
+        memory, prefix = self.memory, f"{self.settings.key_prefix}:e:"
+        head, _, digest = key.rpartition(":")
+        stem, _, gen = head.rpartition(":")
+        if memory is None or len(frame) > SHARE_MAX_BYTES or not stem.startswith(prefix) or len(digest) != 40:
+            return
+        if not gen.isdigit():
+            return
+        if self.generations.known(stem[len(prefix) :]) != int(gen):
+            return
+        try:
+            entry = self.codec.loads(frame)
+        except ValueError:  # corrupt, forged, foreign, or a dictionary we have not fetched: a later GET decides
+            self.stats.count("shared_rejected")
+            return
+        now = time.time()
+        if not entry.expired(now):
+            memory.set(key, entry.capped(memory.ttl, now))
+            self.stats.count("shared_taken")
+            self._shared_arrived(key)
 
     # -- keys ----------------------------------------------------------------------------------------
     def key_for(self, request: Mapping[str, Any], *, namespace: str | None = None, ignore: Iterable[str] = ()) -> str:
@@ -447,3 +480,7 @@ class Cascade:
                 tier.close()
             except Exception as exc:
                 log.debug("closing %r failed: %s", tier, exc)
+
+
+def _ignore(key: str) -> None:
+    return None

@@ -6,8 +6,9 @@ milliseconds. Pub/sub works on every Redis and Valkey, managed ones and Cluster 
 to all nodes), unlike client-side tracking, which needs RESP3 and is missing on several managed services.
 
 Messages can be lost (a disconnect, a restart). The bound on staleness then is: for namespaces and ``clear``,
-``generation_refresh_s`` (generations are re-read from Redis on that period, and re-read at once after a
-reconnect); for one deleted key, the memory tier's lifetime ``memory_ttl``. Set ``memory_ttl`` to the staleness
+``generation_refresh_s`` (while the subscriber is not connected generations are re-read from Redis on that
+period, and every generation is re-read after a reconnect: :mod:`namespaces`); for one deleted key, the memory
+tier's lifetime ``memory_ttl``. Set ``memory_ttl`` to the staleness
 you can accept for single-key deletes.
 """
 
@@ -20,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import orjson
 
@@ -29,6 +30,20 @@ from dspy_tiered_cache import forksafe
 log = logging.getLogger("dspy_tiered_cache")
 
 Handler = Callable[[dict[str, Any]], None]
+
+#: Fresh answers whose stored frame is at most this size travel over the channel to other processes' memory
+#: tiers (one PUBLISH per stored answer instead of one GET per process that later asks for it).
+SHARE_MAX_BYTES: Final = 16 * 1024
+#: First byte of a shared-answer message; invalidations are JSON objects, which start with ``{``.
+_ANSWER: Final = b"A"
+_ORIGIN_LEN: Final = 16
+
+
+@runtime_checkable
+class AnswerSharing(Protocol):
+    """A tier that can publish the entries it stores on the invalidation channel, in the write's round trip."""
+
+    def share_answers(self, channel: str, message: Callable[[str, bytes], bytes] | None, max_bytes: int) -> None: ...
 
 
 @runtime_checkable
@@ -47,11 +62,16 @@ class InvalidationBus:
     ) -> None:
         self._client_factory = client_factory
         self.channel = channel
+        #: Shared answers travel on a channel of their own: a process of an older release, subscribed to
+        #: ``channel`` only, never sees them (it would log each as a malformed invalidation).
+        self.answers_channel = f"{channel}:answers"
         self._handler = handler
         self._on_reconnect = on_reconnect
         self.origin = uuid.uuid4().hex[:16]
         self.received = 0
         self.connected = threading.Event()
+        #: When (monotonic) the subscription was last confirmed; None while disconnected.
+        self.connected_at: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = -1
@@ -63,6 +83,11 @@ class InvalidationBus:
         self._thread = None  # the subscriber thread did not survive the fork; ensure_started() makes a new one
         self._stop = threading.Event()
         self.connected = threading.Event()
+        self.connected_at = None
+
+    def live_since(self) -> float | None:
+        """Since when every message on the channel reaches us (None: not connected, in this process)."""
+        return self.connected_at if self._pid == os.getpid() and self.connected.is_set() else None
 
     def ensure_started(self) -> None:
         """Start (or, in a forked child, restart) the subscriber. Cheap when it already runs."""
@@ -89,13 +114,16 @@ class InvalidationBus:
         while not self._stop.is_set():
             pubsub = None
             try:
-                pubsub = self._client_factory().pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(self.channel)
+                pubsub = self._client_factory().pubsub(ignore_subscribe_messages=False)  # see the confirmation
+                pubsub.subscribe(self.channel, self.answers_channel)
                 # Wait for the subscription to be confirmed before declaring ourselves connected.
-                pubsub.get_message(timeout=1.0, ignore_subscribe_messages=False)
-                self.connected.set()
+                confirmed = pubsub.get_message(timeout=1.0, ignore_subscribe_messages=False)
                 if not first:
                     self._on_reconnect()  # messages may have been lost while we were away
+                # Only a confirmed subscription lets generations be trusted longer (namespaces.LIVE_REFRESH_S).
+                live = isinstance(confirmed, dict) and confirmed.get("type") in ("subscribe", b"subscribe")
+                self.connected_at = time.monotonic() if live else None
+                self.connected.set()
                 first = False
                 backoff = 0.2
                 while not self._stop.is_set():
@@ -104,15 +132,46 @@ class InvalidationBus:
                         self._apply(message["data"])
             except Exception as exc:
                 self.connected.clear()
+                self.connected_at = None
                 log.debug("invalidation subscriber disconnected: %s; retrying in %.1fs", exc, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
+                if self._stop.is_set():  # stopped: no message reaches us any more
+                    self.connected.clear()
+                    self.connected_at = None
                 if pubsub is not None:
                     with contextlib.suppress(Exception):
                         pubsub.close()
 
+    def answer_message(self, key: str, frame: bytes) -> bytes:
+        """The message sharing a freshly stored ``frame`` (as stored in Redis: checksummed, maybe compressed):
+        ``A`` + our origin + key length (2 bytes) + key + frame. Receivers check it as they check a Redis read."""
+        raw = key.encode()
+        return b"".join((_ANSWER, self.origin.encode(), len(raw).to_bytes(2, "big"), raw, frame))
+
+    def _apply_answer(self, data: bytes) -> None:
+        """Another process stored an answer: hand ``{"op": "put", "key", "frame"}`` to the handler (which checks
+        the key is ours and current, and decodes the frame with every check a Redis read gets)."""
+        origin = data[1 : 1 + _ORIGIN_LEN]
+        start = 1 + _ORIGIN_LEN + 2
+        size = int.from_bytes(data[1 + _ORIGIN_LEN : start], "big")
+        if len(data) <= start + size or origin == self.origin.encode():
+            return
+        try:
+            key = data[start : start + size].decode()
+        except UnicodeDecodeError:
+            return
+        self.received += 1
+        try:
+            self._handler({"op": "put", "key": key, "frame": data[start + size :]})
+        except Exception:
+            log.exception("dspy_tiered_cache: taking a shared answer failed")
+
     def _apply(self, data: bytes) -> None:
+        if data[:1] == _ANSWER:
+            self._apply_answer(data)
+            return
         try:
             message = orjson.loads(data)
         except orjson.JSONDecodeError:

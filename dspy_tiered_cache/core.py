@@ -40,6 +40,7 @@ class CacheCore(Cascade):
         super().__init__(settings, tiers=tiers, **overrides)
         #: Single-flight: in-process flights and cross-process leases, behind one lead/join protocol.
         self.claims = Claims(self)
+        self._shared_arrived = self.claims.arrived  # a waiter for another process's answer wakes when it arrives
         # Features attach last, to a complete core (see hooks.py); the operations they provide are bound once.
         self._operations = hooks.operations()
         self._describe_miss = self._operations.get("replay_miss", bare_replay_miss)

@@ -6,9 +6,12 @@ process therefore adds its *deltas* to hourly buckets in the most shared tier it
 SQLite file of the disk tier), under these rules:
 
 * never on the hit path: the counters are the ones :class:`~dspy_tiered_cache.stats.Stats` already keeps; one
-  background thread per process diffs them against what it last published, every ``fleet_flush_s`` seconds and
-  at exit (``atexit`` and ``CacheCore.close``). A busy process adds one Redis command per interval (one
-  ``EVALSHA`` applying the whole batch), however many calls it serves.
+  background thread per process diffs them against what it last published and at exit (``atexit`` and
+  ``CacheCore.close``). A batch is one ``EVALSHA``, but Redis counts (and spends CPU on) every ``HINCRBY`` inside
+  it, about ten per batch: so a batch goes out every ``fleet_flush_s`` seconds only once the process has counted
+  :data:`BATCH_LOOKUPS` lookups since the last one, and otherwise every :data:`QUIET_FLUSH_S` seconds. A busy
+  process pays about 0.01 commands per lookup for the fleet view, a quiet one a batch a minute; nothing is lost
+  at exit (the last batch is sent then, whatever its size).
 * exactly once: a batch carries (publisher id, sequence number) and the store applies a sequence number only
   once, so a batch whose reply was lost is retried without being counted twice. While the shared tier is down the
   batch is kept and retried (later deltas stay in the counters); only a process that exits during an outage
@@ -17,7 +20,8 @@ SQLite file of the disk tier), under these rules:
 
 Field names inside a bucket: ``n<TAB>namespace<TAB>h|m`` (lookups that hit/missed), ``s<TAB>namespace<TAB>model<TAB>
 h|p|c|usd`` (hits credited to a model; prompt and completion tokens saved; dollars saved, priced at publish time
-from LiteLLM's price map) and ``t<TAB>tier<TAB>h|m|e`` (per tier hits, misses, errors; all namespaces).
+from LiteLLM's price map) and ``t<TAB>tier<TAB>h|m|e|w|pb|sb`` (per tier hits, misses, errors, and the entries
+written with their payload and stored bytes: the fleet's bytes per entry and compression ratio; all namespaces).
 """
 
 from __future__ import annotations
@@ -52,6 +56,10 @@ RETENTION_S: Final = 8 * 24 * 3600
 _SEQ_TTL_S: Final = 2 * 24 * 3600
 SINCE: Final = {"1h": 3600, "24h": 24 * 3600, "7d": 7 * 24 * 3600}
 SEP: Final = "\t"
+#: Lookups counted since the last batch that make the next one worth its ~10 Redis commands at ``fleet_flush_s``.
+BATCH_LOOKUPS: Final = 1000
+#: Below :data:`BATCH_LOOKUPS`, the longest a process's counts wait for the fleet view (or ``fleet_flush_s``).
+QUIET_FLUSH_S: Final = 60.0
 
 Number = int | float
 
@@ -245,6 +253,9 @@ class FleetPublisher:
         self._pending: tuple[int, int, dict[str, Number]] | None = None
         self._lock = threading.Lock()
         self._due = time.monotonic() + self.interval
+        #: Lookups counted and when, at the last batch (see :meth:`_worth_a_batch`).
+        self._sent_lookups = core.stats.hits + core.stats.misses
+        self._sent_at = time.monotonic()
         self.batches = 0
         self.failures = 0
         self.lost_batches = 0
@@ -259,6 +270,7 @@ class FleetPublisher:
         self._seq = 0
         self._pending = None
         core = self._core()
+        self._sent_lookups = core.stats.hits + core.stats.misses if core is not None else 0
         # The only thread in the child: read without the stats lock (another thread may have held it at fork).
         self._last = self._collect(core, locked=False) if core is not None else {}
 
@@ -278,6 +290,7 @@ class FleetPublisher:
             misses = dict(stats.stem_misses)
             saved = [(stem, model, list(v)) for (stem, model), v in stats.saved_by_stem.items()]
             tiers = [(name, t.hits, t.misses, t.errors) for name, t in stats.tiers.items()]
+        written = [(t.name, t.writes, t.payload_bytes, t.stored_bytes) for t in core.tiers]
         for stem, n in misses.items():
             name = f"n{SEP}{ns_of(stem)}{SEP}m"
             out[name] = int(out.get(name, 0)) + n
@@ -288,6 +301,10 @@ class FleetPublisher:
         for name, hits, misses_, errors in tiers:
             for suffix, n in (("h", hits), ("m", misses_), ("e", errors)):
                 out[f"t{SEP}{name}{SEP}{suffix}"] = n
+        for name, writes, payload, stored in written:  # what the tier was given to store, and what it stored
+            if writes:
+                for suffix, n in (("w", writes), ("pb", payload), ("sb", stored)):
+                    out[f"t{SEP}{name}{SEP}{suffix}"] = n
         return out
 
     def _next_batch(self, core: CacheCore) -> dict[str, Number]:
@@ -313,14 +330,26 @@ class FleetPublisher:
         delta.update(dollars)
         return delta
 
-    def flush(self) -> bool:
-        """Publish what was counted since the last batch. Never raises; False when the store failed."""
+    def _worth_a_batch(self, core: CacheCore, now: float) -> bool:
+        """Whether a periodic batch should go out now (see the module docstring): enough lookups, or long enough."""
+        counted = core.stats.hits + core.stats.misses
+        if counted < self._sent_lookups:  # the counters were reset
+            self._sent_lookups = 0
+        return counted - self._sent_lookups >= BATCH_LOOKUPS or now - self._sent_at >= max(QUIET_FLUSH_S, self.interval)
+
+    def flush(self, *, periodic: bool = False) -> bool:
+        """Publish what was counted since the last batch (``periodic``: only if :meth:`_worth_a_batch`). Never
+        raises; False when the store failed."""
         core = self._core()
         if core is None:
             return True
         with self._lock:
-            self._due = time.monotonic() + self.interval
+            now = time.monotonic()
+            self._due = now + self.interval
             if self._pending is None:
+                if periodic and not self._worth_a_batch(core, now):
+                    return True
+                self._sent_lookups, self._sent_at = core.stats.hits + core.stats.misses, now
                 fields = self._next_batch(core)
                 if not fields:
                     return True
@@ -409,7 +438,7 @@ def _run() -> None:
         publishers = [p for p in list(_publishers) if not p.closed]
         for publisher in publishers:
             if publisher._due <= now:
-                publisher.flush()
+                publisher.flush(periodic=True)
         soonest = min((p._due for p in publishers), default=now + 1.0)
         _wake.wait(max(0.05, min(1.0, soonest - time.monotonic())))
         _wake.clear()
@@ -476,7 +505,7 @@ def summarize(fields: Mapping[str, float], *, namespace: str | None = None) -> d
         kind = parts[0]
         if kind == "t" and len(parts) == 3:
             tier = tiers.setdefault(parts[1], {"hits": 0, "misses": 0, "errors": 0})
-            tier[{"h": "hits", "m": "misses", "e": "errors"}.get(parts[2], parts[2])] = int(value)
+            tier[_TIER_FIELDS.get(parts[2], parts[2])] = int(value)
             continue
         if kind not in ("n", "s") or len(parts) < 3 or (namespace is not None and parts[1] != namespace):
             continue
@@ -527,8 +556,22 @@ def summarize(fields: Mapping[str, float], *, namespace: str | None = None) -> d
         "by_model": dict(sorted(by_model.items())),
     }
     if namespace is None:
+        for tier in tiers.values():
+            _storage_figures(tier)
         out["tiers"] = dict(sorted(tiers.items()))
     return out
+
+
+#: Per-tier field suffixes in a bucket: counters, then what the tier stored (``stats`` shows bytes per entry).
+_TIER_FIELDS: Final = {"h": "hits", "m": "misses", "e": "errors", "w": "writes", "pb": "payload_bytes",
+                       "sb": "stored_bytes"}  # fmt: skip
+
+
+def _storage_figures(tier: dict[str, Any]) -> None:
+    """Bytes stored per entry written and the compression ratio (payload / stored) of a tier, fleet-wide."""
+    writes, stored = tier.get("writes", 0), tier.get("stored_bytes", 0)
+    tier["bytes_per_entry"] = round(stored / writes, 1) if writes else None
+    tier["compression_ratio"] = round(tier.get("payload_bytes", 0) / stored, 3) if stored else None
 
 
 def read_fleet(core: CacheCore, *, since: str = "24h", namespace: str | None = None) -> dict[str, Any] | None:

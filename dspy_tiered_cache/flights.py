@@ -18,6 +18,7 @@ the lookup of the same call, and a claim left open would strand every later iden
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import Generator
@@ -109,6 +110,8 @@ class Wait:
 @dataclass(frozen=True, slots=True)
 class Sleep:
     seconds: float
+    #: The key whose answer would end the sleep early when it arrives over the invalidation channel.
+    key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +138,28 @@ class Claims:
         #: Leases live in the most shared tier that can hold them (Redis, else the machine's SQLite file).
         self.tier: Tier | None = lockable[-1] if lockable and core.settings.distributed_single_flight else None
         self._leases: LeaseTier | None = self.tier if isinstance(self.tier, LeaseTier) else None
+        #: key -> the event a thread waiting for another process's answer sleeps on (see :meth:`nap`).
+        self._arrivals: dict[str, threading.Event] = {}
+
+    def arrived(self, key: str) -> None:
+        """Another process's answer for ``key`` reached our memory tier (shared over the invalidation channel):
+        wake the thread polling for it now instead of at its next ``lock_poll_s``."""
+        event = self._arrivals.get(key)
+        if event is not None:
+            event.set()
+
+    def nap(self, step: Sleep) -> None:
+        """A blocking poll interval that ends early when the awaited answer arrives (an answer that arrived just
+        before is found by the memory-tier look that follows every nap). One waiter per key per process: the
+        others follow its in-process flight."""
+        if not step.key:
+            time.sleep(step.seconds)
+            return
+        event = self._arrivals[step.key] = threading.Event()
+        try:
+            event.wait(step.seconds)
+        finally:
+            self._arrivals.pop(step.key, None)
 
     def __len__(self) -> int:
         """Flights under way in this process (each has a leader that must still end its claim)."""
@@ -164,16 +189,20 @@ class Claims:
             token = yield TakeLease(key)
             deadline = time.monotonic() + settings.single_flight_timeout
             while token is None:  # another process computes it: wait for its answer in the shared tier
-                yield Sleep(settings.lock_poll_s)
+                yield Sleep(settings.lock_poll_s, key)
+                # Its answer may already be here: shared over the invalidation channel into our memory tier.
+                payload = self.core.peek_local(key, max_age=max_age)
+                if payload is not None:
+                    return self._answered(claim, payload, "l1")
                 entry, level = yield PeekShared(key)
                 if entry is not None:
-                    return self._answered(claim, entry, level)
+                    return self._answered(claim, entry.payload, level)
                 token = (yield TakeLease(key)) if time.monotonic() < deadline else ""
             claim.token = token
             if token:  # the previous holder may have stored its answer just before we took the lease
                 entry, level = yield PeekShared(key)
                 if entry is not None:
-                    return self._answered(claim, entry, level)
+                    return self._answered(claim, entry.payload, level)
             return claim
         return Claim(key)
 
@@ -181,11 +210,11 @@ class Claims:
         self.core.stats.count("joined")
         return Claim(key, answer=payload, level=level, ended=True)
 
-    def _answered(self, claim: Claim, entry: Entry, level: str) -> Claim:
+    def _answered(self, claim: Claim, payload: bytes, level: str) -> Claim:
         """Another process answered while we led in this process: hand its answer to our followers."""
-        self.end(claim, entry.payload)
+        self.end(claim, payload)
         self.core.stats.count("joined")
-        return Claim(claim.key, answer=entry.payload, level=level, ended=True)
+        return Claim(claim.key, answer=payload, level=level, ended=True)
 
     # -- ending a claim ---------------------------------------------------------------------------------------
     def end(self, claim: Claim, payload: bytes | None) -> None:
@@ -316,7 +345,7 @@ def drive(claims: Claims, steps: Steps) -> Claim:
             if isinstance(step, Wait):
                 result = step.flight.wait(step.timeout)
             elif isinstance(step, Sleep):
-                time.sleep(step.seconds)
+                claims.nap(step)
                 result = None
             elif isinstance(step, TakeLease):
                 result = claims.take(step.key)

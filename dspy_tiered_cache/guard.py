@@ -98,10 +98,19 @@ class TierGuard:
         return True
 
     def _read_done(self, tier: Tier, entry: Entry | None, started: float) -> Entry | None:
+        """A read that worked: the breaker hears of it; the tier's counters are bumped lock-free (as the memory
+        tier's are: a rare lost increment under threads is cheaper than a lock on every read) and its latency is
+        sampled 1 read in 16 (recording one, with the OpenTelemetry histogram, cost more than the checksum)."""
         breaker = self.breakers.get(tier.name)
         if breaker is not None:
             breaker.success()
-        self.stats.record(tier.name, hit=entry is not None, seconds=time.perf_counter() - started)
+        t = self.stats.tiers[tier.name]
+        if entry is not None:
+            t.hits += 1
+        else:
+            t.misses += 1
+        if not (t.hits + t.misses) & 15:
+            t.observe(time.perf_counter() - started)
         return entry
 
     def _read_failed(self, tier: Tier, key: str, exc: Exception, started: float) -> Entry | None:

@@ -295,6 +295,12 @@ def fleet_tables(fleet: Mapping[str, Any]) -> str:
             for m, r in by_model.items()
         ]
         lines += ["", format_table(["model", "hits", "tokens saved", "dollars saved"], rows, align_right={1, 2, 3})]
+    stored = {name: t for name, t in (fleet.get("tiers") or {}).items() if t.get("writes")}
+    if stored:  # what the fleet's writes cost each tier
+        rows = [[name, f"{_int(t.get('writes')):,}", f"{t.get('bytes_per_entry') or 0:,.0f}",
+                 f"{t.get('compression_ratio') or 0:.2f}x"] for name, t in stored.items()]  # fmt: skip
+        lines += ["", format_table(["tier", "entries written", "bytes per entry", "compression"], rows,
+                                   align_right={1, 2, 3})]  # fmt: skip
     return "\n".join(lines)
 
 

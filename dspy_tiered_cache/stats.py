@@ -84,6 +84,9 @@ class Stats:
         self.stores = 0
         self.store_skipped = 0  # unserializable or oversized values
         self.uncacheable = 0  # requests with no canonical key
+        #: Answers other processes shared over the invalidation channel: kept in memory / dropped by the checks.
+        self.shared_taken = 0
+        self.shared_rejected = 0
         self.prompt_tokens_saved = 0
         self.completion_tokens_saved = 0
         #: model -> [prompt tokens, completion tokens] saved; priced only when read (pricing is slow).
@@ -138,11 +141,10 @@ class Stats:
             setattr(self, name, getattr(self, name) + n)
 
     def hit(self, key: str) -> None:
-        """One lookup answered by a tier below L1 (L1 hits are counted lock-free by the core)."""
-        stem = key_stem(key)
-        with self._lock:
-            self.hits += 1
-            self.stem_hits[stem] += 1
+        """One lookup answered by a tier below L1; lock-free like the core's L1 hits (``stem_hits`` is a
+        defaultdict: a rare lost increment under threads, never an error)."""
+        self.hits += 1
+        self.stem_hits[key[:-_DIGEST_TAIL]] += 1
 
     def miss(self, key: str, n: int = 1) -> None:
         """``n=-1`` takes back a miss the call's answer later turned into a hit (a semantic hit)."""

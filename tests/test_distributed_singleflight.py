@@ -122,3 +122,29 @@ def test_redis_down_falls_back_to_in_process_single_flight() -> None:
             t.join()
         assert calls == 1 and len(results) == 10
         core.close()
+
+
+def test_a_waiting_process_wakes_when_the_answer_is_shared_not_at_its_next_poll(redis_url: str) -> None:
+    """The lease holder's answer reaches the waiting instance over the invalidation channel; the waiter wakes on
+    it instead of sleeping out ``lock_poll_s`` (here 5 s, so a poll would fail the bound) and makes no GET."""
+    leader = CacheCore(redis_url=redis_url, disk=False, key_prefix="wake")
+    waiter = CacheCore(redis_url=redis_url, disk=False, key_prefix="wake", lock_poll_s=5.0)
+    for core in (leader, waiter):
+        assert core._bus is not None and core._bus.wait_connected(5)
+    key = leader.key_for({"q": "wake"})
+    assert waiter.key_for({"q": "wake"}) == key
+    claim = leader.claim(key)
+    assert claim.leads and claim.token
+    got: list[Any] = []
+    thread = threading.Thread(target=lambda: got.append(waiter.claim(key)))
+    thread.start()
+    deadline = time.monotonic() + 5
+    while key not in waiter.claims._arrivals and time.monotonic() < deadline:  # the waiter is napping
+        time.sleep(0.005)
+    started = time.monotonic()
+    leader.fulfil(claim, {"answer": "shared"})
+    thread.join(10)
+    assert got and got[0].answer is not None and time.monotonic() - started < 2.5
+    assert got[0].level == "l1"  # from its memory tier: the answer came with the message
+    leader.close()
+    waiter.close()

@@ -357,3 +357,46 @@ def test_reset_counters_and_misses_taken_back_are_published_exactly(tmp_path: Pa
         assert core.fleet.flush()
         fleet = read_fleet(core)
         assert fleet is not None and fleet["misses"] == 3  # 2 before the reset, 1 after
+
+
+def test_small_counts_wait_for_a_batch_but_reach_the_fleet_at_close(tmp_path: Path) -> None:
+    """A periodic batch costs ~10 Redis commands: a process that counted a few lookups does not send one every
+    ``fleet_flush_s``, yet nothing it counted is missing from the fleet view once it closes."""
+    path = tmp_path / "c.sqlite3"
+    with CacheCore(disk_path=path, fleet_flush_s=0.01) as core:
+        key = core.key_for({"q": 1}, namespace="quiet")
+        core.get(key)
+        core.set(key, {"answer": 1})
+        core.get(key)
+        assert core.fleet is not None
+        assert core.fleet.flush(periodic=True) and core.fleet.batches == 0
+        with CacheCore(disk_path=path, fleet=False) as reader:
+            assert (read_fleet(reader, since="1h") or {}).get("hits", 0) == 0
+    assert core.fleet.batches == 1
+    with CacheCore(disk_path=path, fleet=False) as reader:
+        fleet = read_fleet(reader, since="1h")
+    assert fleet is not None and (fleet["hits"], fleet["misses"]) == (1, 1)
+
+
+def test_fleet_view_shows_bytes_per_entry_and_compression_per_tier(redis_url: str) -> None:
+    """Every process adds what its tiers stored (entries, payload bytes, stored bytes) to its batches; the fleet
+    view divides them: bytes per entry and compression ratio per tier, fleet-wide, in ``stats`` too."""
+    from dspy_tiered_cache.report import fleet_tables
+
+    answer = {"choices": [{"message": {"content": "A cached answer that compresses well. " * 40}}]}
+    for _ in range(2):  # two processes' worth of batches, summed
+        with CacheCore(redis_url=redis_url, disk=False, key_prefix="fleetbytes", fleet_flush_s=3600) as core:
+            for i in range(3):
+                core.set(core.key_for({"q": i, "run": time.monotonic()}), answer)
+            core.flush()
+            l2 = core.tiers[-1]
+            expected = (l2.writes, l2.payload_bytes, l2.stored_bytes)
+    with CacheCore(redis_url=redis_url, disk=False, key_prefix="fleetbytes", fleet=False) as reader:
+        fleet = read_fleet(reader, since="1h")
+    assert fleet is not None
+    tier = fleet["tiers"]["l2"]
+    assert (tier["writes"], tier["payload_bytes"], tier["stored_bytes"]) == tuple(2 * n for n in expected)
+    assert tier["bytes_per_entry"] == round(expected[2] / expected[0], 1)
+    assert tier["compression_ratio"] == round(expected[1] / expected[2], 3) and tier["compression_ratio"] > 2
+    table = fleet_tables(fleet)
+    assert "bytes per entry" in table and f"{tier['compression_ratio']:.2f}x" in table

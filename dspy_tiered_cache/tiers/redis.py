@@ -21,9 +21,8 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio
@@ -40,6 +39,7 @@ from dspy_tiered_cache.dictionary import Dictionary, pack
 from dspy_tiered_cache.keys import entry_pattern, generation_key
 from dspy_tiered_cache.settings import mask_url
 from dspy_tiered_cache.tiers.base import Tier, TierHealth, storage_figures
+from dspy_tiered_cache.tiers.redis_topology import cluster_seeds, sentinel_master
 from dspy_tiered_cache.tiers.stored_dictionaries import StoredDictionaries
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
@@ -123,6 +123,8 @@ class RedisTier(Tier):
         self._dictionaries = StoredDictionaries(codec, prefix)
         #: token -> monotonic time until which the lease it names is surely still held (see acquire_lock).
         self._leases: dict[str, float] = {}
+        #: (channel, message builder, largest frame sent) when fresh answers are shared (see share_answers()).
+        self._share: tuple[str, Callable[[str, bytes], bytes], int] | None = None
         forksafe.register(self)
 
     def _after_fork_in_child(self) -> None:
@@ -259,10 +261,10 @@ class RedisTier(Tier):
         else:
             retry = Retry(NoBackoff(), 0)
         if self.url.startswith("redis+sentinel://"):
-            return self._build_sentinel(asyncio_client, retry)
+            return sentinel_master(self.url, self._options, asyncio_client, retry)
         if self.cluster:
             cls: Any = redis.asyncio.cluster.RedisCluster if asyncio_client else redis.cluster.RedisCluster
-            seeds = self._cluster_seeds(asyncio_client)
+            seeds = cluster_seeds(self._url(), asyncio_client)
             # While it is built, the client reads the command table from one node: let it move on to another node
             # if that one is dead, then run every command with no retries.
             building = (AsyncRetry if asyncio_client else Retry)(NoBackoff(), len(seeds[0]) if seeds else 1)
@@ -276,52 +278,6 @@ class RedisTier(Tier):
             return client
         cls = redis.asyncio.Redis if asyncio_client else redis.Redis
         return cls.from_url(self._url(), retry=retry, retry_on_timeout=False, **self._options)
-
-    def _cluster_seeds(self, asyncio_client: bool) -> tuple[list[Any], dict[str, Any]] | None:
-        """``redis://[user:pass@]host:port,host:port,...``: several seed nodes, so that one seed being down when
-        the client is built does not keep the cache away from the rest of the cluster."""
-        parts = urlsplit(self._url())
-        hosts = parts.netloc.rsplit("@", 1)[-1]
-        if "," not in hosts:
-            return None
-        node_cls: Any = redis.asyncio.cluster.ClusterNode if asyncio_client else redis.cluster.ClusterNode
-        nodes = []
-        for hostport in hosts.split(","):
-            host, _, port = hostport.rpartition(":")
-            nodes.append(node_cls(host or hostport, int(port or 6379)))
-        extra: dict[str, Any] = {"ssl": True} if parts.scheme == "rediss" else {}
-        if parts.password:
-            extra.update(username=parts.username or None, password=parts.password)
-        return nodes, extra
-
-    def _build_sentinel(self, asyncio_client: bool, retry: Any) -> Any:
-        """``redis+sentinel://[user:pass@]host:port[,host:port...]/master_name[/db]``: the master, found through
-        the sentinels and found again after a failover."""
-        parts = urlsplit(self.url)
-        hosts = parts.netloc.rsplit("@", 1)[-1]
-        sentinels = []
-        for hostport in hosts.split(","):
-            host, _, port = hostport.rpartition(":")
-            sentinels.append((host or hostport, int(port or 26379)))
-        path = [p for p in parts.path.split("/") if p]
-        if not path:
-            raise ValueError("a redis+sentinel:// URL needs the master name: redis+sentinel://host:26379/mymaster")
-        master = path[0]
-        db = int(path[1]) if len(path) > 1 else 0
-        opts = {k: v for k, v in self._options.items() if k != "max_connections"}
-        auth = {"username": parts.username, "password": parts.password} if parts.password else {}
-        # The sentinels' own connections get the same timeouts and no retries: discovery already moves on to the
-        # next sentinel, and a retry would multiply the timeout of each one that hangs.
-        sentinel_opts = {**opts, "retry": retry}
-        if asyncio_client:
-            from redis.asyncio.sentinel import Sentinel as AsyncSentinel
-
-            sentinel: Any = AsyncSentinel(sentinels, sentinel_kwargs=sentinel_opts, **opts)  # type: ignore[no-untyped-call]
-        else:
-            from redis.sentinel import Sentinel
-
-            sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_opts, **opts)  # type: ignore[no-untyped-call]
-        return sentinel.master_for(master, db=db, retry=retry, **auth)
 
     # -- protocol ------------------------------------------------------------------------------------
     def _decode(self, raw: bytes | None) -> Entry | None:
@@ -369,8 +325,16 @@ class RedisTier(Tier):
                 stored.found(number, self.client.get(stored.key(number)))
             stored.adopt(number)
         encoded = self._encode(entry)
-        if encoded is not None:
+        if encoded is None:
+            return
+        share = self._sharing(encoded[0])
+        if share is None:
             self.client.set(key, encoded[0], px=encoded[1])
+            return
+        pipe = self.client.pipeline(transaction=False)  # one round trip for both
+        pipe.set(key, encoded[0], px=encoded[1])
+        pipe.publish(share[0], share[1](key, encoded[0]))
+        pipe.execute()
 
     async def aset(self, key: str, entry: Entry) -> None:
         client = await self._ac()
@@ -381,8 +345,28 @@ class RedisTier(Tier):
                 stored.found(number, await client.get(stored.key(number)))
             stored.adopt(number)
         encoded = self._encode(entry)
-        if encoded is not None:
+        if encoded is None:
+            return
+        share = self._sharing(encoded[0])
+        if share is None:
             await client.set(key, encoded[0], px=encoded[1])
+            return
+        pipe = client.pipeline(transaction=False)
+        pipe.set(key, encoded[0], px=encoded[1])
+        pipe.publish(share[0], share[1](key, encoded[0]))
+        await pipe.execute()
+
+    # -- fresh answers for other processes' memory tiers ---------------------------------------------
+    def share_answers(self, channel: str, message: Callable[[str, bytes], bytes] | None, max_bytes: int) -> None:
+        """Publish every entry this tier stores (frames up to ``max_bytes``) on ``channel``, in the same round trip
+        as its SET, as ``message(key, frame)``: other processes put it in their memory tiers instead of each
+        GETting it on first use (:mod:`dspy_tiered_cache.coherence`). ``None`` stops it. Not on a Cluster (a
+        pipeline there is per slot; PUBLISH has none)."""
+        self._share = None if message is None or self.cluster else (channel, message, max_bytes)
+
+    def _sharing(self, frame: bytes) -> tuple[str, Callable[[str, bytes], bytes], int] | None:
+        share = self._share
+        return share if share is not None and len(frame) <= share[2] else None
 
     # -- trained dictionaries ------------------------------------------------------------------------
     def store_dictionary(self, dictionary: Dictionary, *, adopt: bool = True) -> None:
