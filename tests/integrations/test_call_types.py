@@ -22,7 +22,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import litellm
 import pytest
@@ -37,7 +37,9 @@ from litellm.caching.caching import Cache
 from litellm.types.caching import LiteLLMCacheType
 
 from dspy_tiered_cache.testing.provider import StandInProvider
-from tests.integrations.conftest import MakeCache
+
+if TYPE_CHECKING:  # the pytest script does not put the checkout on sys.path (the matrix runs it so)
+    from tests.integrations.conftest import MakeCache
 
 Call = Callable[[StandInProvider], Any]
 
