@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dspy_tiered_cache.integrations._dspy_adapter import CallScope, DSPyCacheAdapter
+from dspy_tiered_cache.integrations._dspy_litellm_reset import settle_dspy_litellm_defaults
 
 log = logging.getLogger("dspy_tiered_cache.dspy")
 
@@ -178,6 +179,7 @@ def ensure_installed() -> DispatchingCache:
         current = dspy.__dict__.get("cache")
         if type(current) is DispatchingCache:
             return current
+        settle_dspy_litellm_defaults()  # DSPy's one-time `litellm.cache = None` now, not after a TieredCache is set
         if _state["installed"] is not None:
             warnings.warn(
                 "dspy.cache was replaced (dspy.configure_cache()?) after a CachedLM was created. CachedLM keeps "

@@ -59,6 +59,7 @@ except ImportError:
 
 from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.flights import Claim
+from dspy_tiered_cache.integrations._dspy_litellm_reset import settle_dspy_litellm_defaults
 from dspy_tiered_cache.integrations._litellm_args import translate_cache_args
 from dspy_tiered_cache.integrations._litellm_backend import (
     _LOOKUP,
@@ -155,6 +156,7 @@ class TieredCache(FlightsMixin, Cache):
     ) -> None:
         require_litellm_door()  # one line naming the LiteLLM it needs, on an older one
         _check_hit_path_imports()
+        settle_dspy_litellm_defaults()  # else DSPy's first LiteLLM use resets `litellm.cache` and drops this cache
         door_mode = None
         litellm_args = {name: overrides.pop(name) for name in list(overrides) if name not in CacheSettings.model_fields}
         if ttl is not None:
