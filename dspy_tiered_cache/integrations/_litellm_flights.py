@@ -151,7 +151,7 @@ class FlightsMixin:
         return led
 
 
-class _FlightReleaser(CustomLogger):  # type: ignore[misc]
+class _FlightReleaser(CustomLogger):  # type: ignore[misc,unused-ignore]
     """Tells the followers of a failed call's flight to go upstream themselves instead of waiting.
 
     One per process, registered once, dispatching to every live TieredCache: LiteLLM keeps one callback of a

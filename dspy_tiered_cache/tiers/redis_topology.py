@@ -53,9 +53,9 @@ def sentinel_master(url: str, options: dict[str, Any], asyncio_client: bool, ret
     if asyncio_client:
         from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 
-        sentinel: Any = AsyncSentinel(sentinels, sentinel_kwargs=sentinel_opts, **opts)  # type: ignore[no-untyped-call]
+        sentinel: Any = AsyncSentinel(sentinels, sentinel_kwargs=sentinel_opts, **opts)  # type: ignore[no-untyped-call,unused-ignore]
     else:
         from redis.sentinel import Sentinel
 
-        sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_opts, **opts)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_opts, **opts)  # type: ignore[no-untyped-call,unused-ignore]
     return sentinel.master_for(master, db=db, retry=retry, **auth)
