@@ -19,19 +19,9 @@ import pytest
 
 from dspy_tiered_cache.testing.provider import StandInProvider
 
-#: The LiteLLM door set up before any DSPy call; a plain dspy.LM call (DSPy's first use of LiteLLM; DSPy turns
-#: LiteLLM's cache off for its own requests), then the same direct LiteLLM call twice.
-LM_AFTER_CACHE = textwrap.dedent(
+#: Every case ends with the same direct LiteLLM call twice: the second must be a hit from the TieredCache.
+TWO_DIRECT_CALLS = textwrap.dedent(
     """
-    import inspect, json, sys
-    import litellm, dspy
-    from dspy_tiered_cache import TieredCache
-    api_base = sys.argv[1]
-    litellm.cache = TieredCache()
-    # DSPy 3.4+ may call OpenAI through its own engine: ask for LiteLLM's, as 3.0-3.3 always use
-    engine = {"engine": "litellm"} if "engine" in inspect.signature(dspy.LM.__init__).parameters else {}
-    lm = dspy.LM("openai/gpt-4o-mini", api_base=api_base, api_key="sk-test", cache=False, num_retries=0, **engine)
-    lm("What is a cache stampede?")
     answers = [
         litellm.completion(
             model="openai/gpt-4o-mini", api_base=api_base, api_key="sk-test",
@@ -43,9 +33,29 @@ LM_AFTER_CACHE = textwrap.dedent(
     """
 )
 
-#: The cache assigned before DSPy is even imported; a CachedLM made afterwards; then direct LiteLLM calls.
-CACHE_BEFORE_DSPY_IMPORT = textwrap.dedent(
+#: The LiteLLM door set up before any DSPy call; a plain dspy.LM call (DSPy's first use of LiteLLM; DSPy turns
+#: LiteLLM's cache off for its own requests), then the same direct LiteLLM call twice.
+LM_AFTER_CACHE = (
+    textwrap.dedent(
+        """
+    import inspect, json, sys
+    import litellm, dspy
+    from dspy_tiered_cache import TieredCache
+    api_base = sys.argv[1]
+    litellm.cache = TieredCache()
+    # DSPy 3.4+ may call OpenAI through its own engine: ask for LiteLLM's, as 3.0-3.3 always use
+    engine = {"engine": "litellm"} if "engine" in inspect.signature(dspy.LM.__init__).parameters else {}
+    lm = dspy.LM("openai/gpt-4o-mini", api_base=api_base, api_key="sk-test", cache=False, num_retries=0, **engine)
+    lm("What is a cache stampede?")
     """
+    )
+    + TWO_DIRECT_CALLS
+)
+
+#: The cache assigned before DSPy is even imported; a CachedLM made afterwards; then direct LiteLLM calls.
+CACHE_BEFORE_DSPY_IMPORT = (
+    textwrap.dedent(
+        """
     import json, sys
     import litellm
     from dspy_tiered_cache import TieredCache
@@ -55,15 +65,9 @@ CACHE_BEFORE_DSPY_IMPORT = textwrap.dedent(
     from dspy_tiered_cache import CachedLM
     dspy.configure(lm=CachedLM(dspy.LM("openai/gpt-4o-mini", api_base=api_base, api_key="sk-test")))
     dspy.Predict("question -> answer")(question="What is a cache stampede?")
-    answers = [
-        litellm.completion(
-            model="openai/gpt-4o-mini", api_base=api_base, api_key="sk-test",
-            messages=[{"role": "user", "content": "Name one cache eviction policy."}],
-        ).choices[0].message.content
-        for _ in range(2)
-    ]
-    print(json.dumps({"cache": type(litellm.cache).__name__, "same": answers[0] == answers[1]}))
     """
+    )
+    + TWO_DIRECT_CALLS
 )
 
 
