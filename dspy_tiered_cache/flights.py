@@ -25,6 +25,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from dspy_tiered_cache import forksafe
 from dspy_tiered_cache.keys import lease_key
 from dspy_tiered_cache.singleflight import Flight, SingleFlight
 
@@ -73,6 +74,8 @@ class EntryLeaseTier(Protocol):
     def lease_outcome(self, token: str) -> str: ...
 
     def holds_entry_lease(self, key: str, token: str) -> bool: ...
+
+    def held_token(self, key: str) -> str | None: ...
 
     def release_entry_lease(self, key: str, token: str) -> int: ...
 
@@ -187,6 +190,11 @@ class Claims:
         self._pre_lock = threading.Lock()
         #: key -> the event a thread waiting for another process's answer sleeps on (see :meth:`nap`).
         self._arrivals: dict[str, threading.Event] = {}
+        forksafe.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._pre_lock = threading.Lock()  # another thread may have held it at the fork
+        self._pretaken = {}  # the parent's leases are the parent's to end
 
     def arrived(self, key: str) -> None:
         """Another process's answer for ``key`` reached our memory tier (shared over the invalidation channel):
@@ -315,39 +323,44 @@ class Claims:
         tier = self._entry
         return tier if tier is not None and tier.entry_leases() is not False else None
 
-    # A lookup that is about to claim does its shared-tier read as the lease itself (SET NX GET): when it finds
-    # nothing it already holds the lease, kept here for the claim that follows; when it finds another's lease, the
-    # claim starts by waiting. A lease no claim comes for (a caller that only looks up: a stream, an embedding) is
-    # given back after REAP_S, so other processes wait for it no longer than that.
+    # A lookup about to claim reads with the lease itself (SET NX GET): finding nothing, it holds the lease for
+    # the claim that follows; finding another's, the claim starts by waiting. A lease no claim comes for (a caller
+    # that only looks up: a stream, an embedding) is given back after REAP_S: others wait no longer than that.
     def lookup(self, key: str) -> Entry | None:
         """The shared tier's read of a lookup that will claim on a miss (see above); never raises."""
-        tier, shared = self._entry, self.tier
-        assert tier is not None and shared is not None
-        token = uuid.uuid4().hex
-        lease_s = self.core.settings.lock_lease_s
-        entry = self.core.guard.get(shared, key, lambda: tier.lease_get(key, token, lease_s))
+        tier, token, lease_s = self._entry, uuid.uuid4().hex, self.core.settings.lock_lease_s
+        assert tier is not None
+        entry = self.core.guard.get(self._shared(), key, lambda: tier.lease_get(key, token, lease_s))
         self._looked(key, token, tier.lease_outcome(token))
         return entry
 
     async def alookup(self, key: str) -> Entry | None:
-        tier, shared = self._entry, self.tier
-        assert tier is not None and shared is not None
-        token = uuid.uuid4().hex
-        lease_s = self.core.settings.lock_lease_s
-        entry = await self.core.guard.aget(shared, key, lambda: tier.alease_get(key, token, lease_s))
+        tier, token, lease_s = self._entry, uuid.uuid4().hex, self.core.settings.lock_lease_s
+        assert tier is not None
+        entry = await self.core.guard.aget(self._shared(), key, lambda: tier.alease_get(key, token, lease_s))
         self._looked(key, token, tier.lease_outcome(token))
         return entry
 
     def _looked(self, key: str, token: str, outcome: str) -> None:
+        if len(self._pretaken) > 4096:  # a lookup of a key this process leads itself sees its own lease: forget
+            self._forget_stale()
         if outcome == "held":
             with self._pre_lock:
                 self._pretaken[key] = (token, time.monotonic())
             self._reap_later(key, token)
         elif outcome == "busy":
             with self._pre_lock:
-                self._pretaken[key] = (_BUSY, time.monotonic())
+                self._pretaken.setdefault(key, (_BUSY, time.monotonic()))
         elif outcome == "sent":
             self._clean_up(key, token)
+
+    def _forget_stale(self) -> None:
+        """Drop records of other leases seen, and leases past their lifetime (the rest are reaped in time)."""
+        expired = time.monotonic() - self.core.settings.lock_lease_s
+        with self._pre_lock:
+            for key, (token, when) in list(self._pretaken.items()):
+                if token == _BUSY or when < expired:
+                    del self._pretaken[key]
 
     def _pre(self, key: str) -> tuple[str, float] | None:
         if not self._pretaken:
@@ -374,9 +387,8 @@ class Claims:
         self.core.writer.retry(reap, until=time.monotonic() + self.core.settings.lock_lease_s, every=REAP_S)
 
     def _clean_up(self, key: str, token: str) -> None:
-        """A lease command that got no reply (a hung Redis) may still land when the server resumes: give that lease
-        back once it can be, so it cannot stall other processes for the whole lease. Nothing there yet is checked
-        again for a few seconds (the command may still be in the server's input)."""
+        """A lease command without reply (a hung Redis) may land when the server resumes: give it back then (an
+        empty key is checked again for a while: the command may still be in the server's input)."""
         tier = self._entry
         assert tier is not None
         answered_at = 0.0
@@ -395,19 +407,13 @@ class Claims:
         tier = self._lease_tier()
         if tier is None:
             return Taken()
-        pre = self._pre(key)
-        if pre is not None and pre[0] != _BUSY:
-            return Taken(pre[0], on_entry=True)  # the lookup took it
-        entry_tier = self._on_entry()
-        if entry_tier is not None:
-            if pre is not None and time.monotonic() - pre[1] < self.core.settings.lock_poll_s:
-                return Taken(busy=True, on_entry=True)  # the lookup just saw another's lease
-            token = uuid.uuid4().hex
-            lease_s = self.core.settings.lock_lease_s
+        entry_tier, taken = self._before_taking(key)
+        if entry_tier is not None and taken is None:
+            token, lease_s = uuid.uuid4().hex, self.core.settings.lock_lease_s
             entry = self.core.guard.get(self._shared(), key, lambda: entry_tier.lease_get(key, token, lease_s))
             taken = self._taken(entry_tier, key, token, entry, max_age)
-            if taken is not None:
-                return taken
+        if taken is not None:
+            return taken
         token = uuid.uuid4().hex
         try:
             held = tier.acquire_lock(lease_key(key), token, self.core.settings.lock_lease_s)
@@ -421,19 +427,13 @@ class Claims:
         acquire = getattr(tier, "aacquire_lock", None)
         if tier is None or acquire is None:
             return self.take(key, max_age)
-        pre = self._pre(key)
-        if pre is not None and pre[0] != _BUSY:
-            return Taken(pre[0], on_entry=True)
-        entry_tier = self._on_entry()
-        if entry_tier is not None:
-            if pre is not None and time.monotonic() - pre[1] < self.core.settings.lock_poll_s:
-                return Taken(busy=True, on_entry=True)
-            token = uuid.uuid4().hex
-            lease_s = self.core.settings.lock_lease_s
+        entry_tier, taken = self._before_taking(key)
+        if entry_tier is not None and taken is None:
+            token, lease_s = uuid.uuid4().hex, self.core.settings.lock_lease_s
             entry = await self.core.guard.aget(self._shared(), key, lambda: entry_tier.alease_get(key, token, lease_s))
             taken = self._taken(entry_tier, key, token, entry, max_age)
-            if taken is not None:
-                return taken
+        if taken is not None:
+            return taken
         token = uuid.uuid4().hex
         try:
             held = await acquire(lease_key(key), token, self.core.settings.lock_lease_s)
@@ -442,6 +442,16 @@ class Claims:
             return Taken()
         return Taken(token) if held else Taken(busy=True)
 
+    def _before_taking(self, key: str) -> tuple[EntryLeaseTier | None, Taken | None]:
+        """The tier for a lease on the entry key (if any), and what this process's lookup already found."""
+        pre = self._pre(key)
+        if pre is not None and pre[0] != _BUSY:
+            return self._entry, Taken(pre[0], on_entry=True)  # the lookup took it
+        entry_tier = self._on_entry()
+        if entry_tier is not None and pre is not None and time.monotonic() - pre[1] < self.core.settings.lock_poll_s:
+            return entry_tier, Taken(busy=True, on_entry=True)  # the lookup just saw another's lease
+        return entry_tier, None
+
     def _taken(
         self, tier: EntryLeaseTier, key: str, token: str, entry: Entry | None, max_age: float | None
     ) -> Taken | None:
@@ -449,6 +459,12 @@ class Claims:
         A foreign type under the key (WRONGTYPE) or a value too old for this call took nothing: compute without a
         lease (never wait on a lease nobody holds)."""
         outcome = tier.lease_outcome(token)
+        if outcome == "ours":  # a lease a lookup of this process took, for this claim (the flight's leader)
+            held = tier.held_token(key)
+            with self._pre_lock:
+                if held is not None and self._pretaken.get(key, ("",))[0] == held:
+                    del self._pretaken[key]
+            return Taken(held, on_entry=True) if held else Taken(busy=True, on_entry=True)
         if outcome == "held":
             return Taken(token, on_entry=True)
         if outcome == "busy":
@@ -466,8 +482,7 @@ class Claims:
         return Taken()
 
     def _shared(self) -> Tier:
-        assert self.tier is not None
-        return self.tier
+        return self.tier  # type: ignore[return-value]  # only called when leases are on (a lease tier exists)
 
     def release(self, key: str, token: str, *, on_entry: bool = False) -> None:
         """Give a lease back (see :meth:`_release_failed` for one that cannot be). A lease on the entry key that

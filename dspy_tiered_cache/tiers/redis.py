@@ -129,6 +129,7 @@ class RedisTier(RedisLeases, Tier):
         self._lock = threading.Lock()
         self._aclients = weakref.WeakKeyDictionary()
         self._building = None  # a build thread of the parent did not survive the fork
+        self._entry_held, self._outcomes = {}, {}  # the parent's leases are the parent's to end
 
     def __repr__(self) -> str:
         return f"RedisTier({mask_url(self.url)!r})"

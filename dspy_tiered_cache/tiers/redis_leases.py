@@ -136,7 +136,8 @@ class RedisLeases:
 
     def lease_get(self, key: str, token: str, lease_s: float) -> Entry | None:
         """Read ``key`` and take the lease on it when it holds nothing, in one command. What happened is kept for
-        :meth:`lease_outcome`: ``held``, ``busy`` (another's lease), ``none`` (a value is there, or a foreign type:
+        :meth:`lease_outcome`: ``held``, ``busy`` (another process's lease), ``ours`` (this process's, see
+        :meth:`held_token`), ``none`` (a value is there, or a foreign type:
         WRONGTYPE raises and nothing was taken), ``old`` (a server before 7: a plain GET, leases on separate keys)
         or ``sent`` (no reply: the lease may land later, so the caller cleans it up)."""
         if self._entry_leases is None:
@@ -207,8 +208,9 @@ class RedisLeases:
                     self._entry_held.pop(stale, None)
             self._entry_held[key] = token
             return None
-        if is_lease(raw):
-            self._outcomes[token] = "busy"
+        if is_lease(raw):  # "ours": a lease this process took (a lookup's, for the claim that follows it)
+            ours = self._entry_held.get(key)
+            self._outcomes[token] = "ours" if ours is not None and raw == LEASE_MARK + ours.encode() else "busy"
             return None
         self._outcomes[token] = "none"  # a value: a hit, or one too old/unreadable to serve (nothing taken)
         return bytes(raw)
@@ -252,6 +254,10 @@ class RedisLeases:
         if self._entry_held.get(key) == token:
             self._entry_held.pop(key, None)
         return done
+
+    def held_token(self, key: str) -> str | None:
+        """The token of the lease this tier holds on ``key``, if any."""
+        return self._entry_held.get(key)
 
     def holds_entry_lease(self, key: str, token: str) -> bool:
         """Whether the lease ``token`` on ``key`` is still this tier's to give back (no answer replaced it)."""

@@ -322,3 +322,38 @@ def test_fleet_batches_are_one_command_and_old_buckets_still_read(redis_url: str
     assert fleet is not None and fleet["hits"] == core.stats.hits + 5
     assert fleet["shared_taken"] == 0 and "shared_rejected" in fleet
     core.close()
+
+
+def test_threads_of_one_process_never_wait_on_their_own_lease(redis_url: str) -> None:
+    """Six threads look up at once: the first lookup takes the lease, the others see it. Whichever thread leads the
+    process's flight uses that lease; its failure lets another lead at once, never after the lease's lifetime."""
+    core = _core(redis_url, lock_lease_s=30)
+    key = core.key_for({"q": "threads"})
+    barrier = threading.Barrier(6)
+    calls: list[int] = []
+
+    def compute() -> dict[str, int]:
+        calls.append(1)
+        time.sleep(0.1)
+        if len(calls) == 1:
+            raise RuntimeError("the first leader fails")
+        return {"t": 1}
+
+    def call() -> Any:
+        barrier.wait()
+        try:
+            return core.get_or_compute(key, compute)[0]
+        except RuntimeError as exc:
+            return exc
+
+    began = time.monotonic()
+    pool = [threading.Thread(target=lambda: outcomes.append(call())) for _ in range(6)]
+    outcomes: list[Any] = []
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(40)
+    assert time.monotonic() - began < 5
+    assert sum(isinstance(o, RuntimeError) for o in outcomes) == 1 and len(calls) == 2
+    assert [o for o in outcomes if not isinstance(o, RuntimeError)] == [{"t": 1}] * 5
+    core.close()
