@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dspy_tiered_cache import CacheCore
 from dspy_tiered_cache.flights import LeaseTier
 from dspy_tiered_cache.keys import lease_key
-from dspy_tiered_cache.tiers.redis import RedisTier
 from dspy_tiered_cache.testing.provider import StandInProvider
 from dspy_tiered_cache.testing.redis_server import RedisServer
+from dspy_tiered_cache.tiers.redis import RedisTier
 
 REQUEST = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "stampede"}]}
 

@@ -357,3 +357,21 @@ def test_threads_of_one_process_never_wait_on_their_own_lease(redis_url: str) ->
     assert sum(isinstance(o, RuntimeError) for o in outcomes) == 1 and len(calls) == 2
     assert [o for o in outcomes if not isinstance(o, RuntimeError)] == [{"t": 1}] * 5
     core.close()
+
+
+def test_stats_show_the_answers_shared_between_processes(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    writer, reader = _core(redis_url, fleet=True, fleet_flush_s=3600), _core(redis_url, fleet=True, fleet_flush_s=3600)
+    key = writer.key_for({"q": "shared"})
+    reader.key_for({"q": "shared"})
+    assert reader._bus is not None and reader._bus.wait_connected(5.0)
+    writer.get_or_compute(key, lambda: {"s": 1})
+    assert _until(lambda: reader.stats.shared_taken == 1)
+    snapshot = reader.stats.snapshot()
+    assert (snapshot["shared_taken"], snapshot["shared_rejected"]) == (1, 0)
+    writer.close()
+    reader.close()  # the last fleet batch
+    assert main(["--redis-url", redis_url, "stats", "--format", "json"]) == 0
+    fleet = json.loads(capsys.readouterr().out)["fleet"]
+    assert (fleet["shared_taken"], fleet["shared_rejected"]) == (1, 0)
+    assert main(["--redis-url", redis_url, "stats"]) == 0
+    assert "answers shared between processes: 1 taken into memory tiers, 0 refused" in capsys.readouterr().out
