@@ -161,8 +161,6 @@ def _settings_summary(s: CacheSettings) -> dict[str, Any]:
     }
 
 
-
-
 def cmd_stats(args: argparse.Namespace) -> int:
     with admin_core(args) as core:
         s = core.settings
@@ -256,4 +254,3 @@ def _print_fleet(fleet: dict[str, Any] | None, since: str) -> None:
             f"answers shared between processes: {fleet['shared_taken']:,} taken into memory tiers, "
             f"{fleet['shared_rejected']:,} refused (corrupt, foreign or unreadable)"
         )
-
