@@ -208,8 +208,12 @@ def _ratio(best: dict[str, Any], row: dict[str, Any], metric: str) -> float:
     return round(best[metric] / max(row[metric], 1e-9), 2)
 
 
-#: Commands a process sends on a clock, not per lookup: the fleet counters (one batch per fleet_flush_s).
-_PUBLISHER = ("evalsha", "hincrby", "hincrbyfloat", "expire", "script|load")
+#: Commands a process sends on a clock, not per lookup: the fleet counters (one HSET per batch, an EXPIRE per hour;
+#: the first layout's script and its HINCRBYs for older results).
+_PUBLISHER = ("hset", "evalsha", "hincrby", "hincrbyfloat", "expire", "script|load")
+#: Commands a process sends once, whatever its traffic: the connection handshake, the server version (leases on
+#: the entry keys), the invalidation channel's subscription.
+_ONCE = ("hello", "info", "subscribe", "ping", "client|setinfo")
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -243,10 +247,23 @@ def markdown(r: dict[str, Any]) -> str:
         counts = row.get("redis_commands", {})
         clocked = sum(n for name, n in counts.items() if name in _PUBLISHER)
         per_lookup = (sum(counts.values()) - clocked) / row["lookups"]
+        once = sum(n for name, n in counts.items() if name in _ONCE)
+        per_answer = (sum(counts.values()) - clocked - once) / max(row["upstream_calls"], 1)
         lines.append(
             f"- {row['config']}: {counts}; without the fleet counters' batches ({clocked} commands: a batch per "
-            f"1,000 lookups or per minute, and one at close): {per_lookup:.3f} per lookup"
+            f"1,000 lookups or per minute, and one at close): {per_lookup:.3f} per lookup; per distinct answer "
+            f"(upstream call), without the batches and the once-per-process handshake ({once}): {per_answer:.2f}"
         )
+    dual = next((row for row in r["rows"] if row["config"] == "litellm/dual"), None)
+    if dual is not None:
+        lines += ["", "Against LiteLLM `DualCache` (memory + Redis) by Redis commands per lookup:", ""]
+        for row in r["rows"]:
+            if row["config"].startswith("ours/"):
+                ours, theirs = row["redis_commands_per_lookup"], dual["redis_commands_per_lookup"]
+                lines.append(
+                    f"- {row['config']}: {ours:.3f} vs {theirs:.3f} = {theirs / max(ours, 1e-9):.2f}x fewer "
+                    f"(goal >= {GOALS['commands_ratio']}x)"
+                )
     return "\n".join(lines) + "\n"
 
 

@@ -224,7 +224,7 @@ class Cascade:
             return hit
         for index in range(start, len(self.tiers)):
             tier = self.tiers[index]
-            entry = self._remote_get(tier, key) if tier.remote else self.guard.get(tier, key)
+            entry = self._remote_get(tier, key, opts) if tier.remote else self.guard.get(tier, key)
             if entry is not None and self._fresh(entry, opts, now):
                 return self._hit(index, key, entry, now)
         self._missed(key, opts)
@@ -238,7 +238,7 @@ class Cascade:
         for index in range(start, len(self.tiers)):
             tier = self.tiers[index]
             if tier.remote:
-                entry = self.writer.pending.get(key) or await self.guard.aget(tier, key)
+                entry = await self._aremote_get(tier, key, opts)
             else:
                 entry = self.guard.get(tier, key)
             if entry is not None and self._fresh(entry, opts, now):
@@ -292,9 +292,12 @@ class Cascade:
             tstats.observe(time.perf_counter() - started)
         return tuple.__new__(Hit, (value, "l1", entry.created_at, entry.expires_at))  # Hit(...) minus a frame
 
-    def _remote_get(self, tier: Tier, key: str) -> Entry | None:
+    def _remote_get(self, tier: Tier, key: str, opts: CallOptions) -> Entry | None:
         pending = self.writer.pending.get(key)  # our own write not yet landed: read-your-writes
         return pending if pending is not None else self.guard.get(tier, key)
+
+    async def _aremote_get(self, tier: Tier, key: str, opts: CallOptions) -> Entry | None:
+        return self.writer.pending.get(key) or await self.guard.aget(tier, key)
 
     @staticmethod
     def _fresh(entry: Entry, opts: CallOptions, now: float) -> bool:

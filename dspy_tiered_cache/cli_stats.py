@@ -27,6 +27,7 @@ from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.report import format_table
 from dspy_tiered_cache.settings import CacheSettings, mask_url
 from dspy_tiered_cache.stats import format_storage, storage_summary
+from dspy_tiered_cache.tiers.redis_leases import LEASE_MARK, is_lease
 
 
 def disk_contents(path: Path, prefix: str) -> dict[str, Any]:
@@ -85,14 +86,20 @@ def redis_contents(tier: Any, prefix: str, limit: int) -> dict[str, Any]:
             break
         keys.append(key)
     sizes: list[int] = []
+    heads: list[Any] = []
     for start in range(0, len(keys), 500):
         pipe = client.pipeline(transaction=False)
         for key in keys[start : start + 500]:
             pipe.strlen(key)
-        sizes.extend(int(s or 0) for s in pipe.execute())
+            pipe.getrange(key, 0, len(LEASE_MARK) - 1)  # a lease (another process computes it) is no entry
+        replies = pipe.execute(raise_on_error=False)
+        sizes.extend(int(s) if isinstance(s, int) else 0 for s in replies[::2])
+        heads.extend(replies[1::2])
     counts: dict[tuple[str, int], list[int]] = {}
     skip = len(prefix) + 3
-    for raw, size in zip(keys, sizes, strict=True):
+    for raw, size, head in zip(keys, sizes, heads, strict=True):
+        if is_lease(head):
+            continue
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         parts = text[skip:].split(":")
         if len(parts) != 3:
@@ -152,8 +159,6 @@ def _settings_summary(s: CacheSettings) -> dict[str, Any]:
         "memory_max_entries": s.memory_max_entries if s.memory else 0,
         "key_secret": "set" if s.key_secret is not None else None,
     }
-
-
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -244,4 +249,8 @@ def _print_fleet(fleet: dict[str, Any] | None, since: str) -> None:
     scope = f" · namespace {fleet['namespace']!r}" if fleet.get("namespace") else ""
     out(f"fleet · every process, last {since} (hour buckets) · {fleet['store']}{scope}")
     out(fleet_tables(fleet))
-
+    if "shared_taken" in fleet:
+        out(
+            f"answers shared between processes: {fleet['shared_taken']:,} taken into memory tiers, "
+            f"{fleet['shared_rejected']:,} refused (corrupt, foreign or unreadable)"
+        )

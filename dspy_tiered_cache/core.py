@@ -15,9 +15,10 @@ from typing import Any, TypeVar
 
 from dspy_tiered_cache import hooks, telemetry
 from dspy_tiered_cache.cascade import Cascade, bare_replay_miss, log
-from dspy_tiered_cache.codec import decode_value
+from dspy_tiered_cache.codec import Entry, decode_value
 from dspy_tiered_cache.errors import CacheError
 from dspy_tiered_cache.flights import Claim, Claims, adrive, drive
+from dspy_tiered_cache.modes import REPLAY
 from dspy_tiered_cache.options import CallOptions
 from dspy_tiered_cache.settings import CacheSettings
 from dspy_tiered_cache.tiers.base import Tier
@@ -54,6 +55,23 @@ class CacheCore(Cascade):
         return f"CacheCore(tiers={self.tiers!r}, namespace={self.settings.namespace!r})"
 
     # -- single-flight -------------------------------------------------------------------------------
+    def _remote_get(self, tier: Tier, key: str, opts: CallOptions) -> Entry | None:
+        """A lookup that will claim on a miss reads the lease tier with the lease itself (Redis 7: one
+        ``SET NX GET`` instead of a GET, then a lease, then a re-check; see :meth:`Claims.lookup`)."""
+        if tier is not self.claims.tier or not self._looks_to_lead(opts):
+            return super()._remote_get(tier, key, opts)
+        pending = self.writer.pending.get(key)
+        return pending if pending is not None else self.claims.lookup(key)
+
+    async def _aremote_get(self, tier: Tier, key: str, opts: CallOptions) -> Entry | None:
+        if tier is not self.claims.tier or not self._looks_to_lead(opts):
+            return await super()._aremote_get(tier, key, opts)
+        return self.writer.pending.get(key) or await self.claims.alookup(key)
+
+    def _looks_to_lead(self, opts: CallOptions) -> bool:
+        # Replay never computes: a replay miss raises, and must leave no lease behind.
+        return self.claims.on_entry() and self._may_share(opts) and self.mode_of(opts) != REPLAY
+
     def claim(self, key: str, options: CallOptions | None = None) -> Claim:
         """After a miss: join the caller already computing ``key`` (here or in another process) or lead.
 
@@ -232,6 +250,7 @@ class CacheCore(Cascade):
         return telemetry.trace_call(
             door, model=model, namespace=namespace or self.settings.namespace, operation=operation
         )
+
 
 _default_core: CacheCore | None = None
 _default_lock = threading.Lock()

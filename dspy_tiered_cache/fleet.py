@@ -7,21 +7,22 @@ SQLite file of the disk tier), under these rules:
 
 * never on the hit path: the counters are the ones :class:`~dspy_tiered_cache.stats.Stats` already keeps; one
   background thread per process diffs them against what it last published and at exit (``atexit`` and
-  ``CacheCore.close``). A batch is one ``EVALSHA``, but Redis counts (and spends CPU on) every ``HINCRBY`` inside
-  it, about ten per batch: so a batch goes out every ``fleet_flush_s`` seconds only once the process has counted
+  ``CacheCore.close``). A batch is one command in Redis (``HSET`` of this process's totals for the hour, see
+  :class:`RedisFleetStore`), and goes out every ``fleet_flush_s`` seconds only once the process has counted
   :data:`BATCH_LOOKUPS` lookups since the last one, and otherwise every :data:`QUIET_FLUSH_S` seconds. A busy
-  process pays about 0.01 commands per lookup for the fleet view, a quiet one a batch a minute; nothing is lost
+  process pays about 0.001 commands per lookup for the fleet view, a quiet one a batch a minute; nothing is lost
   at exit (the last batch is sent then, whatever its size).
 * exactly once: a batch carries (publisher id, sequence number) and the store applies a sequence number only
-  once, so a batch whose reply was lost is retried without being counted twice. While the shared tier is down the
-  batch is kept and retried (later deltas stay in the counters); only a process that exits during an outage
-  loses its last batch, and says so in its log (``CacheCore.fleet.lost_batches``).
-* bounded: one hash (Redis) or a handful of rows (SQLite) per hour, expiring after :data:`RETENTION_S`.
+  once (Redis: it sets the process's running totals, which a retry sets again), so a batch whose reply was lost
+  is retried without being counted twice. While the shared tier is down the batch is kept and retried; only a
+  process that exits during an outage loses its last batch, and says so (``CacheCore.fleet.lost_batches``).
+* bounded: a hash (Redis: a field per process) or a few rows (SQLite) per hour, expiring after :data:`RETENTION_S`.
 
 Field names inside a bucket: ``n<TAB>namespace<TAB>h|m`` (lookups that hit/missed), ``s<TAB>namespace<TAB>model<TAB>
 h|p|c|usd`` (hits credited to a model; prompt and completion tokens saved; dollars saved, priced at publish time
 from LiteLLM's price map) and ``t<TAB>tier<TAB>h|m|e|w|pb|sb`` (per tier hits, misses, errors, and the entries
-written with their payload and stored bytes: the fleet's bytes per entry and compression ratio; all namespaces).
+written with their payload and stored bytes: the fleet's bytes per entry and compression ratio; all namespaces),
+``x<TAB>shared<TAB>taken|rejected`` (answers other processes shared: kept in memory, refused; all namespaces).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
+import orjson
+
 from dspy_tiered_cache import forksafe, hooks
 from dspy_tiered_cache.coherence import PubSubSource
 from dspy_tiered_cache.stats import _unit_prices, fleet_model_name, namespace_of_stem
@@ -56,7 +59,7 @@ RETENTION_S: Final = 8 * 24 * 3600
 _SEQ_TTL_S: Final = 2 * 24 * 3600
 SINCE: Final = {"1h": 3600, "24h": 24 * 3600, "7d": 7 * 24 * 3600}
 SEP: Final = "\t"
-#: Lookups counted since the last batch that make the next one worth its ~10 Redis commands at ``fleet_flush_s``.
+#: Lookups counted since the last batch that make the next one worth a Redis command at ``fleet_flush_s``.
 BATCH_LOOKUPS: Final = 1000
 #: Below :data:`BATCH_LOOKUPS`, the longest a process's counts wait for the fleet view (or ``fleet_flush_s``).
 QUIET_FLUSH_S: Final = 60.0
@@ -77,25 +80,13 @@ class FleetStore(Protocol):
 
 # ------------------------------------------------------------------------------------------------- Redis store
 
-_APPLY_LUA: Final = """
-local last = tonumber(redis.call('get', KEYS[2]) or '0')
-local seq = tonumber(ARGV[1])
-if seq <= last then return 0 end
-for i = 4, #ARGV, 3 do
-  if ARGV[i + 1] == 'f' then
-    redis.call('hincrbyfloat', KEYS[1], ARGV[i], ARGV[i + 2])
-  else
-    redis.call('hincrby', KEYS[1], ARGV[i], ARGV[i + 2])
-  end
-end
-redis.call('expire', KEYS[1], ARGV[2])
-redis.call('set', KEYS[2], ARGV[1], 'EX', ARGV[3])
-return 1
-"""
-
 
 class RedisFleetStore:
-    """Hourly hashes ``{prefix:fleet}:h:<hour>``; one hash tag so a Cluster keeps them (and the script) in one slot."""
+    """Hourly hashes ``{prefix:fleet}:p:<hour>``, a field per process: its totals in that hour, as a JSON object.
+
+    A batch is one ``HSET`` (and an ``EXPIRE`` on a process's first batch of the hour); the first layout's script
+    (``:h:<hour>``, still read) counted about ten commands. Setting totals again is harmless: a lost reply is
+    simply followed by the next batch. One hash tag keeps every bucket in one Cluster slot."""
 
     kind = "redis"
     tier = "l2"
@@ -103,31 +94,50 @@ class RedisFleetStore:
     def __init__(self, client_of: Any, prefix: str) -> None:
         self._client_of = client_of  # a callable: the tier rebuilds its client after failures
         self._tag = "{" + prefix + ":fleet}"
-        self._script: Any = None
-        self._script_client: Any = None
+        #: (publisher, bucket) -> that publisher's totals in that bucket, as last stored.
+        self._totals: dict[tuple[str, int], dict[str, Number]] = {}
+        self._applied: dict[str, int] = {}
 
-    def _bucket_key(self, bucket: int) -> str:
-        return f"{self._tag}:h:{bucket}"
+    def _bucket_key(self, bucket: int, layout: str = "p") -> str:
+        return f"{self._tag}:{layout}:{bucket}"
 
     def apply(self, publisher: str, seq: int, bucket: int, fields: Mapping[str, Number]) -> bool:
-        client = self._client_of()
-        if self._script is None or self._script_client is not client:
-            self._script, self._script_client = client.register_script(_APPLY_LUA), client
-        args: list[Any] = [seq, RETENTION_S, _SEQ_TTL_S]
+        if seq <= self._applied.get(publisher, 0):
+            return False  # applied already
+        slot = (publisher, bucket)
+        totals = dict(self._totals.get(slot, {}))
         for name, value in fields.items():
-            args += [name, "f" if isinstance(value, float) else "i", repr(value) if isinstance(value, float) else value]
-        return bool(self._script(keys=[self._bucket_key(bucket), f"{self._tag}:seq:{publisher}"], args=args))
+            totals[name] = totals.get(name, 0) + value
+        key, blob = self._bucket_key(bucket), orjson.dumps(totals)
+        client = self._client_of()
+        if slot in self._totals:
+            client.hset(key, publisher, blob)
+        else:  # the first batch of this process in this hour: the bucket's lifetime too
+            pipe = client.pipeline(transaction=False)
+            pipe.hset(key, publisher, blob)
+            pipe.expire(key, RETENTION_S)
+            pipe.execute()
+        for old in [s for s in self._totals if s[1] < bucket - 1]:
+            del self._totals[old]
+        self._totals[slot] = totals
+        self._applied[publisher] = seq
+        return True
 
     def read(self, buckets: Iterable[int]) -> dict[str, float]:
         client = self._client_of()
         pipe = client.pipeline(transaction=False)
         for bucket in buckets:
             pipe.hgetall(self._bucket_key(bucket))
+            pipe.hgetall(self._bucket_key(bucket, "h"))  # the first layout: deltas
         out: dict[str, float] = {}
-        for data in pipe.execute():
+        for index, data in enumerate(pipe.execute()):
             for name, value in (data or {}).items():
-                key = name.decode() if isinstance(name, bytes) else str(name)
-                out[key] = out.get(key, 0.0) + float(value)
+                try:
+                    totals = {name.decode(): value} if index % 2 else orjson.loads(value)
+                    for field, number in totals.items():
+                        out[field] = out.get(field, 0.0) + float(number)
+                except (ValueError, TypeError, AttributeError):
+                    continue  # not ours: a foreign field in our hash
         return out
 
 
@@ -298,6 +308,7 @@ class FleetPublisher:
             base = f"s{SEP}{ns_of(stem)}{SEP}{model}{SEP}"
             for suffix, n in (("h", hits), ("p", prompt), ("c", completion)):
                 out[base + suffix] = int(out.get(base + suffix, 0)) + n
+        out[f"x{SEP}shared{SEP}taken"], out[f"x{SEP}shared{SEP}rejected"] = stats.shared_taken, stats.shared_rejected
         for name, hits, misses_, errors in tiers:
             for suffix, n in (("h", hits), ("m", misses_), ("e", errors)):
                 out[f"t{SEP}{name}{SEP}{suffix}"] = n
@@ -487,22 +498,16 @@ def summarize(fields: Mapping[str, float], *, namespace: str | None = None) -> d
     by_model: dict[str, dict[str, Any]] = {}
     tiers: dict[str, dict[str, int]] = {}
 
+    shared = {"shared_taken": 0, "shared_rejected": 0}
+
     def ns_row(ns: str) -> dict[str, Any]:
-        return by_ns.setdefault(
-            ns,
-            {
-                "hits": 0,
-                "misses": 0,
-                "tokens_saved": 0,
-                "prompt_tokens_saved": 0,
-                "completion_tokens_saved": 0,
-                "dollars_saved": 0.0,
-            },
-        )
+        return by_ns.setdefault(ns, {**dict.fromkeys(("hits", "misses", *_SAVED), 0), "dollars_saved": 0.0})
 
     for name, value in fields.items():
         parts = name.split(SEP)
         kind = parts[0]
+        if kind == "x" and len(parts) == 3 and f"{parts[1]}_{parts[2]}" in shared:
+            shared[f"{parts[1]}_{parts[2]}"] += int(value)
         if kind == "t" and len(parts) == 3:
             tier = tiers.setdefault(parts[1], {"hits": 0, "misses": 0, "errors": 0})
             tier[_TIER_FIELDS.get(parts[2], parts[2])] = int(value)
@@ -516,16 +521,7 @@ def summarize(fields: Mapping[str, float], *, namespace: str | None = None) -> d
         if len(parts) != 4:
             continue
         model = fleet_model_name(parts[2]) or "(unknown)"  # batches of older releases too
-        mrow = by_model.setdefault(
-            model,
-            {
-                "hits": 0,
-                "tokens_saved": 0,
-                "prompt_tokens_saved": 0,
-                "completion_tokens_saved": 0,
-                "dollars_saved": 0.0,
-            },
-        )
+        mrow = by_model.setdefault(model, {**dict.fromkeys(("hits", *_SAVED), 0), "dollars_saved": 0.0})
         if parts[3] == "h":
             mrow["hits"] += int(value)
         elif parts[3] in ("p", "c"):
@@ -559,7 +555,11 @@ def summarize(fields: Mapping[str, float], *, namespace: str | None = None) -> d
         for tier in tiers.values():
             _storage_figures(tier)
         out["tiers"] = dict(sorted(tiers.items()))
+        out.update(shared)  # answers other processes shared over the channel: kept in memory / refused
     return out
+
+
+_SAVED: Final = ("tokens_saved", "prompt_tokens_saved", "completion_tokens_saved")
 
 
 #: Per-tier field suffixes in a bucket: counters, then what the tier stored (``stats`` shows bytes per entry).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dspy_tiered_cache import telemetry
@@ -70,22 +71,25 @@ class TierGuard:
             self._warned[token] = now
             log.warning(msg, *args)
 
-    def get(self, tier: Tier, key: str) -> Entry | None:
+    def get(self, tier: Tier, key: str, read: Callable[[], Entry | None] | None = None) -> Entry | None:
+        """``tier.get(key)``, or ``read()`` when given (another read of ``key`` in ``tier``: a lease lookup)."""
         if not self._may_read(tier):
             return None
         started = time.perf_counter()
         try:
-            entry = tier.get(key)
+            entry = tier.get(key) if read is None else read()
         except Exception as exc:
             return self._read_failed(tier, key, exc, started)
         return self._read_done(tier, entry, started)
 
-    async def aget(self, tier: Tier, key: str) -> Entry | None:
+    async def aget(
+        self, tier: Tier, key: str, read: Callable[[], Awaitable[Entry | None]] | None = None
+    ) -> Entry | None:
         if not self._may_read(tier):
             return None
         started = time.perf_counter()
         try:
-            entry = await tier.aget(key)
+            entry = await (tier.aget(key) if read is None else read())
         except Exception as exc:
             return self._read_failed(tier, key, exc, started)
         return self._read_done(tier, entry, started)

@@ -201,6 +201,8 @@ class Stats:
                 "hit_rate": round(self.hit_rate, 4) if self.hit_rate is not None else None,
                 "bypasses": self.bypasses,
                 "joined_in_flight": self.joined,
+                "shared_taken": self.shared_taken,  # answers other processes shared, kept in the memory tier
+                "shared_rejected": self.shared_rejected,  # ... refused by the checks (corrupt, foreign)
                 "stores": self.stores,
                 "store_skipped": self.store_skipped,
                 "uncacheable": self.uncacheable,

@@ -10,11 +10,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dspy_tiered_cache import CacheCore
 from dspy_tiered_cache.flights import LeaseTier
 from dspy_tiered_cache.keys import lease_key
 from dspy_tiered_cache.testing.provider import StandInProvider
 from dspy_tiered_cache.testing.redis_server import RedisServer
+from dspy_tiered_cache.tiers.redis import RedisTier
 
 REQUEST = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "stampede"}]}
 
@@ -85,12 +88,20 @@ def test_processes_sharing_only_a_disk_file_also_share_one_call(tmp_path: Path) 
         assert provider.request_count == 1
 
 
-def test_dead_lease_holder_is_taken_over(redis_url: str) -> None:
-    """A process that took the lease and died: the lease expires and one waiter computes."""
+@pytest.mark.parametrize("on_entry", [True, False], ids=["lease-on-entry-key", "separate-lease-key"])
+def test_dead_lease_holder_is_taken_over(redis_url: str, on_entry: bool) -> None:
+    """A process that took the lease and died: the lease expires and one waiter computes. Both layouts: the lease
+    on the entry key (Redis 7) and the separate lease key (older servers)."""
     core = CacheCore(redis_url=redis_url, disk=False, lock_lease_s=0.5, lock_poll_s=0.02)
     key = core.key_for(REQUEST)
-    assert isinstance(core.claims.tier, LeaseTier)
-    assert core.claims.tier.acquire_lock(lease_key(key), "dead-process", 0.5)
+    tier = core.claims.tier
+    assert isinstance(tier, LeaseTier) and isinstance(tier, RedisTier)
+    if on_entry:
+        assert tier.lease_get(key, "deadprocess", 0.5) is None and tier.lease_outcome("deadprocess") == "held"
+        tier._entry_held.clear()  # the holder died: nobody in this process holds it
+    else:
+        tier._entry_leases = False  # as on a server before Redis 7
+        assert tier.acquire_lock(lease_key(key), "dead-process", 0.5)
     started = time.monotonic()
     value, level = core.get_or_compute(key, lambda: {"computed": True})
     assert value == {"computed": True} and level == "miss"

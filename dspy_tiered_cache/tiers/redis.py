@@ -39,11 +39,9 @@ from dspy_tiered_cache.dictionary import Dictionary, pack
 from dspy_tiered_cache.keys import entry_pattern, generation_key
 from dspy_tiered_cache.settings import mask_url
 from dspy_tiered_cache.tiers.base import Tier, TierHealth, storage_figures
+from dspy_tiered_cache.tiers.redis_leases import RedisLeases, is_lease
 from dspy_tiered_cache.tiers.redis_topology import cluster_seeds, sentinel_master
 from dspy_tiered_cache.tiers.stored_dictionaries import StoredDictionaries
-
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
-
 
 _RAISE = (
     "local v = tonumber(redis.call('get', KEYS[1])) "
@@ -84,7 +82,7 @@ def _generation(raw: bytes | None, namespace: str) -> int:
         return 0
 
 
-class RedisTier(Tier):
+class RedisTier(RedisLeases, Tier):
     name = "l2"
     remote = True
 
@@ -121,8 +119,7 @@ class RedisTier(Tier):
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._dictionaries = StoredDictionaries(codec, prefix)
-        #: token -> monotonic time until which the lease it names is surely still held (see acquire_lock).
-        self._leases: dict[str, float] = {}
+        self._init_leases()
         #: (channel, message builder, largest frame sent) when fresh answers are shared (see share_answers()).
         self._share: tuple[str, Callable[[str, bytes], bytes], int] | None = None
         forksafe.register(self)
@@ -132,6 +129,7 @@ class RedisTier(Tier):
         self._lock = threading.Lock()
         self._aclients = weakref.WeakKeyDictionary()
         self._building = None  # a build thread of the parent did not survive the fork
+        self._entry_held, self._outcomes = {}, {}  # the parent's leases are the parent's to end
 
     def __repr__(self) -> str:
         return f"RedisTier({mask_url(self.url)!r})"
@@ -203,6 +201,7 @@ class RedisTier(Tier):
         else:
             with self._lock:
                 old, self._client, self._stale = self._client, built, False
+                self._entry_leases = None  # a new client may reach another server: ask its version again
         finally:
             with self._lock:
                 self._building = None
@@ -281,7 +280,7 @@ class RedisTier(Tier):
 
     # -- protocol ------------------------------------------------------------------------------------
     def _decode(self, raw: bytes | None) -> Entry | None:
-        if raw is None:
+        if raw is None or is_lease(raw):  # another process's lease: no answer yet
             return None
         entry = self.codec.loads(raw)
         if entry.expires_at is not None and entry.expires_at <= time.time():
@@ -297,14 +296,7 @@ class RedisTier(Tier):
         return frame, None if remaining is None else max(1, int(remaining * 1000))
 
     def get(self, key: str) -> Entry | None:
-        raw = self.client.get(key)
-        try:
-            return self._decode(raw)
-        except MissingDictionary as missing:  # written with a dictionary trained since we started: fetch it once
-            if not self._dictionaries.wanted(missing.number):
-                raise
-            self._dictionaries.found(missing.number, self.client.get(self._dictionaries.key(missing.number)))
-            return self._decode(raw)
+        return self._decode_fetching(self.client.get(key))
 
     async def aget(self, key: str) -> Entry | None:
         client = await self._ac()
@@ -330,11 +322,12 @@ class RedisTier(Tier):
         share = self._sharing(encoded[0])
         if share is None:
             self.client.set(key, encoded[0], px=encoded[1])
-            return
-        pipe = self.client.pipeline(transaction=False)  # one round trip for both
-        pipe.set(key, encoded[0], px=encoded[1])
-        pipe.publish(share[0], share[1](key, encoded[0]))
-        pipe.execute()
+        else:
+            pipe = self.client.pipeline(transaction=False)  # one round trip for both
+            pipe.set(key, encoded[0], px=encoded[1])
+            pipe.publish(share[0], share[1](key, encoded[0]))
+            pipe.execute()
+        self._written(key)
 
     async def aset(self, key: str, entry: Entry) -> None:
         client = await self._ac()
@@ -350,11 +343,12 @@ class RedisTier(Tier):
         share = self._sharing(encoded[0])
         if share is None:
             await client.set(key, encoded[0], px=encoded[1])
-            return
-        pipe = client.pipeline(transaction=False)
-        pipe.set(key, encoded[0], px=encoded[1])
-        pipe.publish(share[0], share[1](key, encoded[0]))
-        await pipe.execute()
+        else:
+            pipe = client.pipeline(transaction=False)
+            pipe.set(key, encoded[0], px=encoded[1])
+            pipe.publish(share[0], share[1](key, encoded[0]))
+            await pipe.execute()
+        self._written(key)
 
     # -- fresh answers for other processes' memory tiers ---------------------------------------------
     def share_answers(self, channel: str, message: Callable[[str, bytes], bytes] | None, max_bytes: int) -> None:
@@ -441,7 +435,11 @@ class RedisTier(Tier):
             pipe.get(key)
             pipe.memory_usage(key, samples=0)
         replies = pipe.execute(raise_on_error=False) if keys else []
-        frames = [(raw, used) for raw, used in zip(replies[::2], replies[1::2], strict=True) if isinstance(raw, bytes)]
+        frames = [
+            (raw, used)
+            for raw, used in zip(replies[::2], replies[1::2], strict=True)
+            if isinstance(raw, bytes) and not is_lease(raw)  # a lease is no stored entry
+        ]
         payloads = []
         for raw, _ in frames:
             try:
@@ -502,45 +500,6 @@ class RedisTier(Tier):
         """Trip at once on anything the next call would pay for again in full: a timeout, or a failed discovery
         (every sentinel or seed tried, CLUSTERDOWN after redis-py's fixed 0.25 s wait)."""
         return isinstance(exc, (redis.TimeoutError, TimeoutError, *_DISCOVERY_FAILED))
-
-    # -- cross-process leases (single-flight across processes) -------------------------------------
-    # A lease is released after every miss. The safe release is a compare-and-delete script (EVAL + GET + DEL:
-    # three commands in Redis's accounting) because a lease that expired may belong to another process by now.
-    # A lease taken by this tier less than half its lifetime ago cannot have expired (Redis keeps it for the whole
-    # lifetime), so it is released with one DEL; only older leases pay for the script.
-    def acquire_lock(self, name: str, token: str, lease_s: float) -> bool:
-        held = bool(self.client.set(name, token, nx=True, px=max(1, int(lease_s * 1000))))
-        return self._took(name, token, lease_s, held)
-
-    async def aacquire_lock(self, name: str, token: str, lease_s: float) -> bool:
-        held = bool(await (await self._ac()).set(name, token, nx=True, px=max(1, int(lease_s * 1000))))
-        return self._took(name, token, lease_s, held)
-
-    def _took(self, name: str, token: str, lease_s: float, held: bool) -> bool:
-        if held:
-            if len(self._leases) > 4096:  # leases never released (a crashed caller): forget the oldest half
-                for stale in list(self._leases)[:2048]:
-                    self._leases.pop(stale, None)
-            self._leases[token] = time.monotonic() + lease_s / 2
-        return held
-
-    def _surely_ours(self, token: str) -> bool:
-        safe_until = self._leases.pop(token, None)
-        return safe_until is not None and time.monotonic() < safe_until
-
-    def release_lock(self, name: str, token: str) -> None:
-        """Delete the lock only if it is still ours (a lease that expired may now belong to another process)."""
-        if self._surely_ours(token):
-            self.client.delete(name)
-        else:
-            self.client.eval(_RELEASE, 1, name, token)
-
-    async def arelease_lock(self, name: str, token: str) -> None:
-        client = await self._ac()
-        if self._surely_ours(token):
-            await client.delete(name)
-        else:
-            await client.eval(_RELEASE, 1, name, token)
 
     def health(self) -> TierHealth:
         started = time.perf_counter()

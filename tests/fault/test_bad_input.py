@@ -29,6 +29,8 @@ from support.faults import (
 from dspy_tiered_cache import CacheCore, UncacheableRequest
 from dspy_tiered_cache.testing.provider import StandInProvider
 from dspy_tiered_cache.testing.redis_server import RedisServer
+from dspy_tiered_cache.tiers.redis import RedisTier
+from dspy_tiered_cache.tiers.redis_leases import LEASE_MARK
 
 
 def _core(redis_url: str, **extra: Any) -> CacheCore:
@@ -278,16 +280,24 @@ def test_foreign_value_under_the_generation_key_does_not_defeat_invalidation(red
     assert hit is None, f"served {hit.value!r} although the namespace was invalidated"
 
 
+@pytest.mark.parametrize("where", ["entry-key", "lease-key"])
 def test_foreign_lease_without_expiry_delays_a_call_by_at_most_single_flight_timeout(
-    redis_url: str, provider: StandInProvider
+    redis_url: str, provider: StandInProvider, where: str
 ) -> None:
-    """A lease key nobody will release (no TTL) cannot hang a caller beyond single_flight_timeout."""
+    """A lease nobody will release (no TTL) cannot hang a caller beyond single_flight_timeout: on the entry key
+    (Redis 7) or on the separate lease key (older servers)."""
     core = _core(redis_url, single_flight_timeout=0.5)
     prompt = prompt_for(8, "foreign-lease")
     request = request_for(prompt)
     key = core.key_for(request)
+    tier = core.claims.tier
     with redis.Redis.from_url(redis_url) as raw:
-        raw.set(key.replace(":e:", ":lock:", 1), b"held-by-someone-else")
+        if where == "entry-key":
+            raw.set(key, LEASE_MARK + b"f" * 32)
+        else:
+            assert isinstance(tier, RedisTier)
+            tier._entry_leases = False  # as on a server before Redis 7
+            raw.set(key.replace(":e:", ":lock:", 1), b"held-by-someone-else")
     began = time.perf_counter()
     value, level = core.get_or_compute(key, lambda: ask(provider.base_url, request))
     assert time.perf_counter() - began < 1.5

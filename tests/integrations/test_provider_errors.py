@@ -123,11 +123,11 @@ def assert_no_leftovers(cache: TieredCache) -> None:
 
 def assert_lease_free(core: CacheCore, key: str) -> None:
     """Nobody holds the cross-process lease of ``key``: another instance could take it right now."""
-    token = core.claims.take(key)
-    assert token != "" or core.claims.tier is None
-    assert token is not None, "a lease outlived the call"
-    if token:
-        core.claims.release(key, token)
+    taken = core.claims.take(key)
+    assert not taken.busy, "a lease outlived the call"
+    assert taken.token or taken.found is not None or core.claims.tier is None
+    if taken.token:
+        core.claims.release(key, taken.token, on_entry=taken.on_entry)
 
 
 # ------------------------------------------------------------------------------------ the LiteLLM door
