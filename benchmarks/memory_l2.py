@@ -145,6 +145,7 @@ def main() -> None:
     parser.add_argument("--before", metavar="REF", help="also time the package as of this git ref")
     parser.add_argument("--callgrind", action="store_true", help="also count instructions per call (valgrind)")
     parser.add_argument("--n", type=int, default=500, help="calls per callgrind run")
+    parser.add_argument("--count", default="", help="comma-separated readers to count (default: all)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--inner", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -156,11 +157,21 @@ def main() -> None:
         args.before = args.before_root
         _inner(args)
         return
-    print(l2_hit_report(args.rounds, args.number, args.before, args.callgrind, args.n, args.json))
+    counted = [name for name in args.count.split(",") if name] or None
+    print(l2_hit_report(args.rounds, args.number, args.before, args.callgrind, args.n, args.json, counted))
 
 
-def l2_hit(url: str, text: str, *, rounds: int = 61, number: int = 200, before: str | None = None,
-           count_instructions: bool = False, n: int = 500) -> dict[str, Any]:  # fmt: skip
+def l2_hit(
+    url: str,
+    text: str,
+    *,
+    rounds: int = 61,
+    number: int = 200,
+    before: str | None = None,
+    count_instructions: bool = False,
+    n: int = 500,
+    counted: list[str] | None = None,
+) -> dict[str, Any]:
     """The L2-hit figures (memory.py's ``l2_hit`` section)."""
     module = before_package(before) if before else None
     fns, close = readers(url, text, module)
@@ -182,18 +193,21 @@ def l2_hit(url: str, text: str, *, rounds: int = 61, number: int = 200, before: 
         out["before_vs_raw"] = round(timed["before"] / timed["raw"], 3)
     if count_instructions and shutil.which("valgrind"):
         root = str(Path(sys.modules[module].__file__).parent.parent) if module else None  # type: ignore[arg-type]
-        ir = callgrind(url, text, list(fns), n, root)
+        names = ["raw", *(name for name in (counted or list(fns)) if name != "raw")]
+        ir = callgrind(url, text, names, n, root)
         out["instructions_per_call"] = {k: round(v) for k, v in ir.items()}
         out["instructions_vs_raw"] = {k: round(v / ir["raw"], 3) for k, v in ir.items() if k != "raw"}
     return out
 
 
-def l2_hit_report(rounds: int, number: int, before: str | None, count: bool, n: int, json_path: Path | None) -> str:
+def l2_hit_report(
+    rounds: int, number: int, before: str | None, count: bool, n: int, json_path: Path | None, counted: list[str] | None
+) -> str:
     from dspy_tiered_cache.testing.redis_server import RedisServer
 
     with RedisServer() as server:
         result = l2_hit(server.url, next(answers(held_out_texts(), 1500, 1, seed=99)), rounds=rounds, number=number,
-                        before=before, count_instructions=count, n=n)  # fmt: skip
+                        before=before, count_instructions=count, n=n, counted=counted)  # fmt: skip
     result["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     if json_path is not None:
         json_path.write_text(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")

@@ -280,7 +280,7 @@ class FrameCodec:
         elif self._aeads:
             raise CorruptEntry("value is not encrypted but encryption_keys are set: refusing plaintext")
         if flags & FLAG_ZSTD:
-            body = self._decompress(body, number, False)
+            body = self._decompress(body, number)
         elif number:
             raise CorruptEntry("frame names a dictionary but is not compressed")
         return Entry(body, created_ms / 1000.0, expires_ms / 1000.0 if expires_ms else None)
@@ -298,16 +298,21 @@ class FrameCodec:
             crc = zlib.crc32(view[_PREFIX_3 : _PREFIX_3 + _BODY_HEAD], zlib.crc32(view[: _HEADER.size]))
         else:
             crc = zlib.crc32(view[_PREFIX_3:], zlib.crc32(view[: _HEADER.size]))
-        if crc != int.from_bytes(view[_HEADER.size : _PREFIX_3], "big"):
+        if crc != int.from_bytes(data[_HEADER.size : _PREFIX_3], "big"):
             raise CorruptEntry("checksum mismatch: the value was altered or truncated")
         if flags & FLAG_AESGCM:
-            body: bytes | memoryview = self._open(data[: _HEADER.size], data[_PREFIX_3:])
+            opened = self._open(data[: _HEADER.size], data[_PREFIX_3:])
+            body: bytes | memoryview = opened
+            checksummed = _zstd_checksummed(opened, 0)
         elif self._aeads:
             raise CorruptEntry("value is not encrypted but encryption_keys are set: refusing plaintext")
         else:
             body = view[_PREFIX_3:]
+            checksummed = flags == FLAG_ZSTD and _zstd_checksummed(data, _PREFIX_3)
         if flags & FLAG_ZSTD:
-            payload = self._decompress(body, number, True)
+            if not checksummed:
+                raise CorruptEntry("compressed payload is not a zstd frame with a content checksum")
+            payload = self._decompress(body, number)
         elif number:
             raise CorruptEntry("frame names a dictionary but is not compressed")
         else:
@@ -315,13 +320,10 @@ class FrameCodec:
         expires_ms = (e_hi << 32) | e_lo
         return _new_entry(Entry, (payload, ((c_hi << 32) | c_lo) / 1000.0, expires_ms / 1000.0 if expires_ms else None))
 
-    def _decompress(self, body: bytes | memoryview, number: int, checked: bool) -> bytes:
-        """``checked``: the frame must carry zstd's content checksum (format 3 relies on it)."""
+    def _decompress(self, body: bytes | memoryview, number: int) -> bytes:
         dictionary = self._dictionaries.get(number) if number else None
         if number and dictionary is None:
             raise MissingDictionary(number)
-        if checked and (body[:4] != _ZSTD_MAGIC or len(body) < 5 or not body[4] & 0x04):
-            raise CorruptEntry("compressed payload is not a zstd frame with a content checksum")
         try:
             claimed = zstandard.frame_content_size(body)
             if claimed < 0 or claimed > self._max_bytes:
@@ -343,6 +345,11 @@ class FrameCodec:
                 except Exception:
                     break
         raise CorruptEntry("value is encrypted with a key not in encryption_keys (or was tampered with)")
+
+
+def _zstd_checksummed(buf: bytes, at: int) -> bool:
+    """Whether ``buf[at:]`` starts a zstd frame that ends with its content checksum (frame header flag 0x04)."""
+    return buf.startswith(_ZSTD_MAGIC, at) and len(buf) > at + 4 and bool(buf[at + 4] & 0x04)
 
 
 _new_entry = tuple.__new__  # Entry(...) minus the generated __new__'s Python frame
