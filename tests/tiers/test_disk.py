@@ -140,8 +140,8 @@ def test_a_write_past_its_timeout_fails_loudly(disk_path: Path) -> None:
 
 
 def test_threads_of_one_process_take_turns_instead_of_timing_out(disk_path: Path) -> None:
-    """With a busy timeout far below what six threads' writes take in total, no write fails: they queue on the
-    process's own lock, not in SQLite's busy handler."""
+    """Six threads writing and bumping one counter at once, released together: no write fails and no bump is
+    lost (they take turns on the process's own lock, not in SQLite's busy handler)."""
     tier = DiskTier(disk_path, codec=CODEC, busy_timeout_ms=30_000)
     tier.get_generation("setup")
     errors: list[BaseException] = []
