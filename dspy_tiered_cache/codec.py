@@ -29,7 +29,7 @@ import os
 import struct
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import orjson
@@ -156,7 +156,7 @@ class FrameCodec:
     frame header as associated data; any listed key opens it, so keys can be rotated by prepending the new one.
     """
 
-    __slots__ = ("_aeads", "_compression_threshold", "_dictionaries", "_max_bytes", "_secret", "_writing")
+    __slots__ = ("_aeads", "_compression_threshold", "_dictionaries", "_max_bytes", "_plain", "_secret", "_writing")
 
     def __init__(
         self,
@@ -190,6 +190,8 @@ class FrameCodec:
             for raw in encryption_keys:
                 key = hashlib.sha256(b"dspy_tiered_cache/aes-gcm/" + raw).digest()
                 self._aeads.append((hashlib.sha256(key).digest()[:4], AESGCM(key)))
+        #: Neither signed nor sealed: format 3 frames take the hot path of :meth:`loads`.
+        self._plain = self._secret is None and not self._aeads
 
     @property
     def write_dictionary(self) -> Dictionary | None:
@@ -251,6 +253,44 @@ class FrameCodec:
         return header + _crc(header, body, flags).to_bytes(4, "big") + body
 
     def loads(self, data: bytes) -> Entry:
+        # The hot path (every L2 hit of a compressed answer without key_secret or encryption), in one frame:
+        # a Python call costs about as much here as the CRC, so the checks are written out inline.
+        if (
+            self._plain
+            and len(data) > _PREFIX_3 + 4
+            and data[0] == MAGIC
+            and data[1] == VERSION
+            and data[2] == FLAG_ZSTD
+        ):
+            _, _, _, number, c_hi, c_lo, e_hi, e_lo = _HEADER_2.unpack_from(data)
+            dictionary = self._dictionaries.get(number) if number else None
+            if (
+                (dictionary is not None or not number)
+                and zlib.crc32(data[_PREFIX_3 : _PREFIX_3 + _BODY_HEAD], zlib.crc32(data[: _HEADER.size]))
+                == int.from_bytes(data[_HEADER.size : _PREFIX_3], "big")
+                and data.startswith(_ZSTD_MAGIC, _PREFIX_3)
+                and data[_PREFIX_3 + 4] & 0x04
+            ):
+                body = data[_PREFIX_3:]
+                try:
+                    claimed = zstandard.frame_content_size(body)
+                    if 0 <= claimed <= self._max_bytes:
+                        try:
+                            decompress = _local.by_dictionary[dictionary]
+                        except (AttributeError, KeyError):
+                            decompress = _bind_decompressor(dictionary)
+                        expires_ms = (e_hi << 32) | e_lo
+                        return _new_entry(
+                            Entry,
+                            (
+                                decompress(body, self._max_bytes),
+                                ((c_hi << 32) | c_lo) / 1000.0,
+                                expires_ms / 1000.0 if expires_ms else None,
+                            ),
+                        )
+                except zstandard.ZstdError as exc:
+                    raise CorruptEntry(f"compressed payload does not decompress: {exc}") from None
+            # Otherwise fall through: the general path names what is wrong.
         if len(data) < _PREFIX_3:
             raise CorruptEntry(f"frame of {len(data)} bytes is shorter than the {_PREFIX_3}-byte header")
         if data[0] != MAGIC:
@@ -362,6 +402,18 @@ def _crc(header: bytes, body: bytes, flags: int) -> int:
 
 
 _local = threading.local()
+
+
+def _bind_decompressor(dictionary: Dictionary | None) -> Callable[[Any, int], bytes]:
+    """This thread's ``decompress`` for frames compressed with ``dictionary`` (None: none), kept for the next hit:
+    a decompressor holds the dictionary digested (zstd's DDict), built once per thread."""
+    try:
+        table: dict[Dictionary | None, Callable[[Any, int], bytes]] = _local.by_dictionary
+    except AttributeError:
+        table = _local.by_dictionary = {}
+    d = dictionary.decompressor() if dictionary is not None else _decompressor()
+    table[dictionary] = decompress = d.decompress
+    return decompress
 
 
 def _compressor(checksum: bool) -> zstandard.ZstdCompressor:

@@ -90,10 +90,14 @@ class Dictionary:
 
     def decompress(self, data: bytes | memoryview, max_bytes: int) -> bytes:
         """Raises ``zstandard.ZstdError`` on bad input; the size limit is checked by the caller first."""
+        return self.decompressor().decompress(data, max_output_size=max_bytes)
+
+    def decompressor(self) -> zstandard.ZstdDecompressor:
+        """This thread's decompressor, the dictionary digested into it once (zstd's DDict)."""
         d: zstandard.ZstdDecompressor | None = getattr(self._local, "d", None)
         if d is None:
             d = self._local.d = zstandard.ZstdDecompressor(dict_data=self._zdict)
-        return d.decompress(data, max_output_size=max_bytes)
+        return d
 
 
 def pack(dictionary: Dictionary) -> bytes:
