@@ -178,7 +178,7 @@ def l2_markdown(h: dict[str, Any]) -> list[str]:
         f"raw redis-py GET + orjson.loads of the same answer; best of {h['rounds']} alternating rounds in one run "
         "(loaded 2-core box: read the ratios, not the absolute times).",
         "",
-        *([f"Measured separately by `{h['command']}` on {h['when']}.", ""] if "command" in h else []),
+        *([f"Measured separately: {h['command']}.", ""] if "command" in h else []),
         "| reader | best per call | vs raw |",
         "|---|---:|---:|",
         f"| raw redis-py GET + orjson.loads | {h['raw_get_decode_us']} us | 1.00x |",
