@@ -77,20 +77,27 @@ class Dictionary:
     def __repr__(self) -> str:
         return f"Dictionary({self.id:#x}, {len(self.raw)} bytes)"
 
-    def compress(self, data: bytes) -> bytes:
-        c: zstandard.ZstdCompressor | None = getattr(self._local, "c", None)
+    def compress(self, data: bytes, *, checksum: bool = False) -> bytes:
+        """``checksum``: end the frame with zstd's content checksum (frame format 3 relies on it)."""
+        name = "c_sum" if checksum else "c"
+        c: zstandard.ZstdCompressor | None = getattr(self._local, name, None)
         if c is None:
-            c = self._local.c = zstandard.ZstdCompressor(
-                level=LEVEL, dict_data=self._zdict, write_dict_id=False, write_checksum=False
+            c = zstandard.ZstdCompressor(
+                level=LEVEL, dict_data=self._zdict, write_dict_id=False, write_checksum=checksum
             )
+            setattr(self._local, name, c)
         return c.compress(data)
 
-    def decompress(self, data: bytes, max_bytes: int) -> bytes:
+    def decompress(self, data: bytes | memoryview, max_bytes: int) -> bytes:
         """Raises ``zstandard.ZstdError`` on bad input; the size limit is checked by the caller first."""
+        return self.decompressor().decompress(data, max_output_size=max_bytes)
+
+    def decompressor(self) -> zstandard.ZstdDecompressor:
+        """This thread's decompressor, the dictionary digested into it once (zstd's DDict)."""
         d: zstandard.ZstdDecompressor | None = getattr(self._local, "d", None)
         if d is None:
             d = self._local.d = zstandard.ZstdDecompressor(dict_data=self._zdict)
-        return d.decompress(data, max_output_size=max_bytes)
+        return d
 
 
 def pack(dictionary: Dictionary) -> bytes:

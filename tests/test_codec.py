@@ -4,6 +4,7 @@ import contextlib
 import os
 import pickle
 import time
+import zlib
 from typing import Any
 
 import pytest
@@ -13,6 +14,8 @@ from hypothesis import strategies as st
 
 from dspy_tiered_cache import dictionary
 from dspy_tiered_cache.codec import (
+    FLAG_AESGCM,
+    FLAG_ZSTD,
     CodecError,
     CorruptEntry,
     Entry,
@@ -153,6 +156,119 @@ def test_frames_from_before_dictionaries_still_read() -> None:
         codec(b"another").loads(OLD_FRAME_SECRET)
 
 
+#: Frames written by the code at commit 793b18f (format 2: dictionary number + 16-byte SHA-256 / HMAC), kept as
+#: bytes for the same reason: compressed with the shipped dictionary (threshold 64), a small uncompressed one, and
+#: a compressed one checksummed under key_secret=b"k-793b18f".
+FORMAT2_PAYLOAD = b'{"choices":[{"message":{"content":"' + b"format two frames still read. " * 8 + b'"}}]}'
+FORMAT2_ZSTD = bytes.fromhex(
+    "d7020100000001019af232b2fa01a3185c51f410c881138d8659019ca7dc3a5e1a5f7a28b52ffd6018000d0100407b2e20227d7d5d7d"
+    "08fccf20c743a47e802c22a762b4d9e8d3ddb41d6b504f4e"
+)
+FORMAT2_SMALL = bytes.fromhex(
+    "d7020000000000019af232b2fa000000000000bf1b0787bab5ba0bea7bbf4c2b28bb377b22616e73776572223a22796573227d"
+)
+FORMAT2_SECRET = bytes.fromhex(
+    "d7020100000001019af232b2fa0000000000001d9eda142ddb3e6ac94939492c3832db28b52ffd6018000d0100407b2e20227d7d5d7d"
+    "08fccf20c743a47e802c22a762b4d9e8d3ddb41d6b504f4e"
+)
+
+
+def test_format_2_frames_still_read() -> None:
+    packed = codec().loads(FORMAT2_ZSTD)
+    assert packed.payload == FORMAT2_PAYLOAD
+    assert packed.created_at == pytest.approx(1_765_000_000.25, abs=0.001)
+    assert packed.expires_at == pytest.approx(1_800_000_000.5, abs=0.001)
+    small = codec().loads(FORMAT2_SMALL)
+    assert small.payload == b'{"answer":"yes"}' and small.expires_at is None
+    assert codec(b"k-793b18f").loads(FORMAT2_SECRET).payload == FORMAT2_PAYLOAD
+    with pytest.raises(CorruptEntry, match="key_secret"):
+        codec(b"another").loads(FORMAT2_SECRET)
+    for flip in (2, 9, 25, 60, -1):  # header, MAC, body: all still checked by the format 2 hash
+        damaged = bytearray(FORMAT2_ZSTD)
+        damaged[flip] ^= 0x01
+        with pytest.raises(CorruptEntry):
+            codec().loads(bytes(damaged))
+
+
+# -- frame format 3: no second hash where zstd (or AES-GCM) already checks ---------------------------------
+def _format3(payload: bytes, threshold: int = 64) -> tuple[FrameCodec, bytes]:
+    c = FrameCodec(secret=None, compression_threshold=threshold, max_bytes=10**6)
+    return c, c.dumps(Entry(payload, 1_765_000_000.25, 1_800_000_000.5))
+
+
+def test_format_3_is_written_without_a_secret_and_is_smaller() -> None:
+    c, framed = _format3(FORMAT2_PAYLOAD)
+    assert framed[1] == 3 and framed[2] == 1  # compressed
+    assert len(framed) == len(FORMAT2_ZSTD) - 16 + 4 + 4  # CRC-32 instead of 16 bytes; zstd's checksum added
+    assert zstandard.get_frame_parameters(framed[23:]).has_checksum
+    got = c.loads(framed)
+    assert got.payload == FORMAT2_PAYLOAD
+    assert (got.created_at, got.expires_at) == (pytest.approx(1_765_000_000.25), pytest.approx(1_800_000_000.5))
+    plain_codec, plain = _format3(b'{"answer":"yes"}')
+    assert plain[1] == 3 and plain[2] == 0 and plain_codec.loads(plain).payload == b'{"answer":"yes"}'
+    signed = codec(b"k").dumps(Entry(FORMAT2_PAYLOAD, 0.0))
+    assert signed[1] == 2  # a key_secret keeps the keyed MAC
+
+
+@pytest.mark.parametrize("payload", [FORMAT2_PAYLOAD, b'{"answer":"yes"}'], ids=["compressed", "plain"])
+def test_format_3_every_flipped_bit_or_truncation_is_a_corrupt_entry(payload: bytes) -> None:
+    c, framed = _format3(payload)
+    for i in range(len(framed)):  # every bit of every byte that carries meaning
+        for bit in range(8):
+            damaged = bytearray(framed)
+            damaged[i] ^= 1 << bit
+            try:
+                got = c.loads(bytes(damaged))
+            except CorruptEntry:
+                continue
+            # Only bits that cannot change what is read may pass: none, in a frame this shape.
+            raise AssertionError(f"byte {i} bit {bit} flipped and the frame still read: {got!r}")
+    for cut in range(len(framed)):
+        with pytest.raises(CorruptEntry):
+            c.loads(framed[:cut])
+
+
+def test_format_3_refuses_a_zstd_frame_without_its_checksum() -> None:
+    c, framed = _format3(FORMAT2_PAYLOAD)
+    header = framed[:19]
+    unchecked = c._writing.compress(FORMAT2_PAYLOAD, checksum=False)  # type: ignore[union-attr]
+    forged = header + zlib.crc32(unchecked[:18], zlib.crc32(header)).to_bytes(4, "big") + unchecked
+    with pytest.raises(CorruptEntry, match="content checksum"):
+        c.loads(forged)
+
+
+def test_format_3_is_refused_under_a_key_secret() -> None:
+    _, framed = _format3(FORMAT2_PAYLOAD)
+    with pytest.raises(CorruptEntry, match="not signed"):
+        codec(b"k").loads(framed)
+
+
+def test_format_3_foreign_dictionary_and_bomb_are_corrupt_entries() -> None:
+    c, framed = _format3(FORMAT2_PAYLOAD)
+    header = bytearray(framed[:19])
+    header[3:7] = (0x8000_1234).to_bytes(4, "big")  # a trained dictionary this process does not hold
+    body = framed[23:]
+    foreign = bytes(header) + zlib.crc32(body[:18], zlib.crc32(bytes(header))).to_bytes(4, "big") + body
+    with pytest.raises(MissingDictionary):
+        c.loads(foreign)
+    small = FrameCodec(secret=None, compression_threshold=64, max_bytes=100)
+    with pytest.raises(CorruptEntry, match="over max_value_bytes"):
+        small.loads(framed)
+
+
+def test_format_3_encrypted_round_trip_and_tamper() -> None:
+    pytest.importorskip("cryptography")
+    c = FrameCodec(secret=None, compression_threshold=64, max_bytes=10**6, encryption_keys=[b"k1"])
+    framed = c.dumps(Entry(FORMAT2_PAYLOAD, 0.0))
+    assert framed[1] == 3 and framed[2] == FLAG_ZSTD | FLAG_AESGCM
+    assert c.loads(framed).payload == FORMAT2_PAYLOAD
+    for i in (5, 30, len(framed) // 2, len(framed) - 1):
+        damaged = bytearray(framed)
+        damaged[i] ^= 0x01
+        with pytest.raises(CorruptEntry):
+            c.loads(bytes(damaged))
+
+
 def _answer(n: int) -> bytes:
     """A stored chat answer of about ``n`` bytes of English (the shape the LiteLLM door stores)."""
     words = ["the", "cache", "keeps", "each", "answer", "small", "enough", "that", "a", "fleet", "of", "workers"]
@@ -171,7 +287,7 @@ def test_small_answers_compress_with_the_shipped_dictionary() -> None:
     with_dict = FrameCodec(secret=None, compression_threshold=256, max_bytes=10**6)
     without = FrameCodec(secret=None, compression_threshold=256, max_bytes=10**6, dictionary=None)
     framed = with_dict.dumps(Entry(payload, time.time()))
-    assert framed[1] == 2 and int.from_bytes(framed[3:7], "big") == SHIPPED_ID  # format 2 names its dictionary
+    assert framed[1] == 3 and int.from_bytes(framed[3:7], "big") == SHIPPED_ID  # the frame names its dictionary
     assert len(framed) < len(without.dumps(Entry(payload, time.time())))
     assert len(framed) < len(payload) * 0.6
     assert with_dict.loads(framed).payload == payload

@@ -3,6 +3,14 @@
 SQLite in WAL mode gives concurrent readers, one writer at a time across processes, and crash safety, with no
 server to run: the default second tier when no Redis URL is configured. Values are stored as the same checked
 frames as in Redis, so a damaged file reads as misses, never as wrong answers.
+
+Writes under contention. SQLite lets one connection write at a time and makes the others wait in its busy
+handler, which sleeps and retries with growing pauses (up to 100 ms each): under load a thread that keeps losing
+sleeps while others keep winning, and after ``busy_timeout`` its write fails ("database is locked") and the
+entry is lost. So the threads of one process take turns on a lock of their own (one per file, granted in arrival
+order, no sleeping), SQLite's busy handler is left to arbitrate between processes, and a write SQLite still
+answers "busy" (it does so without waiting in some WAL cases) is retried until its ``busy_timeout`` is spent.
+Only then does it fail, as an error the core counts and logs, never silently.
 """
 
 from __future__ import annotations
@@ -12,9 +20,9 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dspy_tiered_cache import forksafe
 from dspy_tiered_cache.codec import CorruptEntry, Entry, FrameCodec
@@ -32,7 +40,37 @@ CREATE INDEX IF NOT EXISTS entries_stored_at ON entries (stored_at);
 CREATE TABLE IF NOT EXISTS generations (namespace TEXT PRIMARY KEY, generation INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, token TEXT NOT NULL, expires_at REAL NOT NULL);
 """
+_INSERT = "INSERT OR REPLACE INTO entries (key, value, expires_at, size, stored_at) VALUES (?, ?, ?, ?, ?)"
 _CULL_EVERY = 256
+_T = TypeVar("_T")
+
+#: One lock per file for the writes of this process (see the module docstring); new ones in a forked child.
+_write_locks: dict[str, threading.RLock] = {}
+_write_locks_guard = threading.Lock()
+
+
+def _write_lock(path: Path) -> threading.RLock:
+    key = os.path.abspath(path)
+    lock = _write_locks.get(key)
+    if lock is None:
+        with _write_locks_guard:
+            lock = _write_locks.setdefault(key, threading.RLock())
+    return lock
+
+
+def _fresh_write_locks() -> None:
+    global _write_locks_guard
+    _write_locks.clear()
+    _write_locks_guard = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_write_locks)
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
 
 
 class DiskTier(Tier):
@@ -47,8 +85,10 @@ class DiskTier(Tier):
         codec: FrameCodec,
         ttl: float | None = None,
         max_bytes: int = 1024**3,
-        busy_timeout_ms: int = 2000,
+        busy_timeout_ms: int = 5000,
     ) -> None:
+        """``busy_timeout_ms``: how long a write may wait for other writers (threads and processes) before it
+        fails; writes run on the background writer, off the caller's path."""
         self.path = Path(path).expanduser()
         self.codec = codec
         self.ttl = ttl
@@ -78,9 +118,8 @@ class DiskTier(Tier):
                 self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
             )
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
+            # Switching a new file to WAL and creating the schema write: in turn with this process's writes.
+            self._retrying(lambda: self._setup(conn), _write_lock(self.path))
         except (sqlite3.Error, OSError) as exc:
             raise OSError(
                 f"disk tier cannot open {self.path}: {exc}; set DSPY_TIERED_CACHE_DISK_PATH to a writable file "
@@ -89,8 +128,45 @@ class DiskTier(Tier):
         self._local.conn, self._local.pid = conn, pid
         return conn
 
+    @staticmethod
+    def _setup(conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+
+    def _retrying(self, fn: Callable[[], _T], lock: threading.RLock | None) -> _T:
+        """``fn()`` holding ``lock`` (this process's writes to the file, in turn), retried while SQLite answers
+        busy, until ``busy_timeout_ms`` is spent; then the error is raised (the core counts a failed write)."""
+        timeout = self.busy_timeout_ms / 1000
+        deadline = time.monotonic() + timeout
+        if lock is not None and not lock.acquire(timeout=timeout):
+            raise sqlite3.OperationalError(
+                f"database is locked: this process's other writes to {self.path} held it for {timeout:.1f} s"
+            )
+        try:
+            pause = 0.001
+            while True:
+                try:
+                    return fn()
+                except sqlite3.OperationalError as exc:
+                    if not _busy(exc) or time.monotonic() + pause > deadline:
+                        raise
+                time.sleep(pause)  # another process holds the file and SQLite gave up before our timeout
+                pause = min(pause * 2, 0.05)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        conn = self._conn()
+        return self._retrying(lambda: fn(conn), _write_lock(self.path))
+
+    def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        conn = self._conn()
+        return self._retrying(lambda: fn(conn), None)
+
     def get(self, key: str) -> Entry | None:
-        row = self._conn().execute("SELECT value, expires_at FROM entries WHERE key = ?", (key,)).fetchone()
+        row = self._read(lambda c: c.execute("SELECT value, expires_at FROM entries WHERE key = ?", (key,)).fetchone())
         if row is None:
             return None
         if row[1] is not None and row[1] <= time.time():
@@ -103,10 +179,8 @@ class DiskTier(Tier):
             return
         blob = self.codec.dumps(entry)
         self.count_stored(len(entry.payload), len(blob))
-        self._conn().execute(
-            "INSERT OR REPLACE INTO entries (key, value, expires_at, size, stored_at) VALUES (?, ?, ?, ?, ?)",
-            (key, blob, entry.expires_at, len(blob) + len(key), now),
-        )
+        row = (key, blob, entry.expires_at, len(blob) + len(key), now)
+        self._write(lambda c: c.execute(_INSERT, row))
         with self._lock:
             self._sets += 1
             cull = self._sets % _CULL_EVERY == 0
@@ -115,7 +189,9 @@ class DiskTier(Tier):
 
     def cull(self) -> int:
         """Drop expired rows, then the oldest rows while the file holds more than ``max_bytes`` of values."""
-        conn = self._conn()
+        return self._write(self._cull)
+
+    def _cull(self, conn: sqlite3.Connection) -> int:
         removed = conn.execute(
             "DELETE FROM entries WHERE expires_at IS NOT NULL AND expires_at <= ?", (time.time(),)
         ).rowcount
@@ -136,10 +212,10 @@ class DiskTier(Tier):
         return int(removed)
 
     def delete(self, key: str) -> None:
-        self._conn().execute("DELETE FROM entries WHERE key = ?", (key,))
+        self._write(lambda c: c.execute("DELETE FROM entries WHERE key = ?", (key,)))
 
     def clear(self) -> int:
-        return int(self._conn().execute("DELETE FROM entries").rowcount)
+        return int(self._write(lambda c: c.execute("DELETE FROM entries").rowcount))
 
     def scan_prefix(self, prefix: str) -> Iterator[tuple[str, Entry | None]]:
         """Live entries whose keys start with ``prefix``, in key order (an index range, not a full scan); None for
@@ -183,54 +259,60 @@ class DiskTier(Tier):
                 blob = self.codec.dumps(entry)
                 self.count_stored(len(entry.payload), len(blob))
                 rows.append((key, blob, entry.expires_at, len(blob) + len(key), now))
-        conn = self._conn()
+        self._write(lambda c: self._insert_all(c, rows))
+
+    @staticmethod
+    def _insert_all(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(
-                "INSERT OR REPLACE INTO entries (key, value, expires_at, size, stored_at) VALUES (?, ?, ?, ?, ?)", rows
-            )
+            conn.executemany(_INSERT, rows)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 
     def get_generation(self, namespace: str) -> int:
-        row = self._conn().execute("SELECT generation FROM generations WHERE namespace = ?", (namespace,)).fetchone()
+        row = self._read(
+            lambda c: c.execute("SELECT generation FROM generations WHERE namespace = ?", (namespace,)).fetchone()
+        )
         return int(row[0]) if row else 0
 
     def bump_generation(self, namespace: str) -> int:
-        row = (
-            self._conn()
-            .execute(
+        row = self._write(
+            lambda c: c.execute(
                 "INSERT INTO generations (namespace, generation) VALUES (?, 1) "
                 "ON CONFLICT(namespace) DO UPDATE SET generation = generation + 1 RETURNING generation",
                 (namespace,),
-            )
-            .fetchone()
+            ).fetchone()
         )
         return int(row[0])
 
     def raise_generation(self, namespace: str, at_least: int) -> int:
-        row = self._conn().execute(
-            "INSERT INTO generations (namespace, generation) VALUES (?, ?) "
-            "ON CONFLICT(namespace) DO UPDATE SET generation = MAX(generation, excluded.generation) "
-            "RETURNING generation",
-            (namespace, at_least),
-        ).fetchone()
+        row = self._write(
+            lambda c: c.execute(
+                "INSERT INTO generations (namespace, generation) VALUES (?, ?) "
+                "ON CONFLICT(namespace) DO UPDATE SET generation = MAX(generation, excluded.generation) "
+                "RETURNING generation",
+                (namespace, at_least),
+            ).fetchone()
+        )
         return int(row[0])
 
     # -- cross-process leases for processes sharing this file ---------------------------------------
     def acquire_lock(self, name: str, token: str, lease_s: float) -> bool:
         now = time.time()
-        conn = self._conn()
-        conn.execute("DELETE FROM locks WHERE name = ? AND expires_at <= ?", (name, now))
-        cursor = conn.execute(
-            "INSERT OR IGNORE INTO locks (name, token, expires_at) VALUES (?, ?, ?)", (name, token, now + lease_s)
-        )
-        return cursor.rowcount == 1
+
+        def take(conn: sqlite3.Connection) -> bool:
+            conn.execute("DELETE FROM locks WHERE name = ? AND expires_at <= ?", (name, now))
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO locks (name, token, expires_at) VALUES (?, ?, ?)", (name, token, now + lease_s)
+            )
+            return cursor.rowcount == 1
+
+        return self._write(take)
 
     def release_lock(self, name: str, token: str) -> None:
-        self._conn().execute("DELETE FROM locks WHERE name = ? AND token = ?", (name, token))
+        self._write(lambda c: c.execute("DELETE FROM locks WHERE name = ? AND token = ?", (name, token)))
 
     def unusable(self) -> str | None:
         """Why the file cannot be created or written (None: it can), found without creating it.
