@@ -69,6 +69,14 @@ class CorruptEntry(CacheError, ValueError):
     """Bytes under our key are not a valid frame: truncated, tampered, foreign, or from another secret."""
 
 
+class NewerFormat(CorruptEntry):
+    """A frame of a format newer than this release reads: written by a newer release of the package.
+
+    During a rolling upgrade old and new processes share one Redis; the old ones serve a miss and leave the entry
+    alone (deleting it would undo every newer process's writes until the upgrade completes).
+    """
+
+
 class Entry(NamedTuple):
     """One cached value as every tier sees it: JSON payload bytes plus its absolute lifetime.
 
@@ -291,6 +299,8 @@ class FrameCodec:
                 except zstandard.ZstdError as exc:
                     raise CorruptEntry(f"compressed payload does not decompress: {exc}") from None
             # Otherwise fall through: the general path names what is wrong.
+        if len(data) >= 2 and data[0] == MAGIC and data[1] > VERSION:  # whatever its header length
+            raise NewerFormat(f"frame format {data[1]} is newer than this release reads ({VERSION}): upgrade it")
         if len(data) < _PREFIX_3:
             raise CorruptEntry(f"frame of {len(data)} bytes is shorter than the {_PREFIX_3}-byte header")
         if data[0] != MAGIC:

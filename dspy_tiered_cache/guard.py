@@ -13,7 +13,7 @@ from typing import Any
 
 from dspy_tiered_cache import telemetry
 from dspy_tiered_cache.breaker import CircuitBreaker
-from dspy_tiered_cache.codec import CorruptEntry, Entry
+from dspy_tiered_cache.codec import CorruptEntry, Entry, NewerFormat
 from dspy_tiered_cache.stats import Stats
 from dspy_tiered_cache.tiers.base import Tier
 
@@ -50,6 +50,10 @@ class TierGuard:
         )
 
     def corrupt(self, tier: Tier, key: str, exc: CorruptEntry) -> None:
+        if isinstance(exc, NewerFormat):  # a newer release's entry (rolling upgrade): a miss, left in place
+            self.stats.record(tier.name, hit=False)
+            self.warn_once(f"newer:{tier.name}", "dspy_tiered_cache: tier %s: %s; serving a miss", tier.name, exc)
+            return
         self.stats.record(tier.name, hit=False, corrupt=True)
         log.warning(
             "dspy_tiered_cache: corrupt entry in tier %s (%s): %s; dropping it and serving a miss",

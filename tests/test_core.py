@@ -209,6 +209,21 @@ def test_corrupt_remote_entry_is_a_counted_miss_and_is_removed(redis_url: str) -
     assert raw.get(key) is None
 
 
+def test_entry_of_a_newer_format_is_a_miss_left_in_place(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A rolling upgrade: a newer release's frame is not ours to judge; deleting it would undo its writes."""
+    core = core_with(redis_url, memory=False)
+    key = core.key_for(REQUEST)
+    raw = redis.Redis.from_url(redis_url)
+    newer = b"\xd7\x63"  # format 99: its header may be of any length
+    raw.set(key, newer)
+    with caplog.at_level(logging.WARNING, logger="dspy_tiered_cache"):
+        assert core.get(key) is None
+        assert core.get(key) is None
+    assert core.stats.tiers["l2"].corrupt == 0 and core.stats.tiers["l2"].misses == 2
+    assert raw.get(key) == newer
+    assert caplog.text.count("frame format 99 is newer than this release reads") == 1  # once, not per read
+
+
 def test_entry_from_another_secret_is_a_miss(redis_url: str) -> None:
     a = core_with(redis_url, key_secret="secret-a", memory=False)
     key = a.key_for(REQUEST)
