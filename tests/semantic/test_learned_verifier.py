@@ -191,3 +191,15 @@ def test_an_explicit_threshold_and_verifier_still_win(
 def test_bag_of_words_vectors_are_what_the_head_sees(provider: StandInProvider) -> None:
     # The HTTP path returns the provider's deterministic vectors unchanged (float32-exact).
     assert _http_embed(provider, 384)(["reset password"])[0] == bag_of_words_vector("reset password", 384)
+
+
+def test_a_batch_larger_than_the_word_cache_returns_every_vector() -> None:
+    """A batch whose fresh words evict words it also asks for (once a KeyError, counted as a rejection)."""
+    from dspy_tiered_cache.semantic.embedder import _MAX_ENTRIES, Embedder
+
+    embedder = Embedder("openai/bag-of-words", embed=bag_of_words_vector)
+    embedder.embed_many(["password"])
+    words = ["password", *(f"word{i}" for i in range(_MAX_ENTRIES + 10))]
+    vectors = embedder.embed_many(words)
+    assert len(vectors) == len(words)
+    assert list(vectors[0]) == pytest.approx(bag_of_words_vector("password"))
