@@ -19,6 +19,21 @@ Sets (``SETS``; "tune" sets were read while the verifier was redesigned, "report
   Duplicate = score >= 4 ("mostly equivalent"), non-duplicate = score <= 3 (some important information
   differs); the 3 < score < 4 band is dropped. Questions, like the traffic a cache sees: the most telling set.
 
+* ``sts12-15`` (tune): every SemEval STS 2012-2015 pair with a gold score (news, forum, captions, glosses,
+  answers; ``data/sts/semeval-sts/all/2015.test.tsv``, which concatenates them), labelled as ``sts16-qq``;
+  per-year licences in the checkout (research use; 2015 answers-forums CC BY-SA).
+* ``sts16-aa`` (report): SemEval STS 2016 answer-answer (Stack Exchange answers),
+  ``data/sts/semeval-sts/2016/answer-answer.test.tsv``, labelled as ``sts16-qq``; CC BY-SA 3.0.
+
+Roles were fixed before the learned verifier (``benchmarks/semantic_train.py``) was trained: it reads the tune
+sets only (its cut-off too, from out-of-fold predictions); the report sets are read by ``semantic.py`` alone.
+
+Tried and not usable from the snapshots reachable here (so absent): AskUbuntu duplicate questions
+(github.com/taolei87/askubuntu at 4d0a9169: the question texts, ``text_tokenized.txt.gz``, are missing from the
+snapshot, only the id lists are there), PIT-2015 Twitter paraphrases (github.com/cocoxu/SemEval-PIT2015 at
+310bec1f: the data zip is missing), curai/medical-question-pairs (no snapshot). No question-pair tune set was
+available, so the head learned what question words do from non-question sets only: a known limit.
+
 Quora Question Pairs and anything built from it are deliberately absent: they are the held-out judge.
 """
 
@@ -56,14 +71,20 @@ def _sick(root: Path, split: str) -> list[Pair]:
 
 
 def _sts16_qq(root: Path) -> list[Pair]:
-    rows = _rows(root / "data" / "sts" / "semeval-sts" / "2016" / "question-question.test.tsv")
+    return _sts(root / "data" / "sts" / "semeval-sts" / "2016" / "question-question.test.tsv")
+
+
+def _sts(path: Path) -> list[Pair]:
+    rows = _rows(path)
     out: list[Pair] = []
+    seen: set[tuple[str, str]] = set()
     for r in rows:
         if len(r) < 3 or not r[0].strip():
             continue
         score = float(r[0])
-        if 3.0 < score < 4.0:
+        if 3.0 < score < 4.0 or (r[1], r[2]) in seen:
             continue
+        seen.add((r[1], r[2]))
         out.append(Pair(r[1], r[2], score >= 4.0))
     return out
 
@@ -72,10 +93,14 @@ def _sts16_qq(root: Path) -> list[Pair]:
 SETS: dict[str, tuple[str, str]] = {
     "mrpc-train": ("tune", "data/para/msr/msr-para-train.tsv"),
     "sick-train": ("tune", "data/sts/sick2014/SICK_train.txt"),
+    "sts12-15": ("tune", "data/sts/semeval-sts/all/2015.test.tsv"),
     "mrpc-test": ("report", "data/para/msr/msr-para-test.tsv"),
     "sick-test": ("report", "data/sts/sick2014/SICK_test_annotated.txt"),
     "sts16-qq": ("report", "data/sts/semeval-sts/2016/question-question.test.tsv"),
+    "sts16-aa": ("report", "data/sts/semeval-sts/2016/answer-answer.test.tsv"),
 }
+TUNE = tuple(name for name, (role, _) in SETS.items() if role == "tune")
+REPORT = tuple(name for name, (role, _) in SETS.items() if role == "report")
 
 
 def load(data: Path, name: str) -> list[Pair]:
@@ -91,4 +116,6 @@ def load(data: Path, name: str) -> list[Pair]:
         return _sick(root, "test")
     if name == "sts16-qq":
         return _sts16_qq(root)
+    if name in ("sts12-15", "sts16-aa"):
+        return _sts(root / SETS[name][1])
     raise KeyError(f"unknown set {name!r}; known: {', '.join(SETS)}")

@@ -121,19 +121,21 @@ class CacheSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
     # -- the opt-in semantic tier (LiteLLM door; see dspy_tiered_cache/semantic/) --
     semantic: bool = Field(False, description="After an exact miss, serve a verified near-identical request's answer.")
-    semantic_threshold: float = Field(
-        0.95,  # the lowest that kept wrong answers <= 1 % on third-party pairs (docs/semantic.md)
+    semantic_threshold: float | None = Field(
+        None,  # the learned verifier's tuned floor for its model, else 0.95 (docs/semantic.md)
         gt=0.0,
         le=1.0,
-        description="Cosine similarity a neighbour needs before the verifier looks at it.",
+        description="Cosine similarity a neighbour needs before the verifier looks at it (None: the "
+        "learned verifier's tuned floor for the embedding model, else 0.95).",
     )
     semantic_embedding_model: str = Field("text-embedding-3-small", description="Any LiteLLM embedding model.")
     semantic_embedding_api_base: str | None = Field(None, description="Endpoint of the embedding model.")
     semantic_embedding_api_key: SecretStr | None = Field(None, description="Key for the embedding model.")
-    semantic_verifier: Literal["rules", "rules+llm", "none"] = Field(
-        "rules",
-        description="'rules': reject neighbours differing in numbers, negation, names...; 'rules+llm': then ask "
-        "semantic_judge_model too; 'none': trust the threshold (for measurement).",
+    semantic_verifier: Literal["learned", "rules", "rules+llm", "none"] = Field(
+        "learned",
+        description="'learned': a head trained on third-party pairs for the embedding model (the rules for a "
+        "model it has no weights for); 'rules': reject neighbours differing in numbers, negation, names...; "
+        "'rules+llm': then ask semantic_judge_model too; 'none': trust the threshold (for measurement).",
     )
     semantic_judge_model: str | None = Field(None, description="LiteLLM chat model judging neighbours (rules+llm).")
     semantic_judge_api_base: str | None = Field(None, description="Endpoint of the judge model.")

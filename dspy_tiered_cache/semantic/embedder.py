@@ -72,7 +72,9 @@ class Embedder:
         """Vectors for several short texts (the verifier's words): what is not cached goes out in one batch call
         (through LiteLLM) and is kept in the in-process dictionary only (words are few and shared by requests)."""
         with self._lock:
-            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+            # Read what is cached now: adding the fresh ones below may evict some of these (a KeyError later).
+            found: dict[str, Vector] = {t: self._cache[t] for t in dict.fromkeys(texts) if t in self._cache}
+            missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             if self._embed_batch is not None:
                 fresh = [unit(np.asarray(v, dtype=np.float32)) for v in self._embed_batch(missing)]
@@ -84,15 +86,8 @@ class Embedder:
                     self._cache[text] = vector
                 while len(self._cache) > _MAX_ENTRIES:
                     self._cache.popitem(last=False)
-                found = dict(zip(missing, fresh, strict=True))
-        else:
-            found = {}
-        out: list[Vector] = []
-        with self._lock:
-            for text in texts:
-                fresh_vector = found.get(text)
-                out.append(fresh_vector if fresh_vector is not None else self._cache[text])
-        return out
+            found.update(zip(missing, fresh, strict=True))
+        return [found[text] for text in texts]
 
     def embed(self, text: str) -> Vector:
         with self._lock:

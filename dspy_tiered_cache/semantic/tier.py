@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from dspy_tiered_cache.options import Hit
 from dspy_tiered_cache.semantic.embedder import Embedder
 from dspy_tiered_cache.semantic.index import IndexUnavailable, LocalIndex, RedisIndex, VectorIndex
+from dspy_tiered_cache.semantic.learned import LearnedVerifier
 from dspy_tiered_cache.semantic.scope import Guards, Scope, scope_of
 from dspy_tiered_cache.semantic.verifier import make_verifier
 from dspy_tiered_cache.settings import check_namespace
@@ -33,6 +34,9 @@ if TYPE_CHECKING:  # features stand on the core; the tier only needs its public 
 log = logging.getLogger("dspy_tiered_cache")
 
 TIER_NAME = "semantic"
+#: The cosine floor when ``semantic_threshold`` is unset and no learned head ships for the model: the lowest
+#: that kept the rules' wrong answers <= 1 % on third-party pairs (docs/semantic.md).
+RULES_THRESHOLD = 0.95
 
 
 def _local_index(tiers: list[Tier], core: CacheCore) -> LocalIndex:
@@ -89,7 +93,6 @@ class SemanticTier:
     ) -> None:
         s = core.settings
         self.core = core
-        self.threshold = s.semantic_threshold
         self.candidates = s.semantic_candidates
         self.guards = Guards(
             max_chars=s.semantic_max_chars, max_messages=s.semantic_max_messages, allow_tools=s.semantic_allow_tools
@@ -103,13 +106,20 @@ class SemanticTier:
             store=self.index,
             secret=s.key_secret.get_secret_value().encode() if s.key_secret is not None else None,
         )
-        self.verifier = make_verifier(
-            s.semantic_verifier,
-            embed_words=self.embedder.embed_many,
-            judge_model=s.semantic_judge_model,
-            judge_api_base=s.semantic_judge_api_base,
-            judge_api_key=s.semantic_judge_api_key.get_secret_value() if s.semantic_judge_api_key else None,
-        )
+        self.verifier: Any
+        if s.semantic_verifier == "learned":
+            self.verifier = LearnedVerifier(s.semantic_embedding_model, self.embedder.embed_many)
+        else:
+            self.verifier = make_verifier(
+                s.semantic_verifier,
+                embed_words=self.embedder.embed_many,
+                judge_model=s.semantic_judge_model,
+                judge_api_base=s.semantic_judge_api_base,
+                judge_api_key=s.semantic_judge_api_key.get_secret_value() if s.semantic_judge_api_key else None,
+            )
+        floor = getattr(self.verifier, "cosine_floor", None)
+        default = floor if floor is not None else RULES_THRESHOLD
+        self.threshold: float = s.semantic_threshold if s.semantic_threshold is not None else default
         self.available = self.index is not None
         self._secret = s.key_secret.get_secret_value().encode() if s.key_secret is not None else None
         self.tstats = core.stats.tiers.setdefault(TIER_NAME, TierStats(TIER_NAME))

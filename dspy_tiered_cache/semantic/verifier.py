@@ -237,6 +237,7 @@ def make_verifier(
     judge_api_base: str | None = None,
     judge_api_key: str | None = None,
 ) -> RuleVerifier | NoVerifier | JudgedVerifier:
+    """The rules, the judge or none ("learned" is built by the tier: it needs the embedding model's name)."""
     if name == "none":
         return NoVerifier()
     if name == "rules+llm" and judge_model:
