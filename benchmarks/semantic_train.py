@@ -35,21 +35,7 @@ from dspy_tiered_cache.semantic.learned import FEATURES, features  # noqa: E402
 #: took signs that scored an identical pair below the cut-off.
 NON_NEGATIVE = ("cosine", "align_mean", "align_min", "kept_min", "overlap")
 #: Flags that may only lower the score (their weight is kept <= 0).
-NON_POSITIVE = (
-    "unaligned",
-    "unaligned_mass",
-    "names",
-    "question_word",
-    "person",
-    "tense",
-    "modality",
-    "numbers",
-    "negation",
-    "antonym",
-    "direction",
-    "word_order",
-    "length_gap",
-)
+NON_POSITIVE = tuple(name for name in FEATURES if name not in NON_NEGATIVE)
 OUT = ROOT.parent / "dspy_tiered_cache" / "semantic" / "weights" / "all-minilm-l6-v2-384.json"
 
 

@@ -34,7 +34,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from dspy_tiered_cache import forksafe
-from dspy_tiered_cache.codec import CorruptEntry, Entry, FrameCodec, MissingDictionary
+from dspy_tiered_cache.codec import CorruptEntry, Entry, FrameCodec
 from dspy_tiered_cache.dictionary import Dictionary, pack
 from dspy_tiered_cache.keys import entry_pattern, generation_key
 from dspy_tiered_cache.settings import mask_url
@@ -300,14 +300,7 @@ class RedisTier(RedisLeases, Tier):
 
     async def aget(self, key: str) -> Entry | None:
         client = await self._ac()
-        raw = await client.get(key)
-        try:
-            return self._decode(raw)
-        except MissingDictionary as missing:
-            if not self._dictionaries.wanted(missing.number):
-                raise
-            self._dictionaries.found(missing.number, await client.get(self._dictionaries.key(missing.number)))
-            return self._decode(raw)
+        return await self._adecode_fetching(client, await client.get(key))
 
     def set(self, key: str, entry: Entry) -> None:
         stored = self._dictionaries

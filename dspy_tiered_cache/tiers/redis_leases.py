@@ -172,14 +172,7 @@ class RedisLeases:
             if refused != "none":  # the server takes no lease (older, or full / read-only): a plain read
                 return await self.aget(key)
             raise
-        raw = self._looked(key, token, raw)
-        try:
-            return self._decode(raw)
-        except MissingDictionary as missing:
-            if not self._dictionaries.wanted(missing.number):
-                raise
-            self._dictionaries.found(missing.number, await client.get(self._dictionaries.key(missing.number)))
-            return self._decode(raw)
+        return await self._adecode_fetching(client, self._looked(key, token, raw))
 
     @staticmethod
     def _supports(info: Any) -> bool:
@@ -223,6 +216,16 @@ class RedisLeases:
             if not self._dictionaries.wanted(missing.number):
                 raise
             self._dictionaries.found(missing.number, self.client.get(self._dictionaries.key(missing.number)))
+            return self._decode(raw)
+
+    async def _adecode_fetching(self, client: Any, raw: bytes | None) -> Entry | None:
+        """:meth:`_decode_fetching` for the async client."""
+        try:
+            return self._decode(raw)
+        except MissingDictionary as missing:
+            if not self._dictionaries.wanted(missing.number):
+                raise
+            self._dictionaries.found(missing.number, await client.get(self._dictionaries.key(missing.number)))
             return self._decode(raw)
 
     def lease_outcome(self, token: str) -> str:
