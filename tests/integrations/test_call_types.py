@@ -43,6 +43,10 @@ if TYPE_CHECKING:  # the pytest script does not put the checkout on sys.path (th
 
 Call = Callable[[StandInProvider], Any]
 
+#: LiteLLM's own logging of a streamed Responses call warns that the usage it built is not a ``ResponseAPIUsage``
+#: (LiteLLM 1.110, on every such call: with its cache, ours, or none at all). A host warning, not ours.
+pytestmark = pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
+
 _FASTAPI = importlib.util.find_spec("fastapi") is not None
 #: ``litellm.anthropic.messages`` (not re-exported by name, so typed loosely here).
 _messages: Any = litellm.anthropic.messages  # type: ignore[attr-defined]
