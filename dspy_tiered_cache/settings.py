@@ -6,6 +6,8 @@ message naming the variable and the fix, instead of surfacing later as a silent 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import re
 from dataclasses import dataclass
@@ -293,6 +295,10 @@ def parse_redis_url(raw: str) -> RedisURL:
         raw = _SCHEME_ALIASES[scheme] + raw[len(scheme) :]
         scheme = _SCHEME_ALIASES[scheme]
     query = parse_qs(parts.query)
+    unknown = sorted(set(query) - _connection_options())
+    if unknown:  # redis-py hands them to the connection as keywords: a TypeError at every command, read as a miss
+        hint = " (a Cluster: redis+cluster://host:7000,... or redis_cluster=true)" if "cluster" in unknown else ""
+        raise ValueError(f"query parameter {unknown[0]!r} is not a redis-py connection option{hint}")
     query_db = _database(query["db"][-1], "the db= query parameter") if "db" in query else None
     if scheme == "unix":
         if not parts.path or parts.path == "/":
@@ -313,6 +319,19 @@ def parse_redis_url(raw: str) -> RedisURL:
             raise ValueError(f"the path {parts.path!r} is not a database number; end the URL in /0 (or /1, ...)")
         db = _database(path[0], "the database in the path") if path else 0
     return RedisURL(raw, hosts, query_db if query_db is not None else db, sentinel, scheme == "redis+cluster")
+
+
+@functools.cache
+def _connection_options() -> frozenset[str]:
+    """The query parameters a redis URL may carry: those redis-py parses, and its connections' keyword arguments
+    (it passes any other as one), read from the installed redis-py."""
+    from redis import connection
+
+    names = set(connection.URL_QUERY_ARGUMENT_PARSERS)
+    for kind in (connection.ConnectionPool, connection.AbstractConnection, connection.Connection,
+                 connection.SSLConnection, connection.UnixDomainSocketConnection):  # fmt: skip
+        names.update(inspect.signature(kind.__init__).parameters)
+    return frozenset(names - {"self", "args", "kwargs", "connection_kwargs"})
 
 
 def _host_list(netloc: str) -> list[str]:

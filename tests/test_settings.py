@@ -85,6 +85,11 @@ BAD_URLS = [
     ("redis://n1:7000,n2:7001/0", "set redis_cluster=true"),
     ("redis+cluster://n1:7000/3", "Cluster has only database 0"),
     ("unix://", "socket's path"),
+    (
+        "redis://localhost:6379/0?cluster=true",
+        "'cluster' is not a redis-py connection option (a Cluster: redis+cluster://",
+    ),
+    ("rediss://cache:6380/0?ssl_cert_reqs=none&sockettimeout=1", "'sockettimeout' is not a redis-py connection option"),
 ]
 
 
@@ -129,6 +134,7 @@ def test_cluster_seed_list_needs_cluster_mode_and_db_0_from_the_cluster_setting(
         ("rediss://user:pw@cache.example:6380/0?ssl_ca_certs=/etc/ca.pem", None),
         ("redis://[::1]:6379/0", None),
         ("unix:///run/redis.sock?db=2", None),
+        ("redis://localhost:6379/0?socket_timeout=0.5&client_name=api&health_check_interval=10", None),
         ("redis+sentinel://s1:26379,s2:26380/mymaster/1", None),
         ("redis+cluster://n1:7000,n2:7001", None),
         ("valkey://localhost:6379/1", "redis://localhost:6379/1"),
