@@ -33,9 +33,14 @@ def _tier(core: CacheCore) -> RedisTier:
     return tier
 
 
+#: What opening a connection sends (redis-py's handshake): a pool may open one at any time, so it is not counted.
+_HANDSHAKE = frozenset({"hello", "client|setinfo", "auth", "select"})
+
+
 def _commands(raw: redis.Redis) -> dict[str, int]:
     stats = raw.info("commandstats")
-    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items() if "resetstat" not in k}
+    calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items() if "resetstat" not in k}
+    return {name: n for name, n in calls.items() if name not in _HANDSHAKE}
 
 
 def _until(check: Any, timeout: float = 5.0) -> bool:
