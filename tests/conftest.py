@@ -69,6 +69,25 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def redis_server_version(redis_server: RedisServer) -> tuple[int, int]:
+    """(major, minor) of the server binary every fixture here runs (``DSPY_TIERED_CACHE_REDIS_SERVER`` may name an
+    older one: CI runs the Redis tests on Redis 6.2 too)."""
+    client = redis_server.client()
+    try:
+        major, minor = str(client.info("server")["redis_version"]).split(".")[:2]
+    finally:
+        client.close()
+    return int(major), int(minor)
+
+
+@pytest.fixture
+def entry_leases(redis_server_version: tuple[int, int]) -> None:
+    """Skip a test of leases on the entry key (``SET NX GET``) on a server before Redis 7, which refuses it."""
+    if redis_server_version < (7, 0):
+        pytest.skip(f"needs Redis 7+ (SET NX GET); this server is {redis_server_version[0]}.{redis_server_version[1]}")
+
+
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     """A clean database on the session's private server."""
