@@ -331,6 +331,39 @@ def test_entry_leases_on_cluster_and_sentinel(topology: str, request: pytest.Fix
     second.close()
 
 
+@pytest.mark.parametrize("topology", ["cluster", "sentinel"])
+def test_async_callers_find_the_server_version_on_cluster_and_sentinel(
+    topology: str, request: pytest.FixtureRequest, redis_server_version: tuple[int, int]
+) -> None:
+    """The async client asks INFO its own way (a Cluster answers per node, or from one node): the async path must
+    reach the same verdict as the sync one, and two async processes still share one computation."""
+    if topology == "cluster":
+        url = request.getfixturevalue("redis_cluster").url
+        extra: dict[str, Any] = {"redis_cluster": True, "key_prefix": "alease-cluster"}
+    else:
+        url = request.getfixturevalue("redis_sentinel").sentinel_url
+        extra = {"key_prefix": "alease-sentinel"}
+    first, second = _core(url, **extra), _core(url, **extra)
+    key = first.key_for({"topology": topology, "async": time.time()})
+    second.key_for({"topology": topology, "async": 0})
+    calls: list[int] = []
+
+    async def compute() -> dict[str, str]:
+        calls.append(1)
+        await asyncio.sleep(0.3)
+        return {"a": topology}
+
+    async def both() -> list[Any]:
+        return list(await asyncio.gather(first.aget_or_compute(key, compute), second.aget_or_compute(key, compute)))
+
+    assert _tier(first).entry_leases() is None and _tier(second).entry_leases() is None
+    results = asyncio.run(both())
+    assert [value for value, _ in results] == [{"a": topology}] * 2 and calls == [1]
+    assert _tier(first).entry_leases() is (redis_server_version >= (7, 0))  # unknown before: async calls only
+    first.close()
+    second.close()
+
+
 def test_fleet_batches_are_one_command_and_old_buckets_still_read(redis_url: str, raw: redis.Redis) -> None:
     core = CacheCore(redis_url=redis_url, disk=False, fleet_flush_s=3600)
     key = core.key_for({"q": "fleet"})
