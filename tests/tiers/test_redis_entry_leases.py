@@ -305,16 +305,21 @@ def test_versions_are_read_from_every_node() -> None:
     assert _version({"redis_version": "unknown"}) is None
 
 
+def _two_cores_on(topology: str, request: pytest.FixtureRequest, prefix: str) -> tuple[CacheCore, CacheCore]:
+    """Two processes' cores on the session's local Cluster or Sentinel, under a key prefix of the test's own."""
+    if topology == "cluster":
+        url = request.getfixturevalue("redis_cluster").url
+        extra: dict[str, Any] = {"redis_cluster": True, "key_prefix": f"{prefix}-cluster"}
+    else:
+        url = request.getfixturevalue("redis_sentinel").sentinel_url
+        extra = {"key_prefix": f"{prefix}-sentinel"}
+    return _core(url, **extra), _core(url, **extra)
+
+
 @pytest.mark.usefixtures("entry_leases")
 @pytest.mark.parametrize("topology", ["cluster", "sentinel"])
 def test_entry_leases_on_cluster_and_sentinel(topology: str, request: pytest.FixtureRequest) -> None:
-    if topology == "cluster":
-        url = request.getfixturevalue("redis_cluster").url
-        extra: dict[str, Any] = {"redis_cluster": True, "key_prefix": "lease-cluster"}
-    else:
-        url = request.getfixturevalue("redis_sentinel").sentinel_url
-        extra = {"key_prefix": "lease-sentinel"}
-    first, second = _core(url, **extra), _core(url, **extra)
+    first, second = _two_cores_on(topology, request, "lease")
     key = first.key_for({"topology": topology, "t": time.time()})
     second.key_for({"topology": topology, "t": 0})
     assert first.get(key) is None
@@ -337,13 +342,7 @@ def test_async_callers_find_the_server_version_on_cluster_and_sentinel(
 ) -> None:
     """The async client asks INFO its own way (a Cluster answers per node, or from one node): the async path must
     reach the same verdict as the sync one, and two async processes still share one computation."""
-    if topology == "cluster":
-        url = request.getfixturevalue("redis_cluster").url
-        extra: dict[str, Any] = {"redis_cluster": True, "key_prefix": "alease-cluster"}
-    else:
-        url = request.getfixturevalue("redis_sentinel").sentinel_url
-        extra = {"key_prefix": "alease-sentinel"}
-    first, second = _core(url, **extra), _core(url, **extra)
+    first, second = _two_cores_on(topology, request, "alease")
     key = first.key_for({"topology": topology, "async": time.time()})
     second.key_for({"topology": topology, "async": 0})
     calls: list[int] = []
