@@ -19,10 +19,7 @@ defines the hook points, plugins fill them, and the host never imports a plugin.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, Protocol
-
-if TYPE_CHECKING:
-    from dspy_tiered_cache.core import CacheCore
+from typing import Any, Literal, Protocol
 
 __all__ = ["Attachment", "Operation", "attachers", "on_attach", "operations", "provide"]
 
@@ -36,7 +33,9 @@ class Attachment(Protocol):
     def close(self) -> None: ...
 
 
-Attach = Callable[["CacheCore"], "Attachment | None"]
+#: Called with the core being built. Its parameter is ``Any`` here because this module sits below the core: even a
+#: type-only import of ``CacheCore`` would be an arrow pointing up. Features, above the core, annotate it exactly.
+Attach = Callable[[Any], "Attachment | None"]
 
 _attachers: dict[str, Attach] = {}
 _provided: dict[str, Callable[..., Any]] = {}
