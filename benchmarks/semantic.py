@@ -2,6 +2,8 @@
 
     pip install torch==2.13.0 && pip install -e '.[semantic-bench]'     # a CPU torch first: see docs/semantic.md
     HF_HUB_OFFLINE=1 python benchmarks/semantic.py --data DATA            # DATA: see benchmarks/semantic_data.py
+    HF_HUB_OFFLINE=1 python benchmarks/semantic.py --pairs FILE --limit 0 # any labelled pair file (a held-out
+                                                                          # sample): benchmarks/semantic_pairs_file.py
 
 For every pair (A, B) of a set, each cache starts empty for that pair, stores A's answer, then is asked B: a
 duplicate pair should be served A's answer, a non-duplicate must not be. Reported per set and embedding model:
@@ -42,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import semantic_data  # noqa: E402
+from semantic_pairs_file import load_pairs_file  # noqa: E402
 
 from dspy_tiered_cache.core import CacheCore  # noqa: E402
 from dspy_tiered_cache.semantic.index import LocalIndex  # noqa: E402
@@ -282,8 +285,8 @@ def run_set(
             )
     return {
         "set": name,
-        "role": semantic_data.SETS[name][0],
-        "path": semantic_data.SETS[name][1],
+        "role": semantic_data.SETS[name][0] if name in semantic_data.SETS else "held-out file",
+        "path": semantic_data.SETS[name][1] if name in semantic_data.SETS else f"{name} (a --pairs file)",
         "pairs": len(pairs),
         "duplicates": dups,
         "non_duplicates": nondups,
@@ -375,13 +378,21 @@ def model_label(model: str, packaged: bool, vectors: Vectors) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="directory holding the dataset-sts checkout")
+    parser.add_argument("--data", type=Path, help="directory holding the dataset-sts checkout (for --sets)")
+    parser.add_argument(
+        "--pairs", type=Path, action="append", default=[], help="a labelled pair file, measured as a set (repeatable)"
+    )
     parser.add_argument("--model", default=None, help="sentence-transformers model path (default: all-MiniLM-L6-v2)")
-    parser.add_argument("--sets", nargs="*", default=list(semantic_data.REPORT))
+    parser.add_argument("--sets", nargs="*", default=None, help="default: every report set, unless --pairs is given")
     parser.add_argument("--limit", type=int, default=2000, help="pairs per set (a seeded sample); 0: all")
     parser.add_argument("--no-peers", action="store_true", help="ours only (no Redis needed)")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     args = parser.parse_args(argv)
+    if args.sets is None:
+        args.sets = [] if args.pairs else list(semantic_data.REPORT)
+    if args.sets and args.data is None:
+        parser.error(f"--data DIR is needed for the sets {', '.join(args.sets)} (see benchmarks/semantic_data.py)")
+    files = {path.stem: load_pairs_file(path) for path in args.pairs}  # unreadable files fail before the model loads
     model = args.model or default_model()
     vectors = Vectors(model)
     out: dict[str, Any] = {
@@ -403,9 +414,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if server is not None:
             stack.enter_context(server)
         api_base = stack.enter_context(embedding_endpoint(vectors)) if server is not None else None
-        for name in args.sets:
-            pairs = sample(semantic_data.load(args.data, name), args.limit or None)
+        chosen = [(name, semantic_data.load(args.data, name)) for name in args.sets]
+        chosen += [(name, pairs) for name, (pairs, _) in files.items()]
+        for name, every in chosen:
+            pairs = sample(every, args.limit or None)
             out["sets"].append(run_set(name, pairs, vectors, server.url if server else None, api_base))
+        for name, (_, skipped) in files.items():
+            if skipped:
+                out["notes"].append(f"{name}: {skipped} rows skipped (an empty text or a label that is not 0/1)")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "semantic.json").write_text(json.dumps(out, indent=2) + "\n")
     text = markdown(out)

@@ -106,3 +106,31 @@ def test_dead_redis_costs_us_less_than_the_breaker_bound(report: dict[str, Any])
         assert ours["max_ms"] < 1000, ours  # connect + op timeouts are 250 + 150 ms, then the breaker opens
     memory = report["sections"]["memory"]
     assert memory["redis_bytes_per_entry"]["ours_compress_all"] < memory["redis_bytes_per_entry"]["ours_uncompressed"]
+
+
+def test_a_held_out_pair_file_is_read_in_either_layout(tmp_path: Path) -> None:
+    """``semantic.py --pairs FILE``: how a held-out labelled sample is measured with the benchmark's own code."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from semantic_pairs_file import PairsFileError, load_pairs_file
+    finally:
+        sys.path.remove(str(BENCH))
+    qqp = tmp_path / "held.tsv"
+    qqp.write_text(
+        "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+        "0\t1\t2\tHow do I learn Go?\tWhat is the best way to learn Go?\t1\n"
+        "1\t3\t4\tWho is she?\tWhere is she?\t0\n"
+        "2\t5\t6\t\tAn empty first text\t1\n"
+        "3\t7\t8\tA label\tthat is not one\tmaybe\n",
+        encoding="utf-8",
+    )
+    pairs, skipped = load_pairs_file(qqp)
+    assert [(p.a, p.duplicate) for p in pairs] == [("How do I learn Go?", True), ("Who is she?", False)]
+    assert skipped == 2
+    generic = tmp_path / "generic.csv"
+    generic.write_text('sentence1,sentence2,label\n"Hi, there",Hello there,true\n', encoding="utf-8")
+    assert load_pairs_file(generic)[0][0].b == "Hello there" and load_pairs_file(generic)[0][0].a == "Hi, there"
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text("left,right,y\nx,y,1\n", encoding="utf-8")
+    with pytest.raises(PairsFileError, match="question1/question2/is_duplicate"):
+        load_pairs_file(unknown)
