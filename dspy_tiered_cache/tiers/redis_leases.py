@@ -17,8 +17,11 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from dspy_tiered_cache.codec import MissingDictionary
+from dspy_tiered_cache.tiers.redis_direct import lease_get_command
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from dspy_tiered_cache.codec import Entry
     from dspy_tiered_cache.tiers.stored_dictionaries import StoredDictionaries
 
@@ -70,6 +73,8 @@ class RedisLeases:
         async def _ac(self) -> Any: ...
 
         def get(self, key: str) -> Entry | None: ...
+
+        def _runner(self) -> tuple[Any, Callable[[bytes], Any] | None]: ...
 
         async def aget(self, key: str) -> Entry | None: ...
 
@@ -147,7 +152,12 @@ class RedisLeases:
             return self.get(key)
         self._outcomes[token] = "sent"
         try:
-            raw = self.client.set(key, LEASE_MARK + token.encode(), nx=True, get=True, px=max(1, int(lease_s * 1000)))
+            client, run = self._runner()
+            mark, px = LEASE_MARK + token.encode(), max(1, int(lease_s * 1000))
+            if run is not None:
+                raw = run(lease_get_command(key, mark, px))
+            else:
+                raw = client.set(key, mark, nx=True, get=True, px=px)
         except redis.ResponseError as exc:
             refused = self._refused(exc)
             self._outcomes[token] = "old" if refused == "old" else "none"
