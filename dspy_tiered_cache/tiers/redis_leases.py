@@ -34,6 +34,7 @@ _RELEASE_ENTRY = (
 #: What a cross-process lease on an entry key holds: this, then the holder's token. Frames start with the codec's
 #: magic byte (0xD7), so a lease marker is never taken for a frame, nor a frame for a lease.
 LEASE_MARK = b"dtc-lease:"
+_MARK_LEN = len(LEASE_MARK)
 _WRITES_REFUSED: tuple[type[BaseException], ...] = tuple(
     kind
     for kind in (getattr(redis.exceptions, "OutOfMemoryError", None), redis.exceptions.ReadOnlyError)
@@ -164,6 +165,9 @@ class RedisLeases:
             if refused != "none":  # the server takes no lease (older, or full / read-only): a plain read
                 return self.get(key)
             raise
+        if type(raw) is bytes and raw[:_MARK_LEN] != LEASE_MARK:  # a value (the hit): _looked() written out
+            self._outcomes[token] = "none"
+            return self._decode_fetching(raw)
         return self._decode_fetching(self._looked(key, token, raw))
 
     async def alease_get(self, key: str, token: str, lease_s: float) -> Entry | None:
@@ -211,7 +215,7 @@ class RedisLeases:
                     self._entry_held.pop(stale, None)
             self._entry_held[key] = token
             return None
-        if is_lease(raw):  # "ours": a lease this process took (a lookup's, for the claim that follows it)
+        if raw[:_MARK_LEN] == LEASE_MARK:  # is_lease(); "ours": a lease this process took (a lookup's)
             ours = self._entry_held.get(key)
             self._outcomes[token] = "ours" if ours is not None and raw == LEASE_MARK + ours.encode() else "busy"
             return None
