@@ -22,7 +22,7 @@ from dspy_tiered_cache.tiers.redis_direct import lease_get_command
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from dspy_tiered_cache.codec import Entry
+    from dspy_tiered_cache.codec import Entry, FrameCodec
     from dspy_tiered_cache.tiers.stored_dictionaries import StoredDictionaries
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
@@ -80,6 +80,8 @@ class RedisLeases:
         async def aget(self, key: str) -> Entry | None: ...
 
         def _decode(self, raw: bytes | None) -> Entry | None: ...
+
+        codec: FrameCodec
 
         _dictionaries: StoredDictionaries
 
@@ -165,9 +167,13 @@ class RedisLeases:
             if refused != "none":  # the server takes no lease (older, or full / read-only): a plain read
                 return self.get(key)
             raise
-        if type(raw) is bytes and raw[:_MARK_LEN] != LEASE_MARK:  # a value (the hit): _looked() written out
+        if type(raw) is bytes and raw[:_MARK_LEN] != LEASE_MARK:  # a value (the hit): _looked(), _decode() inline
             self._outcomes[token] = "none"
-            return self._decode_fetching(raw)
+            try:
+                entry = self.codec.loads(raw)
+            except MissingDictionary:  # written with a dictionary trained since we started: fetch it, decode
+                return self._decode_fetching(raw)
+            return None if entry.expires_at is not None and entry.expires_at <= time.time() else entry
         return self._decode_fetching(self._looked(key, token, raw))
 
     async def alease_get(self, key: str, token: str, lease_s: float) -> Entry | None:
