@@ -18,9 +18,9 @@ the lookup of the same call, and a claim left open would strand every later iden
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -328,14 +328,15 @@ class Claims:
     # that only looks up: a stream, an embedding) is given back after REAP_S: others wait no longer than that.
     def lookup(self, key: str) -> Entry | None:
         """The shared tier's read of a lookup that will claim on a miss (see above); never raises."""
-        tier, token, lease_s = self._entry, uuid.uuid4().hex, self.core.settings.lock_lease_s
+        tier, token, lease_s = self._entry, os.urandom(16).hex(), self.core.settings.lock_lease_s
         assert tier is not None
         entry = self.core.guard.get(self._shared(), key, lambda: tier.lease_get(key, token, lease_s))
-        self._looked(key, token, tier.lease_outcome(token))
+        if (outcome := tier.lease_outcome(token)) != "none":  # "none" (a value was there: the hit) needs no record
+            self._looked(key, token, outcome)
         return entry
 
     async def alookup(self, key: str) -> Entry | None:
-        tier, token, lease_s = self._entry, uuid.uuid4().hex, self.core.settings.lock_lease_s
+        tier, token, lease_s = self._entry, os.urandom(16).hex(), self.core.settings.lock_lease_s
         assert tier is not None
         entry = await self.core.guard.aget(self._shared(), key, lambda: tier.alease_get(key, token, lease_s))
         self._looked(key, token, tier.lease_outcome(token))
@@ -409,12 +410,12 @@ class Claims:
             return Taken()
         entry_tier, taken = self._before_taking(key)
         if entry_tier is not None and taken is None:
-            token, lease_s = uuid.uuid4().hex, self.core.settings.lock_lease_s
+            token, lease_s = os.urandom(16).hex(), self.core.settings.lock_lease_s
             entry = self.core.guard.get(self._shared(), key, lambda: entry_tier.lease_get(key, token, lease_s))
             taken = self._taken(entry_tier, key, token, entry, max_age)
         if taken is not None:
             return taken
-        token = uuid.uuid4().hex
+        token = os.urandom(16).hex()
         try:
             held = tier.acquire_lock(lease_key(key), token, self.core.settings.lock_lease_s)
         except Exception as exc:
@@ -429,12 +430,12 @@ class Claims:
             return self.take(key, max_age)
         entry_tier, taken = self._before_taking(key)
         if entry_tier is not None and taken is None:
-            token, lease_s = uuid.uuid4().hex, self.core.settings.lock_lease_s
+            token, lease_s = os.urandom(16).hex(), self.core.settings.lock_lease_s
             entry = await self.core.guard.aget(self._shared(), key, lambda: entry_tier.alease_get(key, token, lease_s))
             taken = self._taken(entry_tier, key, token, entry, max_age)
         if taken is not None:
             return taken
-        token = uuid.uuid4().hex
+        token = os.urandom(16).hex()
         try:
             held = await acquire(lease_key(key), token, self.core.settings.lock_lease_s)
         except Exception as exc:

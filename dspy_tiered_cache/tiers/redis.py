@@ -39,7 +39,8 @@ from dspy_tiered_cache.dictionary import Dictionary, pack
 from dspy_tiered_cache.keys import entry_pattern, generation_key
 from dspy_tiered_cache.settings import mask_url
 from dspy_tiered_cache.tiers.base import Tier, TierHealth, storage_figures
-from dspy_tiered_cache.tiers.redis_leases import RedisLeases, is_lease
+from dspy_tiered_cache.tiers.redis_direct import direct, get_command
+from dspy_tiered_cache.tiers.redis_leases import _MARK_LEN, LEASE_MARK, RedisLeases, is_lease
 from dspy_tiered_cache.tiers.redis_topology import cluster_seeds, sentinel_master
 from dspy_tiered_cache.tiers.stored_dictionaries import StoredDictionaries
 
@@ -110,6 +111,8 @@ class RedisTier(RedisLeases, Tier):
         }
         self._client: redis.Redis | redis.cluster.RedisCluster | None = None
         self._stale = False
+        #: (client, its direct command runner or None): the hit's read skips redis-py's dispatch (redis_direct.py).
+        self._direct: tuple[Any, Callable[[bytes], Any] | None] = (None, None)
         #: How long a caller waits for a client build (its own, or the invalidation subscriber's) before it gives
         #: up with a miss: one timeout, like any other operation. The build itself goes on in the background.
         self._build_wait_s = max(connect_timeout_ms, timeout_ms) / 1000.0
@@ -280,7 +283,7 @@ class RedisTier(RedisLeases, Tier):
 
     # -- protocol ------------------------------------------------------------------------------------
     def _decode(self, raw: bytes | None) -> Entry | None:
-        if raw is None or is_lease(raw):  # another process's lease: no answer yet
+        if raw is None or raw[:_MARK_LEN] == LEASE_MARK:  # another process's lease: no answer yet (is_lease)
             return None
         entry = self.codec.loads(raw)
         if entry.expires_at is not None and entry.expires_at <= time.time():
@@ -295,8 +298,19 @@ class RedisTier(RedisLeases, Tier):
         self.count_stored(len(entry.payload), len(frame))
         return frame, None if remaining is None else max(1, int(remaining * 1000))
 
+    def _runner(self) -> tuple[Any, Callable[[bytes], Any] | None]:
+        """The sync client and, when it is a plain one, the function sending one command on its pool directly."""
+        bound, client = self._direct, self._client
+        if client is not None and bound[0] is client and not self._stale:  # the client property's check, inline
+            return bound
+        client = self.client
+        if bound[0] is not client:
+            bound = self._direct = (client, direct(client))
+        return bound
+
     def get(self, key: str) -> Entry | None:
-        return self._decode_fetching(self.client.get(key))
+        client, run = self._runner()
+        return self._decode_fetching(run(get_command(key)) if run is not None else client.get(key))
 
     async def aget(self, key: str) -> Entry | None:
         client = await self._ac()

@@ -17,9 +17,12 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from dspy_tiered_cache.codec import MissingDictionary
+from dspy_tiered_cache.tiers.redis_direct import lease_get_command
 
 if TYPE_CHECKING:
-    from dspy_tiered_cache.codec import Entry
+    from collections.abc import Callable
+
+    from dspy_tiered_cache.codec import Entry, FrameCodec
     from dspy_tiered_cache.tiers.stored_dictionaries import StoredDictionaries
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
@@ -31,6 +34,7 @@ _RELEASE_ENTRY = (
 #: What a cross-process lease on an entry key holds: this, then the holder's token. Frames start with the codec's
 #: magic byte (0xD7), so a lease marker is never taken for a frame, nor a frame for a lease.
 LEASE_MARK = b"dtc-lease:"
+_MARK_LEN = len(LEASE_MARK)
 _WRITES_REFUSED: tuple[type[BaseException], ...] = tuple(
     kind
     for kind in (getattr(redis.exceptions, "OutOfMemoryError", None), redis.exceptions.ReadOnlyError)
@@ -71,9 +75,13 @@ class RedisLeases:
 
         def get(self, key: str) -> Entry | None: ...
 
+        def _runner(self) -> tuple[Any, Callable[[bytes], Any] | None]: ...
+
         async def aget(self, key: str) -> Entry | None: ...
 
         def _decode(self, raw: bytes | None) -> Entry | None: ...
+
+        codec: FrameCodec
 
         _dictionaries: StoredDictionaries
 
@@ -147,13 +155,25 @@ class RedisLeases:
             return self.get(key)
         self._outcomes[token] = "sent"
         try:
-            raw = self.client.set(key, LEASE_MARK + token.encode(), nx=True, get=True, px=max(1, int(lease_s * 1000)))
+            client, run = self._runner()
+            mark, px = LEASE_MARK + token.encode(), max(1, int(lease_s * 1000))
+            if run is not None:
+                raw = run(lease_get_command(key, mark, px))
+            else:
+                raw = client.set(key, mark, nx=True, get=True, px=px)
         except redis.ResponseError as exc:
             refused = self._refused(exc)
             self._outcomes[token] = "old" if refused == "old" else "none"
             if refused != "none":  # the server takes no lease (older, or full / read-only): a plain read
                 return self.get(key)
             raise
+        if type(raw) is bytes and raw[:_MARK_LEN] != LEASE_MARK:  # a value (the hit): _looked(), _decode() inline
+            self._outcomes[token] = "none"
+            try:
+                entry = self.codec.loads(raw)
+            except MissingDictionary:  # written with a dictionary trained since we started: fetch it, decode
+                return self._decode_fetching(raw)
+            return None if entry.expires_at is not None and entry.expires_at <= time.time() else entry
         return self._decode_fetching(self._looked(key, token, raw))
 
     async def alease_get(self, key: str, token: str, lease_s: float) -> Entry | None:
@@ -201,7 +221,7 @@ class RedisLeases:
                     self._entry_held.pop(stale, None)
             self._entry_held[key] = token
             return None
-        if is_lease(raw):  # "ours": a lease this process took (a lookup's, for the claim that follows it)
+        if raw[:_MARK_LEN] == LEASE_MARK:  # is_lease(); "ours": a lease this process took (a lookup's)
             ours = self._entry_held.get(key)
             self._outcomes[token] = "ours" if ours is not None and raw == LEASE_MARK + ours.encode() else "busy"
             return None

@@ -12,6 +12,7 @@ from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.dictionary import Dictionary
 from dspy_tiered_cache.testing.redis_server import LocalRedisCluster, LocalSentinel, RedisServer
 from dspy_tiered_cache.tiers.redis import RedisTier
+from dspy_tiered_cache.tiers.redis_direct import direct, get_command, lease_get_command
 
 from .contract import TierContract, entry
 
@@ -72,6 +73,39 @@ def test_paused_server_times_out_within_operation_timeout(private_redis: RedisSe
         assert time.perf_counter() - started < 1.0  # one 100 ms timeout, not a retry loop
     finally:
         private_redis.resume()
+
+
+def test_the_direct_read_gives_every_connection_back(private_redis: RedisServer) -> None:
+    """The hit's read sends its command on the pool itself (tiers/redis_direct.py): an error reply leaves the
+    connection usable, a timeout drops it, and either way it goes back to the pool."""
+    tier = RedisTier(private_redis.url, codec=CODEC, timeout_ms=100)
+    pool = tier.client.connection_pool
+    assert tier._runner()[1] is not None
+    tier.set("dtc:e:default:0:d", entry())
+    tier.client.rpush("dtc:e:default:0:list", b"x")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        tier.get("dtc:e:default:0:list")
+    assert tier.get("dtc:e:default:0:d") is not None
+    private_redis.pause()
+    try:
+        with pytest.raises(redis.TimeoutError):
+            tier.get("dtc:e:default:0:d")
+    finally:
+        private_redis.resume()
+    assert tier.get("dtc:e:default:0:d") is not None
+    assert not pool._in_use_connections and len(pool._available_connections) == 1
+
+
+def test_only_a_plain_client_is_read_directly(redis_url: str) -> None:
+    plain = redis.Redis.from_url(redis_url)
+    assert direct(plain) is not None
+    assert direct(redis.Redis.from_url(redis_url, single_connection_client=True)) is None
+    assert direct(redis.Redis.from_url(redis_url, encoding="latin-1")) is None
+    conn = plain.connection_pool.make_connection()
+    key = "dtc:e:caf\u00e9:3:" + "a" * 40
+    assert [get_command(key)] == conn.pack_command("GET", key)
+    lease = lease_get_command(key, b"dtc-lease:0f", 30_000)
+    assert [lease] == conn.pack_command("SET", key, b"dtc-lease:0f", "NX", "GET", "PX", 30_000)
 
 
 def test_health_reports_version(redis_url: str) -> None:

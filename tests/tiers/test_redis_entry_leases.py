@@ -293,7 +293,16 @@ def test_a_server_refusing_nx_get_falls_back_to_lease_keys(
             raise redis.ResponseError("ERR syntax error")
         return real_set(*args, **kwargs)
 
+    client, run = tier._runner()
+
+    def old_server(command: bytes) -> Any:  # the tier's own read of a plain client (tiers/redis_direct.py)
+        if command.startswith(b"*7\r\n$3\r\nSET\r\n") and b"\r\nNX\r\n$3\r\nGET\r\n" in command:
+            raise redis.ResponseError("ERR syntax error")
+        assert run is not None
+        return run(command)
+
     monkeypatch.setattr(tier.client, "set", old_set)
+    monkeypatch.setattr(tier, "_runner", lambda: (client, old_server if run is not None else None))
     assert core.get_or_compute(key, lambda: {"f": 1}) == ({"f": 1}, "miss")
     assert tier.entry_leases() is False and raw.get(key)[:1] == b"\xd7"
     core.close()
