@@ -22,6 +22,8 @@ single-connection clients and other encodings keep redis-py's full path.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -43,7 +45,7 @@ def direct(client: Any) -> Callable[[bytes], Any] | None:
         or pool.connection_kwargs.get("encoding", "utf-8") not in ("utf-8", "utf8")
     ):
         return None
-    get_connection, release = pool.get_connection, pool.release
+    get_connection, release = _lender(pool), pool.release
 
     def run(command: bytes) -> Any:
         conn = get_connection()
@@ -54,6 +56,18 @@ def direct(client: Any) -> Callable[[bytes], Any] | None:
             release(conn)
 
     return run
+
+
+def _lender(pool: Any) -> Callable[[], Any]:
+    """``pool.get_connection`` callable with no argument. redis-py before 6 requires a command name (which the pool
+    ignores); 6 and later take none and warn when given one."""
+    try:
+        name = inspect.signature(pool.get_connection).parameters.get("command_name")
+    except (TypeError, ValueError):
+        name = None
+    if name is not None and name.default is inspect.Parameter.empty:
+        return functools.partial(pool.get_connection, "GET")
+    return pool.get_connection  # type: ignore[no-any-return]
 
 
 def get_command(key: str) -> bytes:
