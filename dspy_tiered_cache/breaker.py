@@ -43,6 +43,7 @@ class CircuitBreaker:
         "_lock",
         "_open_until",
         "_probing",
+        "_timer",
         "failures",
         "opened",
         "probe",
@@ -59,6 +60,7 @@ class CircuitBreaker:
         self._failures = 0
         self._open_until = 0.0
         self._probing = False
+        self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
         forksafe.register(self)
 
@@ -73,6 +75,7 @@ class CircuitBreaker:
         timer = threading.Timer(delay, self._run_probe)
         timer.name = "dspy-tiered-cache-probe"
         timer.daemon = True
+        self._timer = timer
         timer.start()
 
     @property
@@ -95,8 +98,12 @@ class CircuitBreaker:
             return True  # this caller is the probe
 
     def close(self) -> None:
-        """No more background probes: the tier is closed, so a probe would only reach a server nobody uses."""
+        """No more background probes: the tier is closed, so a probe would only reach a server nobody uses. A probe
+        still waiting for its time is cancelled (its thread ends now, not ``reset_s`` later)."""
         self.probe = None
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
 
     def _run_probe(self) -> None:
         probe = self.probe
