@@ -225,11 +225,7 @@ class Cascade:
         for index in range(start, len(self.tiers)):
             tier = self.tiers[index]
             entry = self._remote_get(tier, key, opts) if tier.remote else self.guard.get(tier, key)
-            if (  # _fresh(), written out: the L2 hit's walk
-                entry is not None
-                and (entry.expires_at is None or entry.expires_at > now)
-                and (opts.max_age is None or now - entry.created_at <= opts.max_age)
-            ):
+            if entry is not None and self._fresh(entry, opts, now):
                 return self._hit(index, key, entry, now)
         self._missed(key, opts)
         return None
@@ -317,10 +313,9 @@ class Cascade:
             return None
         if index:  # promote with the remaining lifetime, capped per tier
             self.promote(self.tiers[index], key, entry)
-        stats = self.stats  # stats.hit(key), written out
-        stats.hits += 1
-        stats.stem_hits[key[:-41]] += 1
-        return tuple.__new__(Hit, (value, self.tiers[index].name, entry.created_at, entry.expires_at))  # Hit(...)
+        self.stats.hit(key)
+        # Hit(...) without the named tuple's generated __new__ (a Python call on every hit below L1).
+        return tuple.__new__(Hit, (value, self.tiers[index].name, entry.created_at, entry.expires_at))
 
     # -- stores --------------------------------------------------------------------------------------
     def set(self, key: str, value: Any, *, options: CallOptions | None = None) -> bool:

@@ -18,7 +18,7 @@ from dspy_tiered_cache.cascade import Cascade, bare_replay_miss, log
 from dspy_tiered_cache.codec import Entry, decode_value
 from dspy_tiered_cache.errors import CacheError
 from dspy_tiered_cache.flights import Claim, Claims, adrive, drive
-from dspy_tiered_cache.modes import REFRESH, REPLAY
+from dspy_tiered_cache.modes import REPLAY
 from dspy_tiered_cache.options import CallOptions
 from dspy_tiered_cache.settings import CacheSettings
 from dspy_tiered_cache.tiers.base import Tier
@@ -58,19 +58,10 @@ class CacheCore(Cascade):
     def _remote_get(self, tier: Tier, key: str, opts: CallOptions) -> Entry | None:
         """A lookup that will claim on a miss reads the lease tier with the lease itself (Redis 7: one
         ``SET NX GET`` instead of a GET, then a lease, then a re-check; see :meth:`Claims.lookup`)."""
-        claims = self.claims
-        mode = opts.mode or self._mode
-        if (  # _looks_to_lead(), written out: every L2 lookup passes here
-            tier is not claims.tier
-            or not self.settings.single_flight
-            or not self._enabled
-            or opts.bypass_read
-            or mode in (REFRESH, REPLAY)
-            or not claims.on_entry()
-        ):
+        if tier is not self.claims.tier or not self._looks_to_lead(opts):
             return super()._remote_get(tier, key, opts)
         pending = self.writer.pending.get(key)
-        return pending if pending is not None else claims.lookup(key)
+        return pending if pending is not None else self.claims.lookup(key)
 
     async def _aremote_get(self, tier: Tier, key: str, opts: CallOptions) -> Entry | None:
         if tier is not self.claims.tier or not self._looks_to_lead(opts):
@@ -78,16 +69,8 @@ class CacheCore(Cascade):
         return self.writer.pending.get(key) or await self.claims.alookup(key)
 
     def _looks_to_lead(self, opts: CallOptions) -> bool:
-        # Replay never computes: a replay miss raises, and must leave no lease behind. The rest is _may_share()
-        # written out: this runs on every L2 lookup, where each Python call costs about a microsecond.
-        mode = opts.mode or self._mode
-        return (
-            self.settings.single_flight
-            and self._enabled
-            and not opts.bypass_read
-            and mode not in (REFRESH, REPLAY)
-            and self.claims.on_entry()
-        )
+        # Replay never computes: a replay miss raises, and must leave no lease behind.
+        return self.claims.on_entry() and self._may_share(opts) and self.mode_of(opts) != REPLAY
 
     def claim(self, key: str, options: CallOptions | None = None) -> Claim:
         """After a miss: join the caller already computing ``key`` (here or in another process) or lead.

@@ -316,12 +316,12 @@ class Claims:
 
     def on_entry(self) -> bool:
         """Whether leases may live on the entry keys (then a lookup about to claim reads with :meth:`lookup`)."""
-        return self._on_entry() is not None
+        tier = self._entry  # (every L2 lookup asks: one call, not two)
+        return tier is not None and tier.entry_leases() is not False
 
     def _on_entry(self) -> EntryLeaseTier | None:
         """The lease tier when leases may live on the entry keys (Redis 7, or not asked yet)."""
-        tier = self._entry
-        return tier if tier is not None and tier.entry_leases() is not False else None
+        return self._entry if self.on_entry() else None
 
     # A lookup about to claim reads with the lease itself (SET NX GET): finding nothing, it holds the lease for
     # the claim that follows; finding another's, the claim starts by waiting. A lease no claim comes for (a caller

@@ -77,26 +77,14 @@ class TierGuard:
 
     def get(self, tier: Tier, key: str, read: Callable[[], Entry | None] | None = None) -> Entry | None:
         """``tier.get(key)``, or ``read()`` when given (another read of ``key`` in ``tier``: a lease lookup)."""
-        # Every L2 lookup passes here: _may_read and _read_done written out (a Python call costs ~1 us).
-        breaker = self.breakers.get(tier.name)
-        if breaker is not None and not breaker.allow():
-            self.stats.record(tier.name, hit=False, skipped=True)
+        if not self._may_read(tier):
             return None
         started = time.perf_counter()
         try:
             entry = tier.get(key) if read is None else read()
         except Exception as exc:
             return self._read_failed(tier, key, exc, started)
-        if breaker is not None:
-            breaker.success()
-        t = self.stats.tiers[tier.name]
-        if entry is not None:
-            t.hits += 1
-        else:
-            t.misses += 1
-        if not (t.hits + t.misses) & 15:
-            t.observe(time.perf_counter() - started)
-        return entry
+        return self._read_done(tier, entry, started)
 
     async def aget(
         self, tier: Tier, key: str, read: Callable[[], Awaitable[Entry | None]] | None = None

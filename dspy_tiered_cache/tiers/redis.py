@@ -40,7 +40,7 @@ from dspy_tiered_cache.keys import entry_pattern, generation_key
 from dspy_tiered_cache.settings import mask_url
 from dspy_tiered_cache.tiers.base import Tier, TierHealth, storage_figures
 from dspy_tiered_cache.tiers.redis_direct import direct, get_command
-from dspy_tiered_cache.tiers.redis_leases import _MARK_LEN, LEASE_MARK, RedisLeases, is_lease
+from dspy_tiered_cache.tiers.redis_leases import RedisLeases, is_lease
 from dspy_tiered_cache.tiers.redis_topology import cluster_seeds, sentinel_master
 from dspy_tiered_cache.tiers.stored_dictionaries import StoredDictionaries
 
@@ -283,7 +283,7 @@ class RedisTier(RedisLeases, Tier):
 
     # -- protocol ------------------------------------------------------------------------------------
     def _decode(self, raw: bytes | None) -> Entry | None:
-        if raw is None or raw[:_MARK_LEN] == LEASE_MARK:  # another process's lease: no answer yet (is_lease)
+        if raw is None or is_lease(raw):  # another process's lease: no answer yet
             return None
         entry = self.codec.loads(raw)
         if entry.expires_at is not None and entry.expires_at <= time.time():

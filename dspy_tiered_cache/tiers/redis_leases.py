@@ -47,7 +47,7 @@ _ENTRY_LEASE_MIN = (7, 0)
 def is_lease(raw: object) -> bool:
     """Whether a value read from an entry key is a lease marker (another process computes it), not a frame: every
     reader of entry keys treats it as a miss."""
-    return isinstance(raw, bytes) and raw[: len(LEASE_MARK)] == LEASE_MARK
+    return isinstance(raw, bytes) and raw[:_MARK_LEN] == LEASE_MARK
 
 
 def _version(info: Any) -> tuple[int, ...] | None:
@@ -167,13 +167,6 @@ class RedisLeases:
             if refused != "none":  # the server takes no lease (older, or full / read-only): a plain read
                 return self.get(key)
             raise
-        if type(raw) is bytes and raw[:_MARK_LEN] != LEASE_MARK:  # a value (the hit): _looked(), _decode() inline
-            self._outcomes[token] = "none"
-            try:
-                entry = self.codec.loads(raw)
-            except MissingDictionary:  # written with a dictionary trained since we started: fetch it, decode
-                return self._decode_fetching(raw)
-            return None if entry.expires_at is not None and entry.expires_at <= time.time() else entry
         return self._decode_fetching(self._looked(key, token, raw))
 
     async def alease_get(self, key: str, token: str, lease_s: float) -> Entry | None:
@@ -213,7 +206,11 @@ class RedisLeases:
         return "none"
 
     def _looked(self, key: str, token: str, raw: Any) -> bytes | None:
-        """Record what ``SET NX GET`` found; the frame to decode, if it found one."""
+        """Record what ``SET NX GET`` found; the frame to decode, if it found one. Shared by the sync and async
+        lookups; the value case (every L2 hit) is tested first."""
+        if type(raw) is bytes and raw[:_MARK_LEN] != LEASE_MARK:
+            self._outcomes[token] = "none"  # a value: a hit, or one too old/unreadable to serve (nothing taken)
+            return raw
         if raw is None:
             self._outcomes[token] = "held"
             if len(self._entry_held) > 4096:  # leases never ended (a crashed caller): forget the oldest half
@@ -221,11 +218,11 @@ class RedisLeases:
                     self._entry_held.pop(stale, None)
             self._entry_held[key] = token
             return None
-        if raw[:_MARK_LEN] == LEASE_MARK:  # is_lease(); "ours": a lease this process took (a lookup's)
+        if is_lease(raw):  # "ours": a lease this process took (a lookup's, for the claim that follows it)
             ours = self._entry_held.get(key)
             self._outcomes[token] = "ours" if ours is not None and raw == LEASE_MARK + ours.encode() else "busy"
             return None
-        self._outcomes[token] = "none"  # a value: a hit, or one too old/unreadable to serve (nothing taken)
+        self._outcomes[token] = "none"  # a value of another type (memoryview, bytearray): as bytes
         return bytes(raw)
 
     def _decode_fetching(self, raw: bytes | None) -> Entry | None:
