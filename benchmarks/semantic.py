@@ -308,8 +308,9 @@ def markdown(out: dict[str, Any]) -> str:
     lines = [
         "# Semantic caching on third-party labelled pairs (benchmarks/semantic.py)",
         "",
-        f"Embedding model for every cache: `{out['model']}`. Data: {semantic_data.REPOSITORY} at "
-        f"{semantic_data.COMMIT} (paths below). Each pair is judged alone: store A, ask B. "
+        f"Embedding model for every cache: `{out['model']}`. Data: "
+        + ", ".join(f"{repo} at {commit}" for repo, commit in semantic_data.SOURCES.values())
+        + " (paths below, inside each). Each pair is judged alone: store A, ask B. "
         "Intervals: Wilson 95 %. 'tune' sets trained the learned verifier and chose its cut-off "
         "(benchmarks/semantic_train.py); 'report' sets were never read for either.",
         f"Run: {out['started']} on {out['cpus']} CPUs shared with other work (the box was loaded).",
@@ -378,7 +379,7 @@ def model_label(model: str, packaged: bool, vectors: Vectors) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, help="directory holding the dataset-sts checkout (for --sets)")
+    parser.add_argument("--data", type=Path, help="directory holding the data checkouts (for --sets)")
     parser.add_argument(
         "--pairs", type=Path, action="append", default=[], help="a labelled pair file, measured as a set (repeatable)"
     )

@@ -28,11 +28,31 @@ Sets (``SETS``; "tune" sets were read while the verifier was redesigned, "report
 Roles were fixed before the learned verifier (``benchmarks/semantic_train.py``) was trained: it reads the tune
 sets only (its cut-off too, from out-of-fold predictions); the report sets are read by ``semantic.py`` alone.
 
+Question pairs (two more checkouts beside ``dataset-sts`` in DATA, same commits)::
+
+    git clone https://github.com/curai/medical-question-pair-dataset DATA/medical-question-pair-dataset
+    git -C DATA/medical-question-pair-dataset checkout 6c7f7fd7a53cedc6fec105c0c6cb78f2e9a82cd1
+    git clone https://github.com/chaobotic-vasu/Community-Question-Answering DATA/Community-Question-Answering
+    git -C DATA/Community-Question-Answering checkout 9febaf7498b0d4d262e9ad4aa424557e336b3133
+
+* ``mqp`` (tune): Curai's Medical Question Pairs, ``mqp.csv``: 1,524 patient questions (HealthTap), each
+  rewritten by a doctor with the same intent (label 1) and turned into a related question the first answer would
+  not serve (label 0), 3,048 pairs; the repository states no licence (research data published by Curai).
+* ``cqa-train`` (tune) / ``cqa-test`` (report): SemEval-2016 Task 3 subtask B, question-question similarity on
+  Qatar Living forum questions (original question body vs. related question body), ``dataset/Subtask
+  B/{TRAIN,VAL,TEST}-BASE.csv`` (a cleaned CSV of the official XML: commas in texts became ";"); train = TRAIN +
+  VAL (250 original questions), test = TEST (the official test questions); free for research use (SemEval-2016
+  Task 3 terms). Duplicate = ``PerfectMatch``; ``Relevant`` (answers to it would help) and ``Irrelevant`` are
+  non-duplicates: a cache that serves a merely relevant thread's answer serves the wrong answer.
+
+Both question sets were read for tuning (so they are never report sets but ``cqa-test``), yet the shipped head
+is not trained on them: with them it served fewer duplicates on the report sets, and a cut-off of its own for
+question pairs, chosen on them, did not carry to ``sts16-qq`` (``semantic_train.SHIPPED_SETS`` says why).
+
 Tried and not usable from the snapshots reachable here (so absent): AskUbuntu duplicate questions
 (github.com/taolei87/askubuntu at 4d0a9169: the question texts, ``text_tokenized.txt.gz``, are missing from the
-snapshot, only the id lists are there), PIT-2015 Twitter paraphrases (github.com/cocoxu/SemEval-PIT2015 at
-310bec1f: the data zip is missing), curai/medical-question-pairs (no snapshot). No question-pair tune set was
-available, so the head learned what question words do from non-question sets only: a known limit.
+snapshot, only the id lists are there; no other repository holds them), PIT-2015 Twitter paraphrases
+(github.com/cocoxu/SemEval-PIT2015 at 310bec1f: the data zip is missing), ComQA (abujabal/comqa: no snapshot).
 
 Quora Question Pairs and anything built from it are deliberately absent: they are the held-out judge.
 """
@@ -70,6 +90,24 @@ def _sick(root: Path, split: str) -> list[Pair]:
     return [Pair(r[1], r[2], r[4] == "ENTAILMENT" and float(r[3]) >= 4.0) for r in rows if len(r) >= 5]
 
 
+def _mqp(data: Path) -> list[Pair]:
+    with (data / "medical-question-pair-dataset" / "mqp.csv").open(encoding="utf-8", newline="") as handle:
+        return [Pair(r[1], r[2], r[3].strip() == "1") for r in csv.reader(handle) if len(r) >= 4]
+
+
+def _cqa(data: Path, split: str) -> list[Pair]:
+    folder = data / "Community-Question-Answering" / "dataset" / "Subtask B"
+    out: list[Pair] = []
+    for part in {"train": ("TRAIN", "VAL"), "test": ("TEST",)}[split]:
+        with (folder / f"{part}-BASE.csv").open(encoding="utf-8", errors="replace", newline="") as handle:
+            out += [
+                Pair(r["question"], r["rel_question"], r["labels"] == "PerfectMatch")
+                for r in csv.DictReader(handle)
+                if r["question"].strip() and r["rel_question"].strip()
+            ]
+    return out
+
+
 def _sts16_qq(root: Path) -> list[Pair]:
     return _sts(root / "data" / "sts" / "semeval-sts" / "2016" / "question-question.test.tsv")
 
@@ -94,17 +132,36 @@ SETS: dict[str, tuple[str, str]] = {
     "mrpc-train": ("tune", "data/para/msr/msr-para-train.tsv"),
     "sick-train": ("tune", "data/sts/sick2014/SICK_train.txt"),
     "sts12-15": ("tune", "data/sts/semeval-sts/all/2015.test.tsv"),
+    "mqp": ("tune", "medical-question-pair-dataset/mqp.csv"),
+    "cqa-train": ("tune", "Community-Question-Answering/dataset/Subtask B/{TRAIN,VAL}-BASE.csv"),
     "mrpc-test": ("report", "data/para/msr/msr-para-test.tsv"),
     "sick-test": ("report", "data/sts/sick2014/SICK_test_annotated.txt"),
     "sts16-qq": ("report", "data/sts/semeval-sts/2016/question-question.test.tsv"),
     "sts16-aa": ("report", "data/sts/semeval-sts/2016/answer-answer.test.tsv"),
+    "cqa-test": ("report", "Community-Question-Answering/dataset/Subtask B/TEST-BASE.csv"),
+}
+#: Where each checkout comes from: directory name in DATA -> (repository, commit).
+SOURCES: dict[str, tuple[str, str]] = {
+    "dataset-sts": (REPOSITORY, COMMIT),
+    "medical-question-pair-dataset": (
+        "https://github.com/curai/medical-question-pair-dataset",
+        "6c7f7fd7a53cedc6fec105c0c6cb78f2e9a82cd1",
+    ),
+    "Community-Question-Answering": (
+        "https://github.com/chaobotic-vasu/Community-Question-Answering",
+        "9febaf7498b0d4d262e9ad4aa424557e336b3133",
+    ),
 }
 TUNE = tuple(name for name, (role, _) in SETS.items() if role == "tune")
 REPORT = tuple(name for name, (role, _) in SETS.items() if role == "report")
 
 
 def load(data: Path, name: str) -> list[Pair]:
-    """The labelled pairs of one set; ``data`` holds the ``dataset-sts`` checkout (or is it)."""
+    """The labelled pairs of one set; ``data`` holds the checkouts (or is the ``dataset-sts`` one)."""
+    if name == "mqp":
+        return _mqp(data)
+    if name in ("cqa-train", "cqa-test"):
+        return _cqa(data, name.removeprefix("cqa-"))
     root = data / "dataset-sts" if (data / "dataset-sts").is_dir() else data
     if name == "mrpc-train":
         return _mrpc(root, "train")
