@@ -145,7 +145,7 @@ class Cascade:
     # -- keys ----------------------------------------------------------------------------------------
     def key_for(self, request: Mapping[str, Any], *, namespace: str | None = None, ignore: Iterable[str] = ()) -> str:
         """The storage key of a request; raises :class:`UncacheableRequest` when it has no canonical form."""
-        ns = self.settings.namespace if namespace is None else self._namespace(namespace)
+        ns = self._namespace(namespace)
         if self._bus is not None:
             self._bus.ensure_started()
         canonical = canonical_request(request, ignore)

@@ -331,8 +331,7 @@ class Claims:
         tier, token, lease_s = self._entry, os.urandom(16).hex(), self.core.settings.lock_lease_s
         assert tier is not None
         entry = self.core.guard.get(self._shared(), key, lambda: tier.lease_get(key, token, lease_s))
-        if (outcome := tier.lease_outcome(token)) != "none":  # "none" (a value was there: the hit) needs no record
-            self._looked(key, token, outcome)
+        self._looked(key, token, tier.lease_outcome(token))
         return entry
 
     async def alookup(self, key: str) -> Entry | None:

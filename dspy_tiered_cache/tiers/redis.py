@@ -300,10 +300,7 @@ class RedisTier(RedisLeases, Tier):
 
     def _runner(self) -> tuple[Any, Callable[[bytes], Any] | None]:
         """The sync client and, when it is a plain one, the function sending one command on its pool directly."""
-        bound, client = self._direct, self._client
-        if client is not None and bound[0] is client and not self._stale:  # the client property's check, inline
-            return bound
-        client = self.client
+        client, bound = self.client, self._direct
         if bound[0] is not client:
             bound = self._direct = (client, direct(client))
         return bound

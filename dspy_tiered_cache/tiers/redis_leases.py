@@ -22,7 +22,7 @@ from dspy_tiered_cache.tiers.redis_direct import lease_get_command
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from dspy_tiered_cache.codec import Entry, FrameCodec
+    from dspy_tiered_cache.codec import Entry
     from dspy_tiered_cache.tiers.stored_dictionaries import StoredDictionaries
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
@@ -80,8 +80,6 @@ class RedisLeases:
         async def aget(self, key: str) -> Entry | None: ...
 
         def _decode(self, raw: bytes | None) -> Entry | None: ...
-
-        codec: FrameCodec
 
         _dictionaries: StoredDictionaries
 
