@@ -11,6 +11,9 @@ One private redis-server; one ~1.5 KB chat answer (a LiteLLM response as the Lit
 * ``before`` (with ``--before REF``): the package as of git ``REF``, imported side by side under another name, so
   before and after alternate in the same process against the same Redis.
 
+The same readers through asyncio (``redis.asyncio`` ``await client.get()`` + ``orjson.loads`` against ``await
+core.aget(...)``, and ``before`` with ``--before``) are timed the same way in one event loop: ``l2_async_vs_raw``.
+
 Wall time: best per-call time over alternating rounds in one run (a loaded 2-core box swings 2x between rounds;
 the minimum is the uncontended cost). ``--callgrind``: each reader also runs under ``valgrind --tool=callgrind``
 twice (``--n`` and ``3 * --n`` calls); the difference in the main thread divided by ``2 * --n`` is the instructions
@@ -20,6 +23,7 @@ one call executes, a second view that load cannot move (background threads poll 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import os
 import re
@@ -119,6 +123,50 @@ def readers(url: str, text: str, before: str | None) -> tuple[dict[str, Callable
     return fns, close
 
 
+def async_l2_hit(url: str, text: str, module: str | None, rounds: int, number: int) -> dict[str, float]:
+    """Best per-call microseconds of the asyncio readers, alternating in one event loop (as alternating_min_us)."""
+    import redis.asyncio
+
+    from dspy_tiered_cache import CacheCore
+
+    async def timed() -> dict[str, float]:
+        value = answer_value(text)
+        ours = CacheCore(memory=False, disk=False, redis_url=url, fleet=False, namespace="ours")
+        cores: dict[str, Any] = {"ours": ours}
+        if module is not None:
+            cores["before"] = importlib.import_module(module).CacheCore(
+                memory=False, disk=False, redis_url=url, fleet=False, namespace="before"
+            )
+        raw = redis.asyncio.Redis.from_url(url)
+        await raw.set("raw-key", orjson.dumps(value))
+
+        async def read_raw() -> Any:
+            return orjson.loads(await raw.get("raw-key"))  # type: ignore[arg-type]
+
+        fns: dict[str, Callable[[], Any]] = {"raw": read_raw}
+        for name, core in cores.items():
+            core.set(core.key_for(REQUEST), value)
+            core.flush()
+            fns[name] = (lambda c: lambda: c.aget(c.key_for(REQUEST)))(core)
+            assert await fns[name]() is not None, f"{name}: the stored answer was not read back"
+        best = dict.fromkeys(fns, float("inf"))
+        items = list(fns.items())
+        try:
+            for r in range(rounds):
+                for name, fn in items if r % 2 else items[::-1]:
+                    started = time.perf_counter()
+                    for _ in range(number):
+                        await fn()
+                    best[name] = min(best[name], (time.perf_counter() - started) / number * 1e6)
+        finally:
+            await raw.aclose()
+            for core in cores.values():
+                core.close()
+        return best
+
+    return asyncio.run(timed())
+
+
 def _inner(args: argparse.Namespace) -> None:
     """Run one reader ``--n`` times (the process callgrind measures)."""
     if args.before:
@@ -209,6 +257,13 @@ def l2_hit(
         out["before_ref"] = before
         out["l2_hit_before_us"] = round(timed["before"], 1)
         out["before_vs_raw"] = round(timed["before"] / timed["raw"], 3)
+    timed_async = async_l2_hit(url, text, module, rounds, number)
+    out["raw_async_get_decode_us"] = round(timed_async["raw"], 1)
+    out["l2_hit_async_us"] = round(timed_async["ours"], 1)
+    out["l2_async_vs_raw"] = round(timed_async["ours"] / timed_async["raw"], 3)
+    if module is not None:
+        out["l2_hit_async_before_us"] = round(timed_async["before"], 1)
+        out["before_async_vs_raw"] = round(timed_async["before"] / timed_async["raw"], 3)
     if count_instructions and shutil.which("valgrind"):
         root = str(Path(sys.modules[module].__file__).parent.parent) if module else None  # type: ignore[arg-type]
         default = [name for name in fns if not name.startswith("part_")]

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import redis
@@ -39,7 +39,7 @@ from dspy_tiered_cache.dictionary import Dictionary, pack
 from dspy_tiered_cache.keys import entry_pattern, generation_key
 from dspy_tiered_cache.settings import mask_url
 from dspy_tiered_cache.tiers.base import Tier, TierHealth, storage_figures
-from dspy_tiered_cache.tiers.redis_direct import direct, get_command
+from dspy_tiered_cache.tiers.redis_direct import adirect, direct, get_command
 from dspy_tiered_cache.tiers.redis_leases import RedisLeases, is_lease
 from dspy_tiered_cache.tiers.redis_topology import cluster_seeds, sentinel_master
 from dspy_tiered_cache.tiers.stored_dictionaries import StoredDictionaries
@@ -113,6 +113,8 @@ class RedisTier(RedisLeases, Tier):
         self._stale = False
         #: (client, its direct command runner or None): the hit's read skips redis-py's dispatch (redis_direct.py).
         self._direct: tuple[Any, Callable[[bytes], Any] | None] = (None, None)
+        #: The same for the asyncio client of the last event loop that read (a client per loop: see aclient).
+        self._adirect: tuple[Any, Callable[[bytes], Awaitable[Any]] | None] = (None, None)
         #: How long a caller waits for a client build (its own, or the invalidation subscriber's) before it gives
         #: up with a miss: one timeout, like any other operation. The build itself goes on in the background.
         self._build_wait_s = max(connect_timeout_ms, timeout_ms) / 1000.0
@@ -305,13 +307,22 @@ class RedisTier(RedisLeases, Tier):
             bound = self._direct = (client, direct(client))
         return bound
 
+    async def _arunner(self) -> tuple[Any, Callable[[bytes], Awaitable[Any]] | None]:
+        """:meth:`_runner` for this event loop's asyncio client, ready (:meth:`_ac`)."""
+        client = await self._ac()
+        bound = self._adirect
+        if bound[0] is not client:
+            bound = self._adirect = (client, adirect(client))
+        return bound
+
     def get(self, key: str) -> Entry | None:
         client, run = self._runner()
         return self._decode_fetching(run(get_command(key)) if run is not None else client.get(key))
 
     async def aget(self, key: str) -> Entry | None:
-        client = await self._ac()
-        return await self._adecode_fetching(client, await client.get(key))
+        client, run = await self._arunner()
+        raw = await (run(get_command(key)) if run is not None else client.get(key))
+        return await self._adecode_fetching(client, raw)
 
     def set(self, key: str, entry: Entry) -> None:
         stored = self._dictionaries

@@ -20,7 +20,7 @@ from dspy_tiered_cache.codec import MissingDictionary
 from dspy_tiered_cache.tiers.redis_direct import lease_get_command
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from dspy_tiered_cache.codec import Entry
     from dspy_tiered_cache.tiers.stored_dictionaries import StoredDictionaries
@@ -76,6 +76,8 @@ class RedisLeases:
         def get(self, key: str) -> Entry | None: ...
 
         def _runner(self) -> tuple[Any, Callable[[bytes], Any] | None]: ...
+
+        async def _arunner(self) -> tuple[Any, Callable[[bytes], Awaitable[Any]] | None]: ...
 
         async def aget(self, key: str) -> Entry | None: ...
 
@@ -168,7 +170,7 @@ class RedisLeases:
         return self._decode_fetching(self._looked(key, token, raw))
 
     async def alease_get(self, key: str, token: str, lease_s: float) -> Entry | None:
-        client = await self._ac()
+        client, run = await self._arunner()
         if self._entry_leases is None:
             self._entry_leases = self._supports(await client.info("server"))
         if not self._entry_leases:
@@ -176,7 +178,11 @@ class RedisLeases:
             return await self.aget(key)
         self._outcomes[token] = "sent"
         try:
-            raw = await client.set(key, LEASE_MARK + token.encode(), nx=True, get=True, px=max(1, int(lease_s * 1000)))
+            mark, px = LEASE_MARK + token.encode(), max(1, int(lease_s * 1000))
+            if run is not None:
+                raw = await run(lease_get_command(key, mark, px))
+            else:
+                raw = await client.set(key, mark, nx=True, get=True, px=px)
         except redis.ResponseError as exc:
             refused = self._refused(exc)
             self._outcomes[token] = "old" if refused == "old" else "none"

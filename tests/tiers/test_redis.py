@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
@@ -12,7 +13,7 @@ from dspy_tiered_cache.core import CacheCore
 from dspy_tiered_cache.dictionary import Dictionary
 from dspy_tiered_cache.testing.redis_server import LocalRedisCluster, LocalSentinel, RedisServer
 from dspy_tiered_cache.tiers.redis import RedisTier
-from dspy_tiered_cache.tiers.redis_direct import direct, get_command, lease_get_command
+from dspy_tiered_cache.tiers.redis_direct import adirect, direct, get_command, lease_get_command
 
 from .contract import TierContract, entry
 
@@ -96,11 +97,69 @@ def test_the_direct_read_gives_every_connection_back(private_redis: RedisServer)
     assert not pool._in_use_connections and len(pool._available_connections) == 1
 
 
+async def test_the_async_direct_read_gives_every_connection_back(private_redis: RedisServer) -> None:
+    """The asyncio read sends its command on the pool itself too: an error reply leaves the connection usable, a
+    timeout drops it, and either way it goes back to the pool."""
+    tier = RedisTier(private_redis.url, codec=CODEC, timeout_ms=100)
+    try:
+        assert (await tier._arunner())[1] is not None
+        pool = tier.aclient.connection_pool
+        await tier.aset("dtc:e:default:0:d", entry())
+        await tier.aclient.rpush("dtc:e:default:0:list", b"x")
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            await tier.aget("dtc:e:default:0:list")
+        assert await tier.aget("dtc:e:default:0:d") is not None
+        private_redis.pause()
+        try:
+            with pytest.raises(redis.TimeoutError):
+                await tier.aget("dtc:e:default:0:d")
+        finally:
+            private_redis.resume()
+        assert await tier.aget("dtc:e:default:0:d") is not None
+        assert not pool._in_use_connections and len(pool._available_connections) == 1
+    finally:
+        await tier.aclose()
+
+
+async def test_a_cancelled_async_read_leaves_no_reply_behind(private_redis: RedisServer) -> None:
+    """A lookup cancelled while its reply is outstanding (a caller's own timeout) must not leave that reply on a
+    pooled connection, where the next read would take it for its own: the connection is dropped instead."""
+    tier = RedisTier(private_redis.url, codec=CODEC, timeout_ms=5000)
+    try:
+        pool = (await tier._ac()).connection_pool
+        await tier.aset("dtc:e:default:0:one", entry(payload=b"one"))
+        await tier.aset("dtc:e:default:0:two", entry(payload=b"two"))
+        private_redis.pause()
+        try:
+            task = asyncio.create_task(tier.aget("dtc:e:default:0:one"))
+            for _ in range(10_000):  # until the command is on the wire and its reply awaited
+                lent = list(pool._in_use_connections)
+                if lent and lent[0]._reader is not None and lent[0]._reader._waiter is not None:
+                    break
+                await asyncio.sleep(0)
+            else:
+                raise AssertionError("the read never waited for its reply")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            private_redis.resume()
+        second = await tier.aget("dtc:e:default:0:two")
+        assert second is not None and second.payload == b"two"
+        assert not pool._in_use_connections
+    finally:
+        await tier.aclose()
+
+
 def test_only_a_plain_client_is_read_directly(redis_url: str) -> None:
     plain = redis.Redis.from_url(redis_url)
     assert direct(plain) is not None
     assert direct(redis.Redis.from_url(redis_url, single_connection_client=True)) is None
     assert direct(redis.Redis.from_url(redis_url, encoding="latin-1")) is None
+    assert adirect(redis.asyncio.Redis.from_url(redis_url)) is not None
+    assert adirect(redis.asyncio.Redis.from_url(redis_url, single_connection_client=True)) is None
+    assert adirect(redis.asyncio.Redis.from_url(redis_url, encoding="latin-1")) is None
+    assert adirect(plain) is None and direct(redis.asyncio.Redis.from_url(redis_url)) is None
     conn = plain.connection_pool.make_connection()
     key = "dtc:e:caf\u00e9:3:" + "a" * 40
     assert [get_command(key)] == conn.pack_command("GET", key)
