@@ -243,7 +243,7 @@ class RedisTier(RedisLeases, Tier):
             except Exception as exc:
                 self._aclients.pop(asyncio.get_running_loop(), None)
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.aclose(), 0.05)
+                    await asyncio.wait_for(_aclose(client), 0.05)
                 raise ClientBuildError(f"cannot connect to {mask_url(self.url)}: {type(exc).__name__}: {exc}") from exc
             from redis.asyncio.retry import Retry as AsyncRetry
 
@@ -542,5 +542,11 @@ class RedisTier(RedisLeases, Tier):
             loop = None
         client = self._aclients.pop(loop, None) if loop is not None else None
         if client is not None:
-            await client.aclose()
+            await _aclose(client)
         self.close()
+
+
+def _aclose(client: Any) -> Awaitable[None]:
+    """Close an asyncio client: ``aclose()`` from redis-py 5.0.1 on; 5.0.0 has only ``close()`` (a coroutine)."""
+    closer = getattr(client, "aclose", None) or client.close
+    return closer()  # type: ignore[no-any-return]
