@@ -143,6 +143,9 @@ class CacheSettings(BaseSettings):
     semantic_judge_api_base: str | None = Field(None, description="Endpoint of the judge model.")
     semantic_judge_api_key: SecretStr | None = Field(None, description="Key for the judge model.")
     semantic_candidates: int = Field(5, gt=0, le=100, description="Nearest neighbours the verifier examines.")
+    semantic_max_rows: int = Field(
+        200_000, gt=0, description="Rows the semantic index keeps (shared in Redis, or per machine); oldest go first."
+    )
     semantic_max_chars: int = Field(2000, gt=0, description="Longer last user turns are matched exactly only.")
     semantic_max_messages: int = Field(6, gt=0, description="Longer conversations are matched exactly only.")
     semantic_allow_tools: bool = Field(False, description="Also match requests carrying tools/functions.")

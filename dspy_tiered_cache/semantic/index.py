@@ -53,8 +53,8 @@ class VectorIndex(Protocol):
     def close(self) -> None: ...
 
 
-#: Rows the per-machine index keeps; past it, expired rows go first, then the oldest (one answer's row each:
-#: losing one costs a possible semantic hit, never a wrong answer).
+#: Rows an index keeps (``semantic_max_rows``); past it, expired rows go first, then the oldest (one answer's row
+#: each: losing one costs a possible semantic hit, never a wrong answer).
 MAX_LOCAL_ROWS = 200_000
 
 
@@ -214,9 +214,13 @@ class RedisIndex:
 
     name = "redis"
 
-    def __init__(self, client_factory: Any, prefix: str) -> None:
+    def __init__(self, client_factory: Any, prefix: str, max_rows: int = MAX_LOCAL_ROWS) -> None:
         self._client_factory = client_factory
         self.prefix = prefix
+        self.max_rows = max_rows
+        #: Every row's name, scored by when it was added: the size bound drops the oldest first. Rows that expired
+        #: on their own are still members until popped (deleting them again is harmless); they are the oldest.
+        self._rows = f"{prefix}:semrows"
         self._created: set[int] = set()
         self._lock = threading.Lock()
 
@@ -260,7 +264,19 @@ class RedisIndex:
         pipe.hset(name, mapping={"p": partition, "k": key, "t": text, "v": blob.tobytes()})
         if expires_at is not None:
             pipe.pexpireat(name, int(expires_at * 1000))
-        pipe.execute()
+        pipe.zadd(self._rows, {name: time.time()})
+        pipe.zcard(self._rows)
+        count = int(pipe.execute()[-1])
+        if count > self.max_rows:
+            self._trim(client, count)
+
+    def _trim(self, client: Any, count: int) -> None:
+        """Back under ``max_rows`` with a tenth to spare (so trims are rare), oldest rows first. Processes that trim
+        at once pop different members (ZPOPMIN is atomic), so none deletes a row twice or a row it should keep."""
+        popped = client.zpopmin(self._rows, count - self.max_rows + max(1, self.max_rows // 10))
+        names = [member for member, _ in popped]
+        for start in range(0, len(names), 1000):
+            client.delete(*names[start : start + 1000])
 
     def search(self, partition: str, vector: Vector, k: int, min_similarity: float) -> list[Neighbour]:
         client = self._client_factory()
@@ -286,7 +302,11 @@ class RedisIndex:
         client = self._client_factory()
         dims = {int(d) for d in client.smembers(f"{self.prefix}:semdims") or ()} | self._created
         if dims:
-            client.delete(*(f"{self.prefix}:sem:{dim}:{_ident(key)}" for dim in sorted(dims)))
+            names = [f"{self.prefix}:sem:{dim}:{_ident(key)}" for dim in sorted(dims)]
+            pipe = client.pipeline(transaction=False)
+            pipe.delete(*names)
+            pipe.zrem(self._rows, *names)
+            pipe.execute()
 
     def get_embedding(self, ident: str) -> Vector | None:
         raw = self._client_factory().get(f"{self.prefix}:semvec:{ident}")
@@ -302,7 +322,7 @@ class RedisIndex:
         for dim in dims:
             with contextlib.suppress(Exception):
                 client.execute_command("FT.DROPINDEX", self._index_name(dim), "DD")
-        client.delete(f"{self.prefix}:semdims")
+        client.delete(f"{self.prefix}:semdims", self._rows)
         self._created.clear()
 
     def close(self) -> None:

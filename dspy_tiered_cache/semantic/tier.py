@@ -43,8 +43,8 @@ def _local_index(tiers: list[Tier], core: CacheCore) -> LocalIndex:
     """A SQLite file beside the disk tier's when there is one (shared by this machine's processes), else memory."""
     if any(t.name == "disk" for t in tiers):
         path = core.settings.disk_path
-        return LocalIndex(path.with_name(path.name + ".semantic"))
-    return LocalIndex(None)
+        return LocalIndex(path.with_name(path.name + ".semantic"), core.settings.semantic_max_rows)
+    return LocalIndex(None, core.settings.semantic_max_rows)
 
 
 def default_index(core: CacheCore) -> VectorIndex | None:
@@ -57,7 +57,8 @@ def default_index(core: CacheCore) -> VectorIndex | None:
     if redis_tier is not None:
         if getattr(redis_tier, "cluster", False):
             return None
-        return RedisIndex(lambda: redis_tier.client, core.settings.key_prefix)  # type: ignore[attr-defined]
+        prefix, rows = core.settings.key_prefix, core.settings.semantic_max_rows
+        return RedisIndex(lambda: redis_tier.client, prefix, rows)  # type: ignore[attr-defined]
     return _local_index(tiers, core)
 
 

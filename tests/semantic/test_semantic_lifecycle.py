@@ -1,5 +1,5 @@
 """The semantic tier's life around its answers, through the LiteLLM door over real HTTP: an embedding endpoint that
-fails, a changed embedding model, ``delete()``, per-call lifetimes and the per-machine index's size bound."""
+fails, a changed embedding model, ``delete()``, per-call lifetimes and the size bound of both indexes."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis
 
-from dspy_tiered_cache.semantic.index import LocalIndex
+from dspy_tiered_cache.semantic.index import LocalIndex, RedisIndex
 from dspy_tiered_cache.testing.provider import StandInProvider
 from tests.integrations.conftest import MakeCache
 from tests.semantic.conftest import semantic_settings
@@ -111,3 +112,32 @@ def test_the_per_machine_index_is_bounded(tmp_path: Path) -> None:
     newest = index.search("p", rng.standard_normal(8).astype(np.float32), 1000, -1.0)
     assert "k599" in {n.key for n in newest} and "k0" not in {n.key for n in newest}
     index.close()
+
+
+def test_the_shared_index_is_bounded(search_url: str) -> None:
+    """The Redis index keeps at most ``max_rows`` rows, dropping the oldest, and ``delete`` takes a row's place in
+    the bound with it. Two indexes stand for two processes sharing the server."""
+    client = redis.Redis.from_url(search_url)
+    first, second = RedisIndex(lambda: client, "dtc", max_rows=50), RedisIndex(lambda: client, "dtc", max_rows=50)
+    rng = np.random.default_rng(5)
+    for i in range(300):
+        (first if i % 2 else second).add("p", f"k{i}", f"text {i}", rng.standard_normal(8).astype(np.float32), None)
+        assert len(client.keys("dtc:sem:8:*")) <= 50
+    kept = {n.key for n in first.search("p", rng.standard_normal(8).astype(np.float32), 100, -1.0)}
+    assert "k299" in kept and "k0" not in kept and len(kept) == client.zcard("dtc:semrows")
+    first.delete("k299")
+    assert client.zcard("dtc:semrows") == len(client.keys("dtc:sem:8:*")) == len(kept) - 1
+    assert "k299" not in {n.key for n in second.search("p", rng.standard_normal(8).astype(np.float32), 100, -1.0)}
+    client.close()
+
+
+def test_the_index_bound_is_a_setting(make_cache: MakeCache, provider: StandInProvider, search_url: str) -> None:
+    """``semantic_max_rows`` reaches the shared index through the door: five different questions, two rows kept."""
+    cache = make_cache(redis_url=search_url, semantic_max_rows=2, **semantic_settings(provider))
+    for topic in ("tides", "volcanoes", "glaciers", "comets", "coral reefs"):
+        _ask(provider, f"Why do {topic} form, in two sentences?")
+    cache.flush()
+    client = redis.Redis.from_url(search_url)
+    assert client.zcard(f"{cache.core.settings.key_prefix}:semrows") <= 2
+    assert len(client.keys(f"{cache.core.settings.key_prefix}:sem:*")) <= 2
+    client.close()
