@@ -223,22 +223,28 @@ class LearnedVerifier:
         return self.explain(query, candidate).reason
 
     def explain(self, query: str, candidate: str) -> Verdict:
+        return self.judge(query, candidate)[1]
+
+    def judge(self, query: str, candidate: str) -> tuple[float | None, Verdict]:
+        """The verdict, and the head's probability behind it: 1 for the same text, 0 for a changed frame, None
+        where the head did not decide (no head, the rules instead, or embeddings unavailable). The probability is
+        what a cut-off other than the shipped one would act on (``benchmarks/semantic_ceiling.py``)."""
         if self.head is None or self.embed_words is None:
-            return self.rules.explain(query, candidate)
+            return None, self.rules.explain(query, candidate)
         if query.strip().casefold() == candidate.strip().casefold():
-            return Verdict(None)
+            return 1.0, Verdict(None)
         # The frame stays a rule: the tune sets hold too few questions to teach the head what a changed question
         # word, person, tense or modality does (it learned weight 0 for them), and each changes what is asked.
         frame = _frame(parse(query), parse(candidate))
         if frame is not None:
-            return frame
+            return 0.0, frame
         try:
             x, dimension = features(query, candidate, self.embed_words)
         except Exception as exc:  # an embedding failure fails closed: a miss, never a wrong answer
-            return Verdict("learned_unavailable", f"embeddings unavailable: {type(exc).__name__}")
+            return None, Verdict("learned_unavailable", f"embeddings unavailable: {type(exc).__name__}")
         if dimension != self.head.dimension:  # same name, other vectors: the head does not apply
-            return self.rules.explain(query, candidate)
+            return None, self.rules.explain(query, candidate)
         p, weakest = self.head.score(x)
         if p >= self.head.cutoff:
-            return Verdict(None, f"p={p:.3f}")
-        return Verdict("learned_" + weakest, f"p={p:.3f} < {self.head.cutoff:.3f}")
+            return p, Verdict(None, f"p={p:.3f}")
+        return p, Verdict("learned_" + weakest, f"p={p:.3f} < {self.head.cutoff:.3f}")
