@@ -46,6 +46,40 @@ import semantic_data  # noqa: E402
 META = "semantic_verifier.json"
 
 
+class CrossVerifier:
+    """A trained cross-encoder as the tier's verifier, for the benchmarks (the package does not ship one): passes
+    a pair whose score reaches the cut-off (``META``'s, or one given). Scores are kept per pair, so rows that
+    differ only in the cut-off score each pair once."""
+
+    name = "cross-encoder"
+
+    def __init__(self, path: str, cutoff: float | None = None) -> None:
+        from sentence_transformers import CrossEncoder
+
+        meta = json.loads((Path(path) / META).read_text(encoding="utf-8"))
+        self.meta = meta
+        self.cutoff = float(meta["cutoff"]) if cutoff is None else cutoff
+        self.cosine_floor = float(meta["cosine_floor"])
+        self.model = CrossEncoder(path, device="cpu", max_length=int(meta["max_length"]))
+        self.scores: dict[tuple[str, str], float] = {}
+
+    def at(self, cutoff: float) -> CrossVerifier:
+        """The same model and scores at another cut-off."""
+        other = object.__new__(CrossVerifier)
+        other.__dict__.update(self.__dict__)
+        other.cutoff = cutoff
+        return other
+
+    def score(self, query: str, candidate: str) -> float:
+        key = (query, candidate)
+        if key not in self.scores:
+            self.scores[key] = float(self.model.predict([key], show_progress_bar=False)[0])
+        return self.scores[key]
+
+    def check(self, query: str, candidate: str) -> str | None:
+        return None if self.score(query, candidate) >= self.cutoff else "cross_encoder"
+
+
 def split(data: Path, names: Sequence[str], limit: int, holdout: float, seed: int) -> tuple[list[Any], list[Any]]:
     """(train, held) lists of (set name, pair); each set sampled and split with its own seeded generator."""
     train: list[Any] = []
@@ -104,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="directory for the trained model (not committed)")
     parser.add_argument("--base", default=None, help="starting weights (default: all-MiniLM-L6-v2's package)")
+    parser.add_argument(
+        "--embedder", default=None, help="the tier's embedding model, for the cosine floor (default: all-MiniLM-L6-v2)"
+    )
     parser.add_argument("--sets", nargs="*", default=list(semantic_data.TUNE), choices=semantic_data.TUNE)
     parser.add_argument("--limit", type=int, default=2000, help="pairs per tune set (a seeded sample)")
     parser.add_argument("--holdout", type=float, default=0.25, help="share of each set kept to choose the cut-off")
@@ -175,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"trained in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
     # The operating point, on the held-out part of each tune set (never trained on).
-    embedder = SentenceTransformer(base, device="cpu")
+    embedder = SentenceTransformer(args.embedder or default_model(), device="cpu")
     names = list(dict.fromkeys(n for n, _ in held))
     parts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for name in names:
@@ -186,6 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         vb = embedder.encode([q.b for q in pairs], normalize_embeddings=True, batch_size=128)
         cos = np.sum(va * vb, axis=1)
         parts[name] = (p, cos, np.array([q.duplicate for q in pairs], dtype=bool))
+    held_scores = {
+        name: {"score": [round(float(v), 5) for v in p], "cosine": [round(float(v), 5) for v in c], "label": y.tolist()}
+        for name, (p, c, y) in parts.items()
+    }
     cutoff = choose_cutoff(list(parts.values()), args.floor, args.target)
     pooled = tuple(np.concatenate([part[i] for part in parts.values()]) for i in range(3))
     pooled_cutoff = choose_cutoff([pooled], args.floor, args.target)  # type: ignore[list-item]
@@ -225,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "made_by": "benchmarks/semantic_cross_train.py",
     }
     (args.out / META).write_text(json.dumps(meta, indent=1) + "\n")
+    (args.out / "held_out_scores.json").write_text(json.dumps(held_scores) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
