@@ -113,10 +113,17 @@ def _request(text: str, pair: int) -> dict[str, Any]:
     }
 
 
-def ours(pairs: Sequence[semantic_data.Pair], vectors: Vectors, **settings: Any) -> dict[str, Any]:
+def ours(
+    pairs: Sequence[semantic_data.Pair], vectors: Vectors, verifier: Any = None, **settings: Any
+) -> dict[str, Any]:
+    """``verifier``: another verifier in the tier's place (the cross-encoder), at its cosine floor unless a
+    ``semantic_threshold`` is given."""
     settings.setdefault("semantic_embedding_model", vectors.model_name)
     core = CacheCore(memory=True, disk=False, telemetry=False, semantic=True, **settings)
     tier = SemanticTier(core, index=LocalIndex(None), embed=vectors)
+    if verifier is not None:
+        tier.verifier = verifier
+        tier.threshold = settings.get("semantic_threshold") or verifier.cosine_floor
     tier.embedder._embed_batch = vectors.many  # words in one batch, as the LiteLLM path does
     served = {True: 0, False: 0}
     for i, pair in enumerate(pairs):
@@ -228,8 +235,36 @@ def verifier_texts(pairs: Sequence[semantic_data.Pair]) -> list[str]:
     return list(wanted)
 
 
+def cross_latency(pairs: Sequence[semantic_data.Pair], cross: Any, count: int = 200) -> dict[str, float]:
+    """The cross-encoder's cost per pair as the tier pays it: one pair per call (batch 1), on this CPU; wall and
+    process CPU time (every thread) per call, over the first ``count`` pairs after two warm-up calls."""
+    chosen = list(pairs[:count])
+    for pair in chosen[:2]:
+        cross.model.predict([(pair.b, pair.a)], show_progress_bar=False)
+    walls: list[float] = []
+    cpu_started = time.process_time()
+    for pair in chosen:
+        started = time.perf_counter()
+        cross.model.predict([(pair.b, pair.a)], show_progress_bar=False)
+        walls.append(time.perf_counter() - started)
+    cpu = (time.process_time() - cpu_started) / max(1, len(chosen))
+    walls.sort()
+    return {
+        "pairs": len(chosen),
+        "wall_ms_median": round(1000 * walls[len(walls) // 2], 2),
+        "wall_ms_p95": round(1000 * walls[int(0.95 * (len(walls) - 1))], 2),
+        "cpu_ms_mean": round(1000 * cpu, 2),
+    }
+
+
 def run_set(
-    name: str, pairs: list[semantic_data.Pair], vectors: Vectors, url: str | None, api_base: str | None
+    name: str,
+    pairs: list[semantic_data.Pair],
+    vectors: Vectors,
+    url: str | None,
+    api_base: str | None,
+    cross: Any = None,
+    ours_rows: bool = True,
 ) -> dict[str, Any]:
     dups = sum(p.duplicate for p in pairs)
     nondups = len(pairs) - dups
@@ -255,7 +290,18 @@ def run_set(
         result["served"],
         reasons=result["reasons"],
     )
-    for verifier in ("learned", "rules"):
+    latency = None
+    if cross is not None:
+        pooled = float(cross.meta.get("pooled_cutoff", cross.cutoff))
+        for cutoff, how in ((cross.cutoff, "every tune set <= 1 %"), (pooled, "pooled tune pairs <= 1 %")):
+            result = ours(pairs, vectors, verifier=cross.at(cutoff))
+            row(
+                f"ours, threshold {result['threshold']}, cross-encoder verifier, cut-off {cutoff} ({how})",
+                result["served"],
+                reasons=result["reasons"],
+            )
+        latency = cross_latency(pairs, cross)
+    for verifier in ("learned", "rules") if ours_rows else ():
         for threshold in THRESHOLDS:
             if verifier == DEFAULT_VERIFIER and threshold == default:
                 continue
@@ -263,7 +309,7 @@ def run_set(
             if result["verifier"] != verifier:
                 break  # no learned head for this model: the rules rows follow
             row(f"ours, threshold {threshold}, {verifier} verifier", result["served"], reasons=result["reasons"])
-    for threshold in THRESHOLDS:
+    for threshold in THRESHOLDS if ours_rows else ():
         result = ours(pairs, vectors, semantic_threshold=threshold, semantic_verifier="none")
         row(f"ours, threshold {threshold}, verifier off", result["served"])
     print(f"  {name}: ours in {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -291,6 +337,7 @@ def run_set(
         "duplicates": dups,
         "non_duplicates": nondups,
         "rows": rows,
+        **({"cross_encoder_latency": latency} if latency is not None else {}),
     }
 
 
@@ -351,6 +398,14 @@ def markdown(out: dict[str, Any]) -> str:
             "Why ours (defaults) did not serve: " + ", ".join(f"{k} {v}" for k, v in default["reasons"].items()),
             "",
         ]
+        latency = result.get("cross_encoder_latency")
+        if latency:
+            lines += [
+                f"Cross-encoder cost per pair (batch 1, this CPU, {latency['pairs']} pairs): wall median "
+                f"{latency['wall_ms_median']} ms, p95 {latency['wall_ms_p95']} ms; process CPU "
+                f"{latency['cpu_ms_mean']} ms per pair.",
+                "",
+            ]
     return "\n".join(lines + out["notes"]) + "\n"
 
 
@@ -387,6 +442,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sets", nargs="*", default=None, help="default: every report set, unless --pairs is given")
     parser.add_argument("--limit", type=int, default=2000, help="pairs per set (a seeded sample); 0: all")
     parser.add_argument("--no-peers", action="store_true", help="ours only (no Redis needed)")
+    parser.add_argument(
+        "--cross-encoder",
+        default=None,
+        help="a cross-encoder directory trained by semantic_cross_train.py (never committed): its rows too",
+    )
+    parser.add_argument(
+        "--no-sweep", action="store_true", help="ours at defaults only (no threshold sweep of each verifier)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     args = parser.parse_args(argv)
     if args.sets is None:
@@ -396,6 +459,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     files = {path.stem: load_pairs_file(path) for path in args.pairs}  # unreadable files fail before the model loads
     model = args.model or default_model()
     vectors = Vectors(model)
+    cross = None
+    if args.cross_encoder:
+        from semantic_cross_train import CrossVerifier
+
+        cross = CrossVerifier(args.cross_encoder)
     out: dict[str, Any] = {
         "model": model_label(model, args.model is None, vectors),
         "sets": [],
@@ -419,7 +487,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         chosen += [(name, pairs) for name, (pairs, _) in files.items()]
         for name, every in chosen:
             pairs = sample(every, args.limit or None)
-            out["sets"].append(run_set(name, pairs, vectors, server.url if server else None, api_base))
+            out["sets"].append(
+                run_set(
+                    name,
+                    pairs,
+                    vectors,
+                    server.url if server else None,
+                    api_base,
+                    cross=cross,
+                    ours_rows=not args.no_sweep,
+                )
+            )
         for name, (_, skipped) in files.items():
             if skipped:
                 out["notes"].append(f"{name}: {skipped} rows skipped (an empty text or a label that is not 0/1)")
