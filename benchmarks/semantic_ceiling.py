@@ -14,7 +14,9 @@ The shipped cut-off's own figures are printed beside them (they match ``semantic
 
 ``--geometry`` adds the embedding's geometry as a scorer: the cosine after removing the mean of the tune sets'
 texts and their top principal directions ("all-but-the-top"; the directions are fitted on the tune sets only),
-for k = 0, 1, 3 and 10 directions, with the same oracle cut-off.
+for k = 0, 1, 3 and 10 directions, with the same oracle cut-off. ``--cross-encoder DIR`` adds a cross-encoder
+trained by ``semantic_cross_train.py`` as a scorer (0 below its cosine floor), with the same oracle cut-off: how
+well it ranks pairs, apart from how well its tune-chosen cut-off carries.
 """
 
 from __future__ import annotations
@@ -93,9 +95,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=400, help="pairs per set (the same sample as semantic.py)")
     parser.add_argument("--model", default=None, help="sentence-transformers model (default: all-MiniLM-L6-v2)")
     parser.add_argument("--geometry", action="store_true", help="also the cosine after all-but-the-top")
+    parser.add_argument("--cross-encoder", help="also a cross-encoder directory from semantic_cross_train.py")
     a = parser.parse_args(argv)
     vectors = semantic.Vectors(a.model or semantic.default_model())
     fitted = geometry(a.data, vectors) if a.geometry else None
+    cross = None
+    if a.cross_encoder:
+        from semantic_cross_train import CrossVerifier
+
+        cross = CrossVerifier(a.cross_encoder)
     print(f"model {vectors.model_name}; cut-offs chosen on each set itself (oracle), at most 1 % non-duplicates")
     print("| set | pairs (dup.) | cosine = RedisVL tuned to 1 % | learned head, best cut-off | head / cosine "
           "| learned head, shipped cut-off |")  # fmt: skip
@@ -120,6 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{pct(ship_dup, dups)} / {pct(ship_non, nondups)} |",
             flush=True,
         )
+        if cross is not None:
+            crossed = [
+                cross.score(p.b, p.a) if c >= cross.cosine_floor else 0.0 for p, c in zip(pairs, cosines, strict=True)
+            ]
+            served = oracle_served(crossed, labels)
+            line = f"|   {name}, cross-encoder | | {pct(served[0], dups)} / {pct(served[1], nondups)} | "
+            print(line + f"{served[0] / max(cos_dup, 1):.2f}x vs cosine | |", flush=True)
         if fitted is not None:
             for k in (0, 1, 3, 10):
                 served = oracle_served(projected_cosines(pairs, vectors, fitted[0], fitted[1][:k]), labels)
