@@ -20,7 +20,7 @@ plain ``redis.Redis`` on a plain pool with the default UTF-8 encoding: Cluster, 
 single-connection clients and other encodings keep redis-py's full path.
 
 The asyncio client gets the same (:func:`adirect`): there ``client.get()`` and ``client.set()`` cost more still (an
-L2 hit through them measured 1.76x a raw ``await client.get()`` + decode), and the asyncio connection's
+L2 hit through them measured 1.75x a raw ``await client.get()`` + decode), and the asyncio connection's
 ``send_packed_command`` / ``read_response`` disconnect on any failure, a cancellation included, as they do under
 ``execute_command``.
 """
